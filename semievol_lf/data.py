@@ -1,0 +1,179 @@
+"""Load a task's labeled / unlabeled / test files (CSV as released, JSON or JSONL with the same fields).
+
+Every problem is reported as `file:row: field: what is wrong` before any model is loaded.
+Unlabeled files are read without their answer column, even when they have one: the method
+must never see those answers.
+"""
+
+import ast
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .extraction import LETTERS
+from .tasks import Task
+
+SPLITS = ("labeled", "unlabeled", "test")
+SUFFIXES = (".csv", ".jsonl", ".json")
+csv.field_size_limit(1 << 26)  # long contexts (ConvFinQA, PubMedQA) exceed the 128 KiB default
+
+
+@dataclass
+class Example:
+    uid: str
+    question: str
+    options: list[str] = field(default_factory=list)
+    answer: str | None = None  # canonical letter or number; always None for unlabeled rows
+    category: str | None = None
+
+    def to_dict(self) -> dict:
+        row = {"id": self.uid, "question": self.question, "options": self.options}
+        if self.category is not None:
+            row["category"] = self.category
+        if self.answer is not None:
+            row["answer"] = self.answer
+        return row
+
+
+def find_split_file(folder: str | Path, split: str) -> Path:
+    """`labeled.csv`, `labeled.jsonl` or `labeled.json` inside `folder`."""
+    folder = Path(folder)
+    for suffix in SUFFIXES:
+        path = folder / f"{split}{suffix}"
+        if path.is_file():
+            return path
+    raise UserError(f"{folder}: no {split}.csv, {split}.jsonl or {split}.json")
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) pairs; the line number is what an editor shows for that row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's BOM is not part of the first header
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
+    if not text.strip():
+        raise UserError(f"{path}: file is empty")
+    if path.suffix == ".csv":
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        rows, start = [], 2
+        try:
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise UserError(f"{path}:{start}: row has {len(row) - (None in row)} fields, the header has "
+                                    f"{len(reader.fieldnames)} (a stray comma, quote or a truncated file?)")
+                rows.append((start, row))
+                start = reader.line_num + 1
+        except csv.Error as err:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+        if reader.fieldnames and len(reader.fieldnames) == 1 and any(c in reader.fieldnames[0] for c in ";\t|"):
+            raise UserError(f"{path}:1: only one column `{reader.fieldnames[0][:60]}`: the file must be "
+                            "comma-separated")
+        return rows
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: a JSON data file must hold a list of objects")
+    return [(i, row) for i, row in enumerate(data, start=1)]
+
+
+def parse_options(raw, where: str) -> list[str]:
+    """`'["up", "down"]'` -> `["up", "down"]`; also accepts a Python list literal and a real list."""
+    if isinstance(raw, list):
+        options = raw
+    else:
+        text = str(raw).strip()
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError:
+            try:
+                options = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise UserError(f"{where}: options: not a JSON list: {text[:60]!r}") from None
+    if not isinstance(options, list):
+        raise UserError(f"{where}: options: expected a JSON list, got {type(options).__name__}")
+    options = [str(o).strip() for o in options]
+    if len(options) < 2:
+        raise UserError(f"{where}: options: needs at least 2 options, got {len(options)}")
+    if len(options) > len(LETTERS):
+        raise UserError(f"{where}: options: {len(options)} options, at most {len(LETTERS)} (A-J) are supported")
+    if any(not o for o in options):
+        raise UserError(f"{where}: options: option {LETTERS[options.index('')]} is empty")
+    if len(set(options)) != len(options):
+        dup = next(o for o in options if options.count(o) > 1)
+        raise UserError(f"{where}: options: {dup[:40]!r} appears twice")
+    return options
+
+
+def _column(row: dict, name: str) -> str | None:
+    """Exact column name first, then case-insensitive (`subject` for `Subject`)."""
+    if name in row:
+        return name
+    lowered = {k.lower(): k for k in row if isinstance(k, str)}
+    return lowered.get(name.lower())
+
+
+def load_examples(path: str | Path, task: Task, split: str) -> list[Example]:
+    """Read and validate one split. `split == "unlabeled"` drops any answer column unread."""
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    required = ["question"] + (["options"] if task.has_options else []) + (["answer"] if split != "unlabeled" else [])
+    header = rows[0][1]
+    if not isinstance(header, dict):
+        raise UserError(f"{path}:{rows[0][0]}: each row must be an object with named fields")
+    missing = [c for c in required if _column(header, c) is None]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, header))}")
+
+    examples, seen = [], {}
+    for line, row in rows:
+        where = f"{path}:{line}"
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: each row must be an object with named fields")
+        if split == "unlabeled":  # answers may be present (the released files have them); never read them
+            row = {k: v for k, v in row.items() if str(k).lower() not in ("answer", "gt")}
+        question = str(row.get(_column(row, "question") or "question") or "").strip()
+        if not question:
+            raise UserError(f"{where}: question: empty")
+        options = parse_options(row[_column(row, "options")], where) if task.has_options else []
+        if task.has_options and len(options) > task.max_options:
+            raise UserError(f"{where}: options: {len(options)} options, task {task.name} has at most {task.max_options}")
+        answer = None
+        if split != "unlabeled":
+            raw = row[_column(row, "answer")]
+            answer = task.normalise_answer(raw, len(options))
+            if answer is None:
+                allowed = f"a letter A-{LETTERS[len(options) - 1]}" if task.has_options else "a number"
+                raise UserError(f"{where}: answer: {str(raw)[:40]!r} is not {allowed}")
+        category = None
+        if task.category_field and (col := _column(row, task.category_field)) is not None:
+            category = str(row[col]).strip() or None
+        uid = f"{split}-{len(examples)}"
+        if (col := _column(row, task.id_field or "id")) is not None and str(row[col]).strip():
+            uid = str(row[col]).strip()
+        if uid in seen:
+            raise UserError(f"{where}: {task.id_field or 'id'}: {uid!r} already used on row {seen[uid]}")
+        seen[uid] = line
+        examples.append(Example(uid, question, options, answer, category))
+    return examples
+
+
+def load_task_split(folder: str | Path, task: Task, split: str) -> list[Example]:
+    return load_examples(find_split_file(folder, split), task, split)
