@@ -79,6 +79,10 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     model = LlamaForCausalLM(config)
+    # With the default init (std 0.02) the tied output embeddings give logits near zero after
+    # the final RMSNorm, so no LoRA update can make the model confident; unit-scale rows can.
+    with torch.no_grad():
+        model.model.embed_tokens.weight.normal_(0.0, 1.0)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)

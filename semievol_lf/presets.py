@@ -22,7 +22,7 @@ TINY_TRAIN = {
     # settings make the CPU demo learn its task in seconds.
     "lora_rank": 16, "lora_alpha": 32, "learning_rate": 5.0e-3, "num_train_epochs": 20.0,
     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "cutoff_len": 256,
-    "bf16": False, "logging_steps": 5, "save_steps": 100000,
+    "bf16": False, "logging_steps": 5, "save_steps": 100000, "preprocessing_num_workers": 1,
     "dataloader_num_workers": 0,
 }
 

@@ -1,0 +1,247 @@
+"""The vLLM backend: one engine serves the base model and the warm LoRA adapter side by side.
+
+    backend = VLLMBackend("saves/base", "saves/warm")   # inside `if __name__ == "__main__":`
+    backend.generate([GenerationRequest(prompt_ids=(0, 17, 42), adapter=True, seed=7)])
+    backend.score([ScoreRequest(prompt_ids=(0, 17, 42), response_ids=(99, 1))])  # -> [[-2.3, -0.1]]
+
+Each request becomes one entry of a single `LLM.generate` call: its own `SamplingParams`
+(seed, temperature, top_p, max_tokens) and its own `lora_request` (None for the base model,
+the warm `LoRARequest` for the adapter), so base and adapter requests share a batch and a
+request's sample does not depend on its batch-mates. Prompts go in as token ids
+(`TokensPrompt`), never as text: a rendered string would get a second BOS.
+
+Scoring runs prompt + response as one prompt with `max_tokens=1, prompt_logprobs=0` and reads
+the log-probability of each response token from `prompt_logprobs` (entry 0 is None: the first
+token has no context).
+
+Everything that builds vLLM's inputs is a pure function of plain data (`build_engine_kwargs`,
+`build_lora_requests`, `build_sampling_kwargs`, `choice_kwargs`, `score_prompt_ids`,
+`response_logprobs`, `max_lora_rank_for`), tested without vLLM installed; vLLM itself is
+imported only inside `VLLMBackend`.
+
+Does not handle:
+- more than one adapter per engine (the warm adapter is the only one; a new adapter needs a
+  new backend), nor adapters that bring their own tokenizer or new embeddings;
+- stop strings other than the model's EOS, beam search, streaming, n > 1 per request;
+- prompts longer than the engine's `max_model_len` (vLLM rejects them);
+- vLLM's CPU attention has kernels only for head_dim 32, 64, 80, 96, 112, 128, ... (not 16):
+  a smaller model fails at the first generate with "Unsupported CPU attention configuration";
+- `choices` on a vLLM that has neither `StructuredOutputsParams` nor `GuidedDecodingParams`.
+"""
+
+import gc
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable, Sequence
+
+from ..errors import UserError
+from .base import Generation, GenerationRequest, ScoreRequest
+
+# vLLM's allowed `max_lora_rank` values (vllm/config/lora.py `MaxLoRARanks`, 0.32);
+# the engine reads the live list from vLLM when it can.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+WARM_LORA_NAME = "warm"
+WARM_LORA_ID = 1  # vLLM ids must be >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure request building (no vLLM needed)
+# ---------------------------------------------------------------------------------------------
+
+def adapter_rank(adapter_config: dict) -> int:
+    """The largest LoRA rank in a PEFT adapter_config.json: `r`, or a larger `rank_pattern` entry.
+
+    {"r": 8} -> 8;  {"r": 8, "rank_pattern": {"q_proj": 24}} -> 24
+    """
+    ranks = [int(adapter_config["r"]), *(int(v) for v in (adapter_config.get("rank_pattern") or {}).values())]
+    return max(ranks)
+
+
+def max_lora_rank_for(rank: int, allowed: Sequence[int] = VLLM_LORA_RANKS) -> int:
+    """The smallest allowed `max_lora_rank` that fits `rank`: 8 -> 8, 9 -> 16, 200 -> 256."""
+    fitting = [a for a in sorted(allowed) if a >= rank]
+    if not fitting:
+        raise UserError(f"LoRA rank {rank} exceeds vLLM's largest `max_lora_rank` ({max(allowed)})")
+    return fitting[0]
+
+
+def read_adapter_config(adapter_dir: str | Path) -> dict:
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise UserError(f"`adapter_name_or_path` {adapter_dir} has no adapter_config.json")
+    return json.loads(path.read_text())
+
+
+def build_engine_kwargs(model: str, lora_rank: int | None, *, seed: int = 0, dtype: str = "auto",
+                        max_model_len: int | None = None, tensor_parallel_size: int = 1,
+                        gpu_memory_utilization: float = 0.9, lora_ranks: Sequence[int] = VLLM_LORA_RANKS,
+                        **engine_kwargs: Any) -> dict:
+    """Keyword arguments for `vllm.LLM`; LoRA is enabled only when there is an adapter (`lora_rank` not None).
+
+    ("m", 8) -> {"model": "m", ..., "enable_lora": True, "max_lora_rank": 8, "max_loras": 1}
+    """
+    kwargs = dict(model=model, tokenizer=model, seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                  gpu_memory_utilization=gpu_memory_utilization)
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    if lora_rank is not None:
+        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank_for(lora_rank, lora_ranks), max_loras=1)
+    kwargs.update(engine_kwargs)
+    return kwargs
+
+
+def build_lora_requests(adapter_flags: Iterable[bool], warm: Any) -> list:
+    """One `lora_request` entry per request: `warm` where the request wants the adapter, else None.
+
+    ([True, False, True], W) -> [W, None, W]
+    """
+    flags = list(adapter_flags)
+    if warm is None and any(flags):
+        raise UserError("a request asks for the adapter, but the vLLM backend was built without one")
+    return [warm if flag else None for flag in flags]
+
+
+def build_sampling_kwargs(req: GenerationRequest) -> dict:
+    """`SamplingParams` keywords for one request (without the choice constraint, see `choice_kwargs`).
+
+    Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there).
+    """
+    return dict(n=1, seed=req.seed, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_new_tokens)
+
+
+def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) -> dict:
+    """The `SamplingParams` keyword that constrains the output to one of `choices`.
+
+    vLLM >= 0.12: {"structured_outputs": StructuredOutputsParams(choice=[...])};
+    older vLLM:   {"guided_decoding": GuidedDecodingParams(choice=[...])}.
+    `sampling_params_module` is `vllm.sampling_params` (or a stand-in in tests).
+    """
+    if not choices:
+        return {}
+    if hasattr(sampling_params_module, "StructuredOutputsParams"):
+        return {"structured_outputs": sampling_params_module.StructuredOutputsParams(choice=list(choices))}
+    if hasattr(sampling_params_module, "GuidedDecodingParams"):
+        return {"guided_decoding": sampling_params_module.GuidedDecodingParams(choice=list(choices))}
+    raise UserError("this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; "
+                    "drop `choices` or upgrade vLLM")
+
+
+SCORE_SAMPLING_KWARGS = dict(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
+
+
+def score_prompt_ids(req: ScoreRequest) -> list[int]:
+    """The one prompt that scores a response: prompt + response.  ((0, 5), (7, 1)) -> [0, 5, 7, 1]"""
+    if not req.prompt_ids:
+        raise UserError("cannot score a response with an empty prompt (its first token has no context)")
+    return [*req.prompt_ids, *req.response_ids]
+
+
+def response_logprobs(prompt_logprobs: Sequence[Any], req: ScoreRequest) -> list[float]:
+    """The log-probability of each response token, read from vLLM's `prompt_logprobs`.
+
+    `prompt_logprobs[i]` maps token id -> Logprob (or a float) for position i of prompt + response;
+    entry 0 is None. The response starts at position len(prompt_ids):
+    prompt (0, 5), response (7,), logprobs [None, {5: -1.0}, {7: -0.5}] -> [-0.5]
+    """
+    start = len(req.prompt_ids)
+    if len(prompt_logprobs) != start + len(req.response_ids):
+        raise ValueError(f"expected {start + len(req.response_ids)} prompt_logprobs entries, "
+                         f"got {len(prompt_logprobs)}")
+    out = []
+    for offset, token in enumerate(req.response_ids):
+        value = prompt_logprobs[start + offset][token]
+        out.append(float(getattr(value, "logprob", value)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+def _import_vllm() -> ModuleType:
+    try:
+        import vllm
+    except ImportError:
+        raise UserError("the vllm backend needs vLLM, which cannot share LlamaFactory's environment. "
+                        "To fix: bash scripts/make_vllm_env.sh, then run with .venv-vllm/bin/python") from None
+    return vllm
+
+
+def _vllm_lora_ranks() -> tuple[int, ...]:
+    try:
+        from typing import get_args
+
+        from vllm.config.lora import MaxLoRARanks
+
+        return tuple(get_args(MaxLoRARanks)) or VLLM_LORA_RANKS
+    except (ImportError, AttributeError):
+        return VLLM_LORA_RANKS
+
+
+class VLLMBackend:
+    """Generate and score with one `vllm.LLM` for the backend's whole life.
+
+    vLLM starts its engine in a spawned process, which re-imports the main module: create this
+    backend (and so `LLM()`) only under `if __name__ == "__main__":` in a script, or the child
+    process starts another engine. Pytest and console-script entry points are already guarded.
+
+    `adapter_name_or_path`: a PEFT LoRA folder; `max_lora_rank` is read from its adapter_config.json.
+    `engine_kwargs` go to `vllm.LLM` unchanged (e.g. `enforce_eager=True`). On the CPU,
+    `gpu_memory_utilization` is ignored; the KV cache size comes from VLLM_CPU_KVCACHE_SPACE (GiB).
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *, seed: int = 0,
+                 dtype: str = "auto", max_model_len: int | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, **engine_kwargs: Any):
+        vllm = _import_vllm()
+        from vllm.lora.request import LoRARequest
+
+        rank = adapter_rank(read_adapter_config(adapter_name_or_path)) if adapter_name_or_path else None
+        kwargs = build_engine_kwargs(str(model_name_or_path), rank, seed=seed, dtype=dtype,
+                                     max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                                     gpu_memory_utilization=gpu_memory_utilization,
+                                     lora_ranks=_vllm_lora_ranks(), **engine_kwargs)
+        self._llm = vllm.LLM(**kwargs)
+        self._warm = (LoRARequest(WARM_LORA_NAME, WARM_LORA_ID, str(adapter_name_or_path))
+                      if adapter_name_or_path else None)
+
+    def _engine(self):
+        if self._llm is None:
+            raise RuntimeError("the vLLM backend is closed")
+        return self._llm
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        from vllm import SamplingParams, TokensPrompt
+        from vllm import sampling_params as sp_module
+
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [SamplingParams(**build_sampling_kwargs(r), **choice_kwargs(r.choices, sp_module)) for r in requests]
+        loras = build_lora_requests((r.adapter for r in requests), self._warm)
+        outputs = self._engine().generate(prompts, params, lora_request=loras, use_tqdm=False)
+        return [Generation(text=o.outputs[0].text, token_ids=tuple(o.outputs[0].token_ids)) for o in outputs]
+
+    def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        if not requests:
+            return []
+        from vllm import SamplingParams, TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=score_prompt_ids(r)) for r in requests]
+        params = SamplingParams(**SCORE_SAMPLING_KWARGS)
+        loras = build_lora_requests((r.adapter for r in requests), self._warm)
+        outputs = self._engine().generate(prompts, params, lora_request=loras, use_tqdm=False)
+        return [response_logprobs(o.prompt_logprobs, r) for o, r in zip(outputs, requests)]
+
+    def close(self) -> None:
+        """Stop the engine process and free its memory; later calls raise."""
+        if self._llm is None:
+            return
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self._llm = None
+        gc.collect()

