@@ -41,22 +41,27 @@ def model_identity(path: str | None) -> str | None:
     return path
 
 
-def check_manifest(output_dir: Path, manifest: dict, overwrite: bool) -> None:
-    """Refuse to mix results of other inputs; record the inputs of a fresh run."""
+def check_manifest(output_dir: Path, manifest: dict, overwrite: bool, final: str) -> bool:
+    """Refuse to mix results of other inputs; record the inputs of a fresh run.
+
+    Returns True when `output_dir` already holds the finished result (`final`) of these inputs.
+    """
     path = output_dir / "manifest.json"
     if path.is_file():
         old = read_json(path)
-        if old != manifest:
-            if not overwrite:
-                changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-                raise UserError(
-                    f"{output_dir} holds results made from other inputs (changed: {', '.join(changed)}). "
-                    "Use another `output_dir`, or `overwrite_output_dir=true` to discard them."
-                )
-            for stale in output_dir.glob("cache/*.jsonl"):
-                stale.unlink()
+        if old == manifest:
+            return (output_dir / final).is_file()
+        if not overwrite:
+            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise UserError(
+                f"{output_dir} holds results made from other inputs (changed: {', '.join(changed)}). "
+                "Use another `output_dir`, or `overwrite_output_dir=true` to discard them."
+            )
+        for stale in [*output_dir.glob("cache/*.jsonl"), output_dir / final]:
+            stale.unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
+    return False
 
 
 def open_backend(cfg: InferenceArguments, chat):

