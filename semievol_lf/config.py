@@ -88,7 +88,7 @@ def _check_type(value: Any, tp: Any) -> Any:
     if origin in (list, tuple):
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]  # `shots=0,2` on a command line
         if not isinstance(value, (list, tuple)):
             value = [value]
         return [_check_type(v, item_tp) for v in value]

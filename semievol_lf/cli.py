@@ -1,0 +1,103 @@
+"""The `semievol-lf` command: one entry point for every step.
+
+    semievol-lf run recipes/run_demo.yaml [key=value ...]
+    semievol-lf prepare --task mmlu --source DIR --out data/mmlu
+    semievol-lf pseudolabel recipes/pseudolabel_mmlu.yaml
+    semievol-lf evaluate recipes/evaluate_mmlu.yaml
+    semievol-lf recipes [validate FILE ...]
+    semievol-lf data-info merge --into PATH/TO/dataset_info.json [--force]
+    semievol-lf demo build-model --out .cache/tiny-llama [--seed 0] [--tokenizer bpe|word]
+    semievol-lf demo data --out DIR [--seed 0]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import exit_on_user_error
+
+USAGE = __doc__.split("\n\n", 1)[1]
+
+
+def _data_info(argv: list[str]) -> None:
+    from .data_info import absolutise, merge_into, read_data_info
+    from .paths import project_root
+
+    parser = argparse.ArgumentParser(prog="semievol-lf data-info merge",
+                                     description="Merge this project's dataset_info entries into another file.")
+    parser.add_argument("action", choices=["merge"])
+    parser.add_argument("--into", required=True, help="target dataset_info.json (or its folder)")
+    parser.add_argument("--from", dest="source", default=str(project_root() / "data_info" / "dataset_info.json"),
+                        help="entries to merge (default: data_info/dataset_info.json of this project)")
+    parser.add_argument("--force", action="store_true", help="replace entries of the same name (a backup is kept)")
+    args = parser.parse_args(argv)
+    source = Path(args.source)
+    entries = absolutise(read_data_info(source), source.parent)
+    changed = merge_into(args.into, entries, force=args.force)
+    print(f"merged {len(changed)} entr{'y' if len(changed) == 1 else 'ies'} into {args.into}"
+          + (" (backup: .bak beside it)" if changed else " (nothing to change)"))
+
+
+def _demo(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="semievol-lf demo")
+    sub = parser.add_subparsers(dest="what", required=True)
+    model = sub.add_parser("build-model", help="build the seeded tiny Llama model and tokenizer offline")
+    model.add_argument("--out", default=".cache/tiny-llama")
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--tokenizer", choices=["bpe", "word"], default="bpe")
+    data = sub.add_parser("data", help="write the generated demo task (labeled/unlabeled/test.csv)")
+    data.add_argument("--out", required=True)
+    data.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.what == "build-model":
+        from .demo_model import build_model
+
+        print(f"tiny model in {build_model(args.out, seed=args.seed, tokenizer=args.tokenizer)}")
+    else:
+        from .demo_data import DemoSpec, write_demo_data
+
+        print(f"demo data in {write_demo_data(args.out, DemoSpec(seed=args.seed))}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage:\n" + USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    with exit_on_user_error():
+        if command == "run":
+            from . import run
+
+            run.main(argv=rest)
+        elif command == "prepare":
+            from . import prepare
+
+            prepare.main(rest)
+        elif command == "pseudolabel":
+            from . import pseudolabel
+            from .config import load_config
+            from .hparams import PseudolabelArguments
+
+            pseudolabel.main(load_config(PseudolabelArguments, rest))
+        elif command == "evaluate":
+            from . import evaluate
+            from .config import load_config
+            from .hparams import EvaluateArguments
+
+            evaluate.main(load_config(EvaluateArguments, rest))
+        elif command == "recipes":
+            from . import recipes
+
+            recipes.main(rest)
+        elif command == "data-info":
+            _data_info(rest)
+        elif command == "demo":
+            _demo(rest)
+        else:
+            print(f"error: unknown command {command!r}\nusage:\n{USAGE}", file=sys.stderr)
+            raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny model built once per machine, generated demo data, and a sandbox
+laid out like the repository so the README's commands run unchanged."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+BIN = Path(sys.executable).parent
+
+# Small enough for seconds per step on two CPU cores, large enough to train and select.
+TEST_SIZES = {"n_labeled": 30, "n_unlabeled": 24, "n_test": 24}
+FAST_TRAIN = ["num_train_epochs=6", "logging_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """Cached across test runs (the build is deterministic for the seed)."""
+    from semievol_lf.demo_model import build_model
+
+    return build_model(ROOT / ".cache" / "test-tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory) -> Path:
+    from semievol_lf.demo_data import DemoSpec, write_demo_data
+
+    return write_demo_data(tmp_path_factory.mktemp("demo_source"), DemoSpec(seed=0, **TEST_SIZES))
+
+
+def make_sandbox(path: Path, tiny_model: Path, demo_source: Path) -> Path:
+    """A folder laid out like the repository: recipes/, data_info/, .cache/tiny-llama, data/demo."""
+    from semievol_lf.prepare import prepare
+
+    shutil.copytree(ROOT / "recipes", path / "recipes")
+    shutil.copytree(ROOT / "data_info", path / "data_info")
+    (path / ".cache").mkdir(parents=True)
+    (path / ".cache" / "tiny-llama").symlink_to(tiny_model)
+    prepare("demo", demo_source, path / "data" / "demo")
+    return path
+
+
+def run_cmd(args: list, cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
+    """A sandbox whose warm-up was trained by the real `llamafactory-cli train`."""
+    box = make_sandbox(tmp_path_factory.mktemp("sandbox"), tiny_model, demo_source)
+    run_cmd([BIN / "llamafactory-cli", "train", "recipes/warmup_demo.yaml", *FAST_TRAIN], cwd=box)
+    return box

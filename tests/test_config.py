@@ -1,0 +1,56 @@
+import pytest
+
+from semievol_lf.config import build_config, load_config, parse_overrides
+from semievol_lf.errors import UserError
+from semievol_lf.hparams import PseudolabelArguments
+
+RECIPE = """\
+### model
+model_name_or_path: m
+adapter_name_or_path: a
+### dataset
+data_dir: d
+### method
+theta: 0.3
+### output
+output_dir: o
+"""
+
+
+def test_overrides_split_on_the_first_equals_and_parse_yaml():
+    assert parse_overrides(["theta=0.25", "output_dir=a=b", "shots=[0, 1]", "justify=vote"]) == {
+        "theta": 0.25, "output_dir": "a=b", "shots": [0, 1], "justify": "vote"}
+    with pytest.raises(UserError, match="not of the form key=value"):
+        parse_overrides(["theta"])
+
+
+def test_recipe_then_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE)
+    cfg = load_config(PseudolabelArguments, [str(path), "theta=0.7", "shots=0,2"])
+    assert (cfg.theta, cfg.shots, cfg.output_dir) == (0.7, [0, 2], "o")
+
+
+def test_unknown_key_names_file_line_and_suggests(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE + "thetta: 0.5\n")
+    with pytest.raises(UserError, match=r"r.yaml:10: unknown key `thetta`. Did you mean `theta`\? Known keys: "):
+        load_config(PseudolabelArguments, [str(path)])
+
+
+def test_bad_type_and_bad_combination(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE)
+    with pytest.raises(UserError, match=r"command line: `n: 'four'`: expected an integer"):
+        load_config(PseudolabelArguments, [str(path), "n=four"])
+    with pytest.raises(UserError, match=r"`justify: 'maybe'`: expected one of"):
+        load_config(PseudolabelArguments, [str(path), "justify=maybe"])
+    with pytest.raises(UserError, match=r"`n` must be between 1 and 8"):
+        load_config(PseudolabelArguments, [str(path), "n=9"])
+    with pytest.raises(UserError, match=r"`shots` asks for 3 examples but `k` retrieves only 2"):
+        load_config(PseudolabelArguments, [str(path), "k=2"])
+
+
+def test_missing_required_key():
+    with pytest.raises(UserError, match="`model_name_or_path` is required"):
+        build_config(PseudolabelArguments, {"data_dir": "d", "output_dir": "o"})

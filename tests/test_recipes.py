@@ -1,0 +1,86 @@
+"""The committed recipes are the generator's output, and LlamaFactory's own parser accepts them."""
+
+import shutil
+import sys
+
+import pytest
+
+from semievol_lf.recipes import generate, validate_recipe
+from semievol_lf.errors import UserError
+from conftest import ROOT, make_sandbox, run_cmd
+
+PY = sys.executable
+
+
+def test_committed_recipes_match_the_generator():
+    generated = generate(ROOT / "recipes")
+    for name, text in generated.items():
+        committed = (ROOT / "recipes" / name).read_text()
+        assert committed == text, f"recipes/{name} drifted: run `python -m semievol_lf.recipes`"
+    tasks = {"mmlu", "mmlu_pro", "arc", "fpb", "usmle", "pubmedqa", "convfinqa", "demo"}
+    assert {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate")} == set(generated)
+
+
+def test_paper_settings_and_evolve_from_the_base_model():
+    import yaml
+
+    warm = yaml.safe_load((ROOT / "recipes" / "warmup_mmlu.yaml").read_text())
+    evolve = yaml.safe_load((ROOT / "recipes" / "evolve_mmlu.yaml").read_text())
+    for r in (warm, evolve):
+        assert (r["lora_rank"], r["lora_target"], r["learning_rate"], r["num_train_epochs"]) == (16, "all", 1e-4, 2.0)
+        assert (r["per_device_train_batch_size"], r["gradient_accumulation_steps"], r["cutoff_len"]) == (1, 8, 1024)
+        assert r["overwrite_output_dir"] is True and r["report_to"] == "none" and r["bf16"] is True
+        assert r["model_name_or_path"] == "meta-llama/Llama-3.1-8B-Instruct" and r["template"] == "llama3"
+    assert "adapter_name_or_path" not in evolve  # M_evol starts from M_base, not the warm adapter
+    assert evolve["dataset"] == "mmlu_labeled,mmlu_selected"
+
+
+def test_other_model_presets(tmp_path):
+    files = generate(tmp_path, model="qwen2.5-7b")
+    assert "template: qwen\n" in files["warmup_mmlu.yaml"]
+    assert "Qwen/Qwen2.5-7B-Instruct" in files["pseudolabel_arc.yaml"]
+    assert "template: gemma2\n" in generate(tmp_path, model="gemma2-9b")["evolve_fpb.yaml"]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, tiny_model, demo_source):
+    return make_sandbox(tmp_path_factory.mktemp("recipes"), tiny_model, demo_source)
+
+
+def test_every_committed_recipe_validates(sandbox):
+    files = sorted(str(p.relative_to(sandbox)) for p in (sandbox / "recipes").glob("*_*.yaml")
+                   if not p.name.startswith("run_"))
+    proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
+    assert proc.stdout.count(": ok (") == len(files) == 32
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("lora_rank: 16", "lora_rnak: 16"), r"warmup_demo.yaml:10: unknown key `lora_rnak`"),
+    (("dataset: demo_labeled", "dataset: demo_labelled"), r"warmup_demo.yaml:16: `dataset`: .*demo_labelled"),
+    (("template: default", "template: defualt"), r"warmup_demo.yaml:17: `template`: unknown LlamaFactory template 'defualt'; did you mean 'default'\?"),
+    (("model_name_or_path: .cache/tiny-llama", "model_name_or_path: .cache/tiny-lama"),
+     r"warmup_demo.yaml:3: `model_name_or_path`: .cache/tiny-lama does not exist"),
+])
+def test_broken_recipes_fail_with_file_line_and_key(sandbox, edit, message):
+    path = sandbox / "recipes" / "warmup_demo.yaml"
+    broken = sandbox / "recipes" / "broken" / "warmup_demo.yaml"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(path.read_text().replace(*edit))
+    proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", "recipes/broken/warmup_demo.yaml"], cwd=sandbox,
+                   check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    import re
+
+    assert re.search(message, proc.stderr), proc.stderr
+
+
+def test_pseudolabel_recipe_typo_is_caught(sandbox):
+    path = sandbox / "recipes" / "pseudolabel_demo.yaml"
+    broken = sandbox / "recipes" / "broken2" / "pseudolabel_demo.yaml"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(path.read_text().replace("theta: 0.5", "theta: 1.5"))
+    with pytest.raises(UserError, match=r"`theta` must be in \(0, 1\]"):
+        validate_recipe(broken)
