@@ -58,7 +58,8 @@ def build_tokenizer(spec: DemoSpec, kind: str = "bpe", vocab_size: int = 1024):
 
 
 def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_size: int = 64,
-                intermediate_size: int = 128, num_layers: int = 2, spec: DemoSpec | None = None) -> Path:
+                intermediate_size: int = 128, num_layers: int = 2, spec: DemoSpec | None = None,
+                embed_std: float = 0.3) -> Path:
     """Write a tiny LlamaForCausalLM and its tokenizer to `out`; skip when the same build is there."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -66,7 +67,8 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
     out = Path(out)
     spec = spec or DemoSpec(seed=seed)
     recipe = {"seed": seed, "tokenizer": tokenizer, "hidden_size": hidden_size,
-              "intermediate_size": intermediate_size, "num_layers": num_layers, "spec": spec.__dict__}
+              "intermediate_size": intermediate_size, "num_layers": num_layers, "spec": spec.__dict__,
+              "embed_std": embed_std}
     marker = out / "semievol_build.json"
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return out
@@ -80,9 +82,9 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
     )
     model = LlamaForCausalLM(config)
     # With the default init (std 0.02) the tied output embeddings give logits near zero after
-    # the final RMSNorm, so no LoRA update can make the model confident; unit-scale rows can.
+    # the final RMSNorm, so no LoRA update can make the model confident; rows of std 0.3 can.
     with torch.no_grad():
-        model.model.embed_tokens.weight.normal_(0.0, 1.0)
+        model.model.embed_tokens.weight.normal_(0.0, embed_std)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -20,7 +20,7 @@ class ModelPreset:
 TINY_TRAIN = {
     # A random-init 2-layer model learns nothing at the paper's lr 1e-4 in 2 epochs; these
     # settings make the CPU demo learn its task in seconds.
-    "lora_rank": 16, "lora_alpha": 32, "learning_rate": 5.0e-3, "num_train_epochs": 20.0,
+    "lora_rank": 16, "lora_alpha": 32, "learning_rate": 5.0e-3, "num_train_epochs": 10.0,
     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "cutoff_len": 256,
     "bf16": False, "logging_steps": 5, "save_steps": 100000, "preprocessing_num_workers": 1,
     "dataloader_num_workers": 0,

@@ -58,7 +58,8 @@ class LabeledIndex:
         self.folder = Path(folder)
         self.ids = ids
         self.model = load_embedder(embedder)
-        meta = {"embedder": embedder, "dim": self.model.get_sentence_embedding_dimension(),
+        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        meta = {"embedder": embedder, "dim": dim_of(),
                 "labeled_ids": ids, "questions": fingerprint(questions)}
         index_path, meta_path = self.folder / "labeled.faiss", self.folder / "meta.json"
         if index_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:

@@ -17,7 +17,8 @@ BIN = Path(sys.executable).parent
 
 # Small enough for seconds per step on two CPU cores, large enough to train and select.
 TEST_SIZES = {"n_labeled": 30, "n_unlabeled": 24, "n_test": 24}
-FAST_TRAIN = ["num_train_epochs=6", "logging_steps=2"]
+EPOCHS = 20  # the tiny LoRA needs ~80 steps to learn the answer format
+FAST_TRAIN = [f"num_train_epochs={EPOCHS}", "logging_steps=4"]
 
 
 @pytest.fixture(scope="session")

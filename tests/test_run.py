@@ -1,0 +1,102 @@
+"""`semievol-lf run` end to end on the demo task (2 iterations), its report, and resuming after a kill."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, EPOCHS, ROOT, run_cmd
+from semievol_lf.evaluate import accuracy_table
+
+pytestmark = pytest.mark.slow
+SIZES = "data_sizes={n_labeled: 30, n_unlabeled: 36, n_test: 24}"
+
+
+def run_args(run_dir, tiny_model):
+    return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
+            f"model_name_or_path={tiny_model}", SIZES, f"train_overrides={{num_train_epochs: {EPOCHS}}}"]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, tiny_model):
+    run_dir = tmp_path_factory.mktemp("run") / "demo"
+    proc = run_cmd(run_args(run_dir, tiny_model), cwd=run_dir.parent)
+    return run_dir, proc.stdout
+
+
+def test_report_numbers_equal_a_recount_of_the_predictions(clean_run):
+    run_dir, stdout = clean_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    report = (run_dir / "report.md").read_text()
+    for rnd in summary["rounds"]:
+        for name, rel in rnd["predictions"].items():
+            rows = [json.loads(line) for line in open(run_dir / rel)]
+            recount = sum(r["gold"] == r["pred"] for r in rows)  # letters: correct means equal
+            assert recount == rnd["results"][name]["correct"] == accuracy_table(rows)["correct"]
+            assert rnd["results"][name]["n"] == len(rows) == 24
+    last = summary["rounds"][-1]["results"]
+    for name in ("Vanilla", "SFT", "SemiEvol", "RAG"):
+        assert f"{100 * last[name]['accuracy']:.1f}" in report
+    assert "report:" in stdout and "SemiEvol" in stdout
+
+
+def test_second_round_pseudolabels_only_what_was_not_selected(clean_run):
+    run_dir, _ = clean_run
+    first = json.loads((run_dir / "round_1/pseudolabel/selected_ids.json").read_text())
+    rows2 = [json.loads(line) for line in open(run_dir / "round_2/pseudolabel/candidates.jsonl")]
+    assert first and not set(first) & {r["id"] for r in rows2}
+    assert len(rows2) == 36 - len(first)
+    labeled2 = json.loads((run_dir / "round_2/data/labeled.json").read_text())
+    assert len(labeled2) == 30 + len(first)  # labeled ∪ selected is round 2's labeled set
+
+
+def test_plots_are_not_blank(clean_run):
+    import numpy as np
+    from PIL import Image
+
+    run_dir, _ = clean_run
+    for name in ("entropy_test.png", "entropy_pseudo.png", "accuracy_rounds.png"):
+        pixels = np.asarray(Image.open(run_dir / "plots" / name).convert("RGB"))
+        assert (pixels.min(axis=-1) < 200).mean() > 0.01, name  # ink beyond a white page
+
+
+def test_evaluate_is_deterministic(clean_run, tmp_path):
+    run_dir, _ = clean_run
+    from semievol_lf import evaluate
+
+    cfg = json.loads((run_dir / "summary.json").read_text())["config"]
+    args = {"model_name_or_path": cfg["model_name_or_path"], "adapter_name_or_path": str(run_dir / "round_1/warmup"),
+            "template": "default", "task": "demo", "data_dir": str(run_dir / "data"), "max_new_tokens": 8}
+    a = evaluate.main({**args, "output_dir": str(tmp_path / "a")})
+    b = evaluate.main({**args, "output_dir": str(tmp_path / "b")})
+    assert a == b
+    assert (tmp_path / "a/predictions.jsonl").read_text() == (tmp_path / "b/predictions.jsonl").read_text()
+    sft = json.loads((run_dir / "eval/sft/results.json").read_text())
+    assert (a["correct"], a["n"]) == (sft["correct"], sft["n"])
+
+
+def test_killed_run_resumes_without_redoing_finished_steps(clean_run, tmp_path, tiny_model):
+    run_dir, _ = clean_run
+    killed = tmp_path / "demo"
+    proc = subprocess.Popen([str(a) for a in run_args(killed, tiny_model)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = killed / "round_1/pseudolabel/cache/collaborate.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not cache.is_file():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C mid pseudo-labeling
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    warm_marker = (killed / "round_1/warmup/semievol_step.json").stat().st_mtime
+    resumed = run_cmd(run_args(killed, tiny_model), cwd=tmp_path)
+    assert "round_1_warmup: finished before, skipped" in resumed.stdout
+    assert "evaluate: " in resumed.stdout and "already holds the finished result" in resumed.stdout
+    assert (killed / "round_1/warmup/semievol_step.json").stat().st_mtime == warm_marker
+    a = json.loads((run_dir / "summary.json").read_text())["rounds"]
+    b = json.loads((killed / "summary.json").read_text())["rounds"]
+    assert [{k: r["results"][k]["correct"] for k in r["results"]} for r in a] == \
+           [{k: r["results"][k]["correct"] for k in r["results"]} for r in b]
+    assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]
