@@ -12,7 +12,8 @@ request's sample does not depend on its batch-mates. Prompts go in as token ids
 
 Scoring runs prompt + response as one prompt with `max_tokens=1, prompt_logprobs=0` and reads
 the log-probability of each response token from `prompt_logprobs` (entry 0 is None: the first
-token has no context).
+token has no context). A `Generation`'s token_ids end with the EOS id when the model stopped
+there (its text does not show it): score those ids, not re-tokenised text.
 
 Everything that builds vLLM's inputs is a pure function of plain data (`build_engine_kwargs`,
 `build_lora_requests`, `build_sampling_kwargs`, `choice_kwargs`, `score_prompt_ids`,
@@ -32,9 +33,10 @@ Does not handle:
 
 import gc
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import UserError
 from .base import Generation, GenerationRequest, ScoreRequest
@@ -103,8 +105,8 @@ def build_engine_kwargs(model: str, lora_rank: int | None, *, lora_targets: list
       ("CPU Generator does not use offset").
     `engine_kwargs` override all of these.
     """
-    kwargs = dict(model=model, tokenizer=model, seed=seed, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-                  gpu_memory_utilization=gpu_memory_utilization)
+    kwargs = {"model": model, "tokenizer": model, "seed": seed, "dtype": dtype,
+              "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization}
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if lora_rank is not None:
@@ -146,7 +148,8 @@ def build_sampling_kwargs(req: GenerationRequest) -> dict:
 
     Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there).
     """
-    return dict(n=1, seed=req.seed, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_new_tokens)
+    return {"n": 1, "seed": req.seed, "temperature": req.temperature, "top_p": req.top_p,
+            "max_tokens": req.max_new_tokens}
 
 
 def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) -> dict:
@@ -166,7 +169,7 @@ def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) ->
                     "drop `choices` or upgrade vLLM")
 
 
-SCORE_SAMPLING_KWARGS = dict(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
+SCORE_SAMPLING_KWARGS = {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0, "detokenize": False}
 
 
 def score_prompt_ids(req: ScoreRequest) -> list[int]:

