@@ -143,13 +143,17 @@ def build_lora_requests(adapter_flags: Iterable[bool], warm: Any) -> list:
     return [warm if flag else None for flag in flags]
 
 
-def build_sampling_kwargs(req: GenerationRequest) -> dict:
+def build_sampling_kwargs(req: GenerationRequest, stop_ids: Sequence[int] = ()) -> dict:
     """`SamplingParams` keywords for one request (without the choice constraint, see `choice_kwargs`).
 
-    Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there).
+    Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there). `stop_ids`
+    are the LlamaFactory template's stop tokens (e.g. Llama 3's <|eot_id|>).
     """
-    return {"n": 1, "seed": req.seed, "temperature": req.temperature, "top_p": req.top_p,
-            "max_tokens": req.max_new_tokens}
+    kwargs = {"n": 1, "seed": req.seed, "temperature": req.temperature, "top_p": req.top_p,
+              "max_tokens": req.max_new_tokens}
+    if stop_ids:
+        kwargs["stop_token_ids"] = list(stop_ids)
+    return kwargs
 
 
 def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) -> dict:
@@ -239,7 +243,8 @@ class VLLMBackend:
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *, seed: int = 0,
                  dtype: str = "auto", max_model_len: int | None = None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, **engine_kwargs: Any):
+                 gpu_memory_utilization: float = 0.9, stop_ids: Sequence[int] = (), **engine_kwargs: Any):
+        self.stop_ids = tuple(stop_ids)
         vllm = _import_vllm()
         from vllm.lora.request import LoRARequest
         from vllm.platforms import current_platform
@@ -269,7 +274,7 @@ class VLLMBackend:
         from vllm import sampling_params as sp_module
 
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        params = [SamplingParams(**build_sampling_kwargs(r), **choice_kwargs(r.choices, sp_module)) for r in requests]
+        params = [SamplingParams(**build_sampling_kwargs(r, self.stop_ids), **choice_kwargs(r.choices, sp_module)) for r in requests]
         loras = build_lora_requests((r.adapter for r in requests), self._warm)
         outputs = self._engine().generate(prompts, params, lora_request=loras, use_tqdm=False)
         return [Generation(text=o.outputs[0].text, token_ids=tuple(o.outputs[0].token_ids)) for o in outputs]

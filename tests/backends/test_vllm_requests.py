@@ -187,3 +187,12 @@ def test_scoring_batches_unless_a_cpu_engine_may_wrap_lm_head():
     assert score_in_one_call({"enable_lora": True, "lora_target_modules": ["q_proj"]}, on_cpu=True)
     assert not score_in_one_call({"enable_lora": True}, on_cpu=True)  # targets unknown: lm_head may be wrapped
     assert not score_in_one_call({"enable_lora": True, "lora_target_modules": ["q_proj", "lm_head"]}, on_cpu=True)
+
+
+def test_template_stop_ids_reach_the_sampling_params():
+    from semievol_lf.backends.base import GenerationRequest
+    from semievol_lf.backends.vllm import build_sampling_kwargs
+
+    req = GenerationRequest((1, 2), adapter=False, seed=3)
+    assert build_sampling_kwargs(req, stop_ids=(128009,))["stop_token_ids"] == [128009]
+    assert "stop_token_ids" not in build_sampling_kwargs(req)
