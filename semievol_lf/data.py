@@ -70,6 +70,8 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         rows, start = [], 2
         try:
             header = reader.fieldnames or []  # checked before the rows: a `;` file fails on its commas first
+            if not any(h.strip() for h in header):
+                raise UserError(f"{path}:1: the first line must name the columns (it is blank)")
             if len(header) == 1 and any(c in header[0] for c in ";\t|"):
                 raise UserError(f"{path}:1: only one column `{header[0][:60]}`: the file must be comma-separated")
             for row in reader:
