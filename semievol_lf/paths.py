@@ -1,27 +1,28 @@
 """Where the templates, recipes and data_info folders are: a checkout first, else the installed package."""
 
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent
 
 
-def _resolve(folder: str, package: str) -> Path:
+def _resolve(folder: str, installed_as: str) -> Path:
+    """setup.cfg installs `templates/` as `semievol_lf/templates` and `recipes/` as `semievol_lf/recipes_pack`."""
     local = _CHECKOUT / folder
     if local.is_dir() and (_CHECKOUT / "setup.cfg").is_file():
         return local
-    return Path(str(resources.files(package)))
+    return _PACKAGE / installed_as
 
 
 @lru_cache(maxsize=None)
 def templates_dir() -> Path:
-    return _resolve("templates", "semievol_lf.templates")
+    return _resolve("templates", "templates")
 
 
 @lru_cache(maxsize=None)
 def recipes_dir() -> Path:
-    return _resolve("recipes", "semievol_lf.recipes_pack")
+    return _resolve("recipes", "recipes_pack")
 
 
 def project_root() -> Path:

@@ -1,0 +1,33 @@
+"""Templates and recipes are found from an installed wheel, not only from a checkout."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_installed_wheel_finds_templates_and_recipes(tmp_path):
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", wheel_dir, ROOT], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = wheel_dir.glob("semievol_lf-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target, wheel],
+                   check=True, capture_output=True)
+    code = (
+        "from semievol_lf.paths import templates_dir, recipes_dir\n"
+        "from semievol_lf.prompts import task_prompt\n"
+        "from semievol_lf.data import Example\n"
+        "from semievol_lf.tasks import get_task\n"
+        "print(templates_dir()); print(recipes_dir()); print(len(list(recipes_dir().glob('*.yaml'))))\n"
+        "print(task_prompt(get_task('mmlu'), Example('1', 'Q?', ['a', 'b'], None, 'anatomy')).splitlines()[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    templates, recipes, n_recipes, first_line = proc.stdout.splitlines()
+    assert templates.startswith(str(target)) and recipes.startswith(str(target))
+    assert int(n_recipes) >= 32
+    assert first_line == "The following is a multiple choice question about anatomy."
