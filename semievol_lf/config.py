@@ -148,3 +148,13 @@ def load_config(cls: type[T], argv: list[str] | None = None) -> T:
 
 def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def as_config(cls: type[T], cfg: "T | dict | None") -> T:
+    """What every step's `main` accepts: a config, a plain dict (tests, `semievol-lf run`), or
+    None to read `recipe.yaml key=value ...` from the command line."""
+    if isinstance(cfg, dict):
+        return build_config(cls, cfg)
+    if cfg is None:
+        return load_config(cls, sys.argv[1:])
+    return cfg

@@ -11,12 +11,11 @@ results.json (accuracy, per-category accuracy, extraction-failure rate, mean ent
 
 import dataclasses
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from .collaborate import request_seed
-from .config import build_config, load_config
+from .config import as_config
 from .data import load_task_split
 from .errors import exit_on_user_error
 from .extraction import NO_ANSWER
@@ -115,10 +114,7 @@ def evaluate(cfg: EvaluateArguments) -> dict:
 
 
 def main(cfg: EvaluateArguments | dict | None = None) -> dict:
-    if isinstance(cfg, dict):
-        cfg = build_config(EvaluateArguments, cfg)
-    elif cfg is None:
-        cfg = load_config(EvaluateArguments, sys.argv[1:])
+    cfg = as_config(EvaluateArguments, cfg)
     results = evaluate(cfg)
     print(f"{cfg.name or 'accuracy'}: {results['accuracy']:.4f} ({results['correct']}/{results['n']}), "
           f"no answer {results['no_answer_rate']:.2%} -> {cfg.output_dir}/results.json")

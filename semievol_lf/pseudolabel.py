@@ -14,11 +14,10 @@ Answers in the unlabeled file are never read. Re-running the same recipe resumes
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 from .collaborate import agreed_answer, majority_answer, request_seed, sample_configs
-from .config import build_config, load_config
+from .config import as_config
 from .data import Example, load_task_split
 from .data_info import DATA_INFO, alpaca_entry
 from .errors import UserError, exit_on_user_error
@@ -223,10 +222,7 @@ def _write_outputs(cfg, task, out, unlabeled, configs, responses, answers, justi
 
 def main(cfg: PseudolabelArguments | dict | None = None) -> dict:
     """`main(dict)` for tests and `semievol-lf run`; the CLI reads `recipe.yaml key=value ...`."""
-    if isinstance(cfg, dict):
-        cfg = build_config(PseudolabelArguments, cfg)
-    elif cfg is None:
-        cfg = load_config(PseudolabelArguments, sys.argv[1:])
+    cfg = as_config(PseudolabelArguments, cfg)
     stats = pseudolabel(cfg)
     print(f"kept {stats['kept']} of {stats['unlabeled']} pseudo-labels (tau={stats['tau']}); "
           f"outputs in {cfg.output_dir}; evolve trains on {Path(cfg.output_dir) / DATA_INFO}")

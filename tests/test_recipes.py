@@ -1,6 +1,5 @@
 """The committed recipes are the generator's output, and LlamaFactory's own parser accepts them."""
 
-import shutil
 import sys
 
 import pytest
