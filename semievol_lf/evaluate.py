@@ -14,6 +14,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from .backends.base import GenerationRequest, ScoreRequest
 from .collaborate import request_seed
 from .config import as_config
 from .data import load_task_split
@@ -52,7 +53,6 @@ def accuracy_table(rows: list[dict]) -> dict:
 
 
 def evaluate(cfg: EvaluateArguments) -> dict:
-    from .backends import GenerationRequest, ScoreRequest
     from .chat_format import ChatFormat
 
     task = get_task(cfg.task)

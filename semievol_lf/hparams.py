@@ -100,3 +100,43 @@ class EvaluateArguments(InferenceArguments):
         self._check_common()
         if self.temperature < 0 or self.rag_k < 0:
             raise ValueError("`temperature` and `rag_k` must be >= 0")
+
+
+@dataclass
+class RunArguments:
+    task: str = field(default="demo", metadata={"help": "Task name."})
+    source: str = field(default="generated", metadata={
+        "help": "Folder with labeled/unlabeled/test files, or `generated` for the demo task's generated data."})
+    model: str = field(default="tiny", metadata={"help": "Model preset (see presets.py)."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Overrides the preset's model."})
+    template: str | None = field(default=None, metadata={"help": "Overrides the preset's template."})
+    run_dir: str = field(default="runs/demo", metadata={"help": "Everything the run writes goes here."})
+    iterations: int = field(default=1, metadata={"help": "SemiEvol rounds (paper 4.3.7)."})
+    backend: Literal["hf", "vllm", "openai"] = field(default="hf", metadata={"help": "Inference backend."})
+    n: int = 4
+    theta: float = 0.5
+    k: int = 3
+    justify: Literal["all", "disagreements", "vote"] = "all"
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    embedder: str = MINILM
+    seed: int = 42
+    no_iwp: bool = field(default=False, metadata={"help": "Ablation: collaboration uses the base model only."})
+    no_icp: bool = field(default=False, metadata={"help": "Ablation: 0 shots only."})
+    no_cl: bool = field(default=False, metadata={"help": "Ablation: n=1 (the warm model), no self-justify."})
+    no_as: bool = field(default=False, metadata={"help": "Ablation: theta=1.0, keep every pseudo-label."})
+    rag: bool = field(default=False, metadata={"help": "Also evaluate the RAG baseline (base + k examples)."})
+    train_overrides: dict = field(default_factory=dict, metadata={"help": "Keys merged into both train recipes."})
+    data_seed: int = field(default=0, metadata={"help": "Seed of the generated demo data."})
+    data_sizes: dict = field(default_factory=dict, metadata={"help": "Demo data sizes (n_labeled, ...)."})
+    stop_after: Literal["", "warmup", "pseudolabel", "evolve"] = field(
+        default="", metadata={"help": "Stop the first round after this step (for debugging)."})
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError("`iterations` must be >= 1")
+        if self.no_as:
+            self.theta = 1.0
+        if not 0 < self.theta <= 1:
+            raise ValueError("`theta` must be in (0, 1]")

@@ -13,9 +13,11 @@ Answers in the unlabeled file are never read. Re-running the same recipe resumes
 """
 
 import dataclasses
+from dataclasses import dataclass, field, replace
 import os
 from pathlib import Path
 
+from .backends.base import GenerationRequest, ScoreRequest
 from .collaborate import agreed_answer, majority_answer, request_seed, sample_configs
 from .config import as_config
 from .data import Example, load_task_split
@@ -65,13 +67,33 @@ def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: li
     }
 
 
-def _generation_row(gen) -> dict:
+@dataclass
+class Sample:
+    """One unlabeled question through the step (answers never come from the data file)."""
+
+    example: Example
+    responses: list[str] = field(default_factory=list)  # one per configuration, in `configs` order
+    answers: list[str] = field(default_factory=list)  # extracted from `responses`
+    justified: str | None = None  # the self-justified response, where the warm model was asked
+    pseudo: str = NO_ANSWER  # the pseudo answer y~ (letter or number)
+    entropy: float | None = None  # Eq. 6, for extractable pseudo answers
+    kept: bool = False
+
+    @property
+    def uid(self) -> str:
+        return self.example.uid
+
+    @property
+    def reason(self) -> str:
+        return "no_answer" if self.pseudo == NO_ANSWER else "kept" if self.kept else "above_tau"
+
+
+def _text(gen) -> dict:
     return {"text": gen.text}
 
 
 def pseudolabel(cfg: PseudolabelArguments) -> dict:
     """Run the whole step; return the stats that are also written to stats.json."""
-    from .backends import GenerationRequest, ScoreRequest
     from .chat_format import ChatFormat
     from .retrieval import LabeledIndex
 
@@ -82,7 +104,7 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
         print(f"pseudolabel: {out} already holds the finished result of these inputs")
         return read_json(out / "stats.json")
     configs = sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
-    n_options = {u.uid: len(u.options) or task.max_options for u in unlabeled}
+    samples = [Sample(u) for u in unlabeled]
 
     banner("Pseudo-label: retrieve (in-context propagation)")
     with timer("retrieve"):
@@ -96,122 +118,118 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
     try:
         banner(f"Pseudo-label: collaborate ({', '.join(c.name for c in configs)})")
         with timer("collaborate"):
-            keyed = []
-            for u, nbrs in zip(unlabeled, neighbours):
-                for c in configs:
-                    prompt = icp_prompt(task, u, [labeled[i] for i in nbrs[:c.shots]])
-                    keyed.append((f"{u.uid}|{c.name}", GenerationRequest(
-                        chat.prompt_ids(prompt), adapter=c.model == "warm", seed=request_seed(cfg.seed, u.uid, c.name),
-                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)))
-            gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"),
-                              _generation_row, chunk, "collaborate")
-        responses = {u.uid: [gens[f"{u.uid}|{c.name}"]["text"] for c in configs] for u in unlabeled}
-        answers = {uid: [task.extract(r, n_options[uid]) for r in rs] for uid, rs in responses.items()}
+            keyed = [(f"{s.uid}|{c.name}", GenerationRequest(
+                chat.prompt_ids(icp_prompt(task, s.example, [labeled[i] for i in nbrs[:c.shots]])),
+                adapter=c.model == "warm", seed=request_seed(cfg.seed, s.uid, c.name),
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+                for s, nbrs in zip(samples, neighbours) for c in configs]
+            gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"), _text, chunk,
+                              "collaborate")
+            for s in samples:
+                s.responses = [gens[f"{s.uid}|{c.name}"]["text"] for c in configs]
+                s.answers = [task.extract(r, _n_options(task, s)) for r in s.responses]
 
         banner(f"Pseudo-label: self-justify ({cfg.justify})")
         with timer("justify"):
-            pseudo, justified = _justify(cfg, task, unlabeled, responses, answers, chat, backend, out, chunk,
-                                         GenerationRequest, n_options)
+            _justify(cfg, task, samples, chat, backend, out, chunk)
 
         banner("Pseudo-label: entropy under the warm model")
         with timer("score"):
-            valid = [u for u in unlabeled if pseudo[u.uid] != NO_ANSWER]
-            keyed = []
-            for u in valid:
-                prompt_ids, response_ids = chat.encode(task_prompt(task, u), task.target(pseudo[u.uid]))
-                keyed.append((f"{u.uid}|{pseudo[u.uid]}", ScoreRequest(prompt_ids, response_ids, adapter=True)))
+            valid = [s for s in samples if s.pseudo != NO_ANSWER]
+            keyed = [(f"{s.uid}|{s.pseudo}", ScoreRequest(*chat.encode(task_prompt(task, s.example),
+                                                                        task.target(s.pseudo)), adapter=True))
+                     for s in valid]
             scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
                                 lambda lp: {"logprobs": lp}, chunk, "score")
-            entropy = {u.uid: mean_nll(scores[f"{u.uid}|{pseudo[u.uid]}"]["logprobs"]) for u in valid}
+            for s in valid:
+                s.entropy = mean_nll(scores[f"{s.uid}|{s.pseudo}"]["logprobs"])
     finally:
         backend.close()
 
     banner("Pseudo-label: select")
-    tau, keep = select([entropy[u.uid] for u in valid], cfg.theta)
-    kept = {u.uid for u, k in zip(valid, keep) if k}
-    stats = _stats(cfg, task, configs, unlabeled, excluded, answers, justified, pseudo, tau, kept, timer,
-                   index.reused, labeled, responses)
-    _write_outputs(cfg, task, out, unlabeled, configs, responses, answers, justified, pseudo, entropy, kept, tau,
-                   stats)
+    tau, keep = select([s.entropy for s in valid], cfg.theta)
+    for s, k in zip(valid, keep):
+        s.kept = k
+    stats = _stats(cfg, task, configs, samples, excluded, tau, timer, index.reused, len(labeled))
+    _write_outputs(cfg, task, out, configs, samples, stats)
     return stats
 
 
-def _justify(cfg, task, unlabeled, responses, answers, chat, backend, out, chunk, GenerationRequest, n_options):
-    """pseudo answer per uid, and the justified response text where the model was asked."""
-    pseudo: dict[str, str] = {}
+def _n_options(task: Task, s: Sample) -> int:
+    return len(s.example.options) or task.max_options
+
+
+def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, chunk: int) -> None:
+    """Set each sample's pseudo answer: self-justify (Eq. 5), the agreed answer, or a majority vote."""
     to_ask = []
-    for u in unlabeled:
-        agreed = agreed_answer(answers[u.uid])
+    for s in samples:
+        agreed = agreed_answer(s.answers)
         if cfg.justify == "vote":
-            pseudo[u.uid] = majority_answer(answers[u.uid])
+            s.pseudo = majority_answer(s.answers)
         elif cfg.justify == "disagreements" and agreed is not None:
-            pseudo[u.uid] = agreed
+            s.pseudo = agreed
         elif cfg.n == 1:  # w/o CL: the single response is the pseudo-response
-            pseudo[u.uid] = answers[u.uid][0]
+            s.pseudo = s.answers[0]
         else:
-            to_ask.append(u)
-    keyed = [(u.uid, GenerationRequest(
-        chat.prompt_ids(justify_prompt(task, u, responses[u.uid])), adapter=True,
-        seed=request_seed(cfg.seed, u.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens)) for u in to_ask]
-    gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "justify.jsonl"), _generation_row, chunk,
+            to_ask.append(s)
+    keyed = [(s.uid, GenerationRequest(
+        chat.prompt_ids(justify_prompt(task, s.example, s.responses)), adapter=True,
+        seed=request_seed(cfg.seed, s.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens)) for s in to_ask]
+    gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "justify.jsonl"), _text, chunk,
                       "self-justify")
-    justified = {u.uid: gens[u.uid]["text"] for u in to_ask}
-    for u in to_ask:
-        pseudo[u.uid] = task.extract(justified[u.uid], n_options[u.uid])
-    return pseudo, justified
+    for s in to_ask:
+        s.justified = gens[s.uid]["text"]
+        s.pseudo = task.extract(s.justified, _n_options(task, s))
 
 
-def _stats(cfg, task, configs, unlabeled, excluded, answers, justified, pseudo, tau, kept, timer, index_reused,
-           labeled, responses) -> dict:
-    n = len(unlabeled)
-    all_answers = [a for rs in answers.values() for a in rs]
-    agreed = sum(agreed_answer(rs) is not None for rs in answers.values())
-    calls = len(all_answers) + len(justified) + sum(p != NO_ANSWER for p in pseudo.values())
+def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str], tau, timer: Timer,
+           index_reused: bool, n_labeled: int) -> dict:
+    n = len(samples)
+    all_answers = [a for s in samples for a in s.answers]
+    failures = sum(a == NO_ANSWER for a in all_answers)
+    asked = [s for s in samples if s.justified is not None]
+    kept = sum(s.kept for s in samples)
+    calls = len(all_answers) + len(asked) + sum(s.pseudo != NO_ANSWER for s in samples)
     return {
         "task": task.name,
-        "labeled": len(labeled),
+        "labeled": n_labeled,
         "unlabeled": n,
         "excluded_already_selected": len(excluded),
         "configs": [c.name for c in configs],
         "justify": cfg.justify,
-        "agreement_rate": round(agreed / n, 4) if n else None,
+        "agreement_rate": round(sum(agreed_answer(s.answers) is not None for s in samples) / n, 4) if n else None,
         "extraction_failures": {
-            "collaborate": sum(a == NO_ANSWER for a in all_answers),
-            "collaborate_rate": round(sum(a == NO_ANSWER for a in all_answers) / max(1, len(all_answers)), 4),
-            "justify": sum(pseudo[uid] == NO_ANSWER for uid in justified),
+            "collaborate": failures,
+            "collaborate_rate": round(failures / max(1, len(all_answers)), 4),
+            "justify": sum(s.pseudo == NO_ANSWER for s in asked),
         },
-        "dropped_no_answer": sum(p == NO_ANSWER for p in pseudo.values()),
+        "dropped_no_answer": sum(s.pseudo == NO_ANSWER for s in samples),
         "theta": cfg.theta,
         "tau": tau,
-        "kept": len(kept),
-        "kept_rate": round(len(kept) / n, 4) if n else None,
+        "kept": kept,
+        "kept_rate": round(kept / n, 4) if n else None,
         "model_calls_per_sample": round(calls / n, 3) if n else 0.0,
         "index_reused": index_reused,
         "timings_s": timer.seconds,
     }
 
 
-def _write_outputs(cfg, task, out, unlabeled, configs, responses, answers, justified, pseudo, entropy, kept, tau,
-                   stats) -> None:
-    candidates = []
-    for u in unlabeled:
-        h = entropy.get(u.uid)
-        reason = ("no_answer" if pseudo[u.uid] == NO_ANSWER else "kept" if u.uid in kept else "above_tau")
-        candidates.append({
-            "id": u.uid,
-            "candidates": [{"config": c.name, "response": r, "answer": a}
-                           for c, r, a in zip(configs, responses[u.uid], answers[u.uid])],
-            "justified": justified.get(u.uid),
-            "pseudo_answer": pseudo[u.uid],
-            "entropy": h,
-            "kept": u.uid in kept,
-            "reason": reason,
-        })
-    selected = [to_alpaca(task, dataclasses.replace(u, answer=pseudo[u.uid])) for u in unlabeled if u.uid in kept]
+def _write_outputs(cfg, task: Task, out: Path, configs, samples: list[Sample], stats: dict) -> None:
+    candidates = [{
+        "id": s.uid,
+        "candidates": [{"config": c.name, "response": r, "answer": a}
+                       for c, r, a in zip(configs, s.responses, s.answers)],
+        "justified": s.justified,
+        "pseudo_answer": s.pseudo,
+        "entropy": s.entropy,
+        "kept": s.kept,
+        "reason": s.reason,
+    } for s in samples]
+    kept = [s for s in samples if s.kept]
     atomic_write_jsonl(out / "candidates.jsonl", candidates)
-    atomic_write_json(out / "selected.json", selected)
-    atomic_write_json(out / "selected_ids.json", [u.uid for u in unlabeled if u.uid in kept])
+    atomic_write_json(out / "selected.json", [to_alpaca(task, replace(s.example, answer=s.pseudo)) for s in kept])
+    atomic_write_json(out / "selected_ids.json", [s.uid for s in kept])
     labeled_file = Path(cfg.data_dir) / "labeled.json"
     atomic_write_json(out / DATA_INFO, {
         f"{task.name}_labeled": alpaca_entry(os.path.relpath(labeled_file, out)),

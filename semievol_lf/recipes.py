@@ -19,7 +19,7 @@ import yaml
 from .config import build_config, load_yaml_with_lines
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, exit_on_user_error
-from .hparams import PACKAGED_MINILM, EvaluateArguments, PseudolabelArguments
+from .hparams import PACKAGED_MINILM, EvaluateArguments, PseudolabelArguments, RunArguments
 from .io_utils import atomic_write_json, atomic_write_text
 from .paths import project_root
 from .presets import DEFAULT_PRESET, PRESETS, ModelPreset, get_preset
@@ -63,6 +63,13 @@ EVALUATE_SECTIONS = {
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["name", "output_dir", "overwrite_output_dir"],
 }
+RUN_SECTIONS = {
+    "model": ["model"],
+    "dataset": ["task", "source", "embedder"],
+    "method": ["iterations", "n", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl", "no_as"],
+    "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
+    "output": ["run_dir"],
+}
 CHOICES = {
     "stage": "[pt, sft, rm, ppo, dpo, kto]",
     "finetuning_type": "[full, freeze, lora, oft]",
@@ -70,10 +77,17 @@ CHOICES = {
     "backend": "[hf, vllm, openai]",
     "justify": "[all, disagreements, vote]",
     "models": "subset of [base, warm]",
+    "model": "[llama3.1-8b, qwen2.5-7b, gemma2-9b, tiny]",
+}
+# Why a generated value differs from the paper's, written beside it.
+NOTES = {
+    ("demo", "justify"): "the tiny model cannot follow the self-justify instruction (it only saw \"Answer: X\"); "
+                         "real models use the paper's `all`",
 }
 # Per-task overrides of the pseudolabel recipe: how long an answer may be.
 TASK_PSEUDOLABEL = {"convfinqa": {"max_new_tokens": 512}, "demo": {"max_new_tokens": 8}}
 TINY_PSEUDOLABEL = {"embedder": PACKAGED_MINILM, "batch_size": 32}
+TASK_RUN = {"demo": {"source": "generated", "iterations": 2, "rag": True, "justify": "vote"}}
 
 
 def task_presets(model: str | None) -> list[tuple[str, ModelPreset]]:
@@ -129,7 +143,19 @@ def evaluate_recipe(task: str, preset: ModelPreset) -> dict:
                         output_dir=stage_dir(preset, task, "eval/semievol"))
 
 
-def to_yaml(recipe: dict, sections: dict[str, list[str]], what: str) -> str:
+def run_recipe(task: str, preset: ModelPreset) -> dict:
+    """`semievol-lf run` on the released data folder of a task (`SemiEvol/<task>`), or the demo."""
+    recipe = {f.name: f.default for f in dataclasses.fields(RunArguments) if f.default is not dataclasses.MISSING}
+    recipe.update(model=preset.name, task=task, source=f"SemiEvol/{task}", run_dir=f"runs/{task}")
+    recipe.update({k: v for k, v in TASK_PSEUDOLABEL.get(task, {}).items() if k in recipe})
+    recipe.update(TASK_RUN.get(task, {}))
+    if preset.name == "tiny":
+        recipe.update(TINY_PSEUDOLABEL)
+    shown = {k for keys in RUN_SECTIONS.values() for k in keys}
+    return {k: v for k, v in recipe.items() if k in shown}
+
+
+def to_yaml(recipe: dict, sections: dict[str, list[str]], what: str, task: str = "") -> str:
     """Render in LlamaFactory's look: `### section` blocks, `# choices:` comments."""
     lines, placed = [HEADER.format(what=what)], set()
     for section, keys in sections.items():
@@ -140,6 +166,8 @@ def to_yaml(recipe: dict, sections: dict[str, list[str]], what: str) -> str:
         for key in keys:
             value = yaml.safe_dump({key: recipe[key]}, default_flow_style=True, width=1000).strip()[1:-1]
             comment = f"  # choices: {CHOICES[key]}" if key in CHOICES else ""
+            if (task, key) in NOTES:
+                lines.append(f"# {NOTES[task, key]}\n")
             lines.append(f"{value}{comment}\n")
             placed.add(key)
         lines.append("\n")
@@ -158,6 +186,7 @@ def generate(out: Path, model: str | None = None) -> dict[str, str]:
         files[f"pseudolabel_{task}.yaml"] = to_yaml(pseudolabel_recipe(task, preset), PSEUDOLABEL_SECTIONS, what)
         files[f"evolve_{task}.yaml"] = to_yaml(train_recipe(task, preset, "evolve"), TRAIN_SECTIONS, what)
         files[f"evaluate_{task}.yaml"] = to_yaml(evaluate_recipe(task, preset), EVALUATE_SECTIONS, what)
+        files[f"run_{task}.yaml"] = to_yaml(run_recipe(task, preset), RUN_SECTIONS, what, task)
     return files
 
 
@@ -217,15 +246,19 @@ def validate_recipe(path: str | Path) -> str:
     values, lines = load_yaml_with_lines(path)
     at = lambda key: f"{path}:{lines.get(key, 1)}"  # noqa: E731
     produced = _produced_by(path.parent)
-    if "stage" not in values:  # one of this project's own recipes (pseudolabel, evaluate)
-        cls = PseudolabelArguments if "theta" in values or "n" in values else EvaluateArguments
+    if "stage" not in values:  # one of this project's own recipes: run, pseudolabel or evaluate
+        kind, cls = (("run", RunArguments) if "run_dir" in values else
+                     ("pseudolabel", PseudolabelArguments) if "theta" in values else ("evaluate", EvaluateArguments))
         build_config(cls, values, {k: at(k) for k in lines}, source=str(path))
         get_task(values.get("task", "demo"))
+        if kind == "run":
+            get_preset(values.get("model", "tiny"))
+            return f"{path}: ok (run, task {values.get('task')}, model {values.get('model')})"
         _check_template(values.get("template"), at("template"))
         _check_path("model_name_or_path", values.get("model_name_or_path", ""), at("model_name_or_path"), produced)
         _check_path("adapter_name_or_path", values.get("adapter_name_or_path") or "", at("adapter_name_or_path"),
                     produced)
-        return f"{path}: ok ({'pseudolabel' if cls is PseudolabelArguments else 'evaluate'}, task {values.get('task')})"
+        return f"{path}: ok ({kind}, task {values.get('task')})"
 
     import torch
     import transformers

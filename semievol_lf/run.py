@@ -15,62 +15,20 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import yaml
 
 from . import evaluate as evaluate_step
 from . import pseudolabel as pseudolabel_step
-from .config import build_config, load_config
+from .config import as_config, load_config
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, exit_on_user_error
-from .hparams import MINILM
+from .hparams import RunArguments
 from .inference import banner, model_identity
 from .io_utils import atomic_write_json, atomic_write_text, file_digest, fingerprint, read_json
 from .presets import get_preset
 from .recipes import train_recipe
-
-
-@dataclass
-class RunArguments:
-    task: str = field(default="demo", metadata={"help": "Task name."})
-    source: str = field(default="generated", metadata={
-        "help": "Folder with labeled/unlabeled/test files, or `generated` for the demo task's generated data."})
-    model: str = field(default="tiny", metadata={"help": "Model preset (see presets.py)."})
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Overrides the preset's model."})
-    template: str | None = field(default=None, metadata={"help": "Overrides the preset's template."})
-    run_dir: str = field(default="runs/demo", metadata={"help": "Everything the run writes goes here."})
-    iterations: int = field(default=1, metadata={"help": "SemiEvol rounds (paper 4.3.7)."})
-    backend: Literal["hf", "vllm", "openai"] = field(default="hf", metadata={"help": "Inference backend."})
-    n: int = 4
-    theta: float = 0.5
-    k: int = 3
-    justify: Literal["all", "disagreements", "vote"] = "all"
-    temperature: float = 1.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    embedder: str = MINILM
-    seed: int = 42
-    no_iwp: bool = field(default=False, metadata={"help": "Ablation: collaboration uses the base model only."})
-    no_icp: bool = field(default=False, metadata={"help": "Ablation: 0 shots only."})
-    no_cl: bool = field(default=False, metadata={"help": "Ablation: n=1 (the warm model), no self-justify."})
-    no_as: bool = field(default=False, metadata={"help": "Ablation: theta=1.0, keep every pseudo-label."})
-    rag: bool = field(default=False, metadata={"help": "Also evaluate the RAG baseline (base + k examples)."})
-    train_overrides: dict = field(default_factory=dict, metadata={"help": "Keys merged into both train recipes."})
-    data_seed: int = field(default=0, metadata={"help": "Seed of the generated demo data."})
-    data_sizes: dict = field(default_factory=dict, metadata={"help": "Demo data sizes (n_labeled, ...)."})
-    stop_after: Literal["", "warmup", "pseudolabel", "evolve"] = field(
-        default="", metadata={"help": "Stop the first round after this step (for debugging)."})
-
-    def __post_init__(self):
-        if self.iterations < 1:
-            raise ValueError("`iterations` must be >= 1")
-        if self.no_as:
-            self.theta = 1.0
-        if not 0 < self.theta <= 1:
-            raise ValueError("`theta` must be in (0, 1]")
 
 
 def _step_args(cfg: RunArguments) -> dict:
@@ -228,8 +186,9 @@ class Runner:
     def _merge_labeled(self, data: Path, out: Path, selected_ids: list[str]) -> Path:
         """Round r's data folder: labeled ∪ all selected so far, the original unlabeled and test."""
         rows = json.loads((data / "labeled.json").read_text())
-        for r in sorted(self.dir.glob("round_*/pseudolabel/selected.json")):
-            rows += [row for row in json.loads(r.read_text()) if row["id"] in set(selected_ids)]
+        wanted = set(selected_ids)
+        for selected in sorted(self.dir.glob("round_*/pseudolabel/selected.json")):
+            rows += [row for row in json.loads(selected.read_text()) if row["id"] in wanted]
         atomic_write_json(out / "labeled.json", rows)
         for split in ("unlabeled", "test"):
             atomic_write_text(out / f"{split}.json", (data / f"{split}.json").read_text())
@@ -243,10 +202,7 @@ def _llamafactory_cli() -> str:
 
 
 def main(cfg: RunArguments | dict | None = None, argv: list[str] | None = None) -> dict:
-    if isinstance(cfg, dict):
-        cfg = build_config(RunArguments, cfg)
-    elif cfg is None:
-        cfg = load_config(RunArguments, argv if argv is not None else sys.argv[1:])
+    cfg = load_config(RunArguments, argv) if argv is not None else as_config(RunArguments, cfg)
     summary = Runner(cfg).run()
     if summary["rounds"]:
         from .report import format_table, write_report

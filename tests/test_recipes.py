@@ -17,7 +17,7 @@ def test_committed_recipes_match_the_generator():
         committed = (ROOT / "recipes" / name).read_text()
         assert committed == text, f"recipes/{name} drifted: run `python -m semievol_lf.recipes`"
     tasks = {"mmlu", "mmlu_pro", "arc", "fpb", "usmle", "pubmedqa", "convfinqa", "demo"}
-    assert {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate")} == set(generated)
+    assert {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate", "run")} == set(generated)
 
 
 def test_paper_settings_and_evolve_from_the_base_model():
@@ -47,10 +47,9 @@ def sandbox(tmp_path_factory, tiny_model, demo_source):
 
 
 def test_every_committed_recipe_validates(sandbox):
-    files = sorted(str(p.relative_to(sandbox)) for p in (sandbox / "recipes").glob("*_*.yaml")
-                   if not p.name.startswith("run_"))
+    files = sorted(str(p.relative_to(sandbox)) for p in (sandbox / "recipes").glob("*_*.yaml"))
     proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
-    assert proc.stdout.count(": ok (") == len(files) == 32
+    assert proc.stdout.count(": ok (") == len(files) == 40
 
 
 @pytest.mark.parametrize("edit, message", [
