@@ -32,7 +32,7 @@ def _training_text(spec: DemoSpec) -> list[str]:
 
 
 def build_tokenizer(spec: DemoSpec, kind: str = "bpe", vocab_size: int = 1024):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = list(SPECIAL.values())
@@ -45,7 +45,11 @@ def build_tokenizer(spec: DemoSpec, kind: str = "bpe", vocab_size: int = 1024):
     elif kind == "word":
         tok = Tokenizer(models.WordLevel(unk_token=SPECIAL["unk_token"]))
         # Words and punctuation become tokens; "\n" is kept as a token so templates keep their lines.
-        tok.pre_tokenizer = pre_tokenizers.Split(r"\n|\w+|[^\w\s]", behavior="isolated")
+        # Spaces are dropped, "\n" kept. Regex(...): a plain str pattern is matched literally,
+        # which left every word <unk>.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"\n|\w+|[^\w\s]"), behavior="isolated")])
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
         trainer = trainers.WordLevelTrainer(special_tokens=specials, show_progress=False)
     else:
@@ -69,6 +73,8 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
     recipe = {"seed": seed, "tokenizer": tokenizer, "hidden_size": hidden_size,
               "intermediate_size": intermediate_size, "num_layers": num_layers, "spec": spec.__dict__,
               "embed_std": embed_std}
+    if tokenizer == "word":
+        recipe["word_split"] = "regex"  # builds made before the Regex fix are rebuilt
     marker = out / "semievol_build.json"
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return out

