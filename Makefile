@@ -25,9 +25,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu"
 
+# The vLLM lane (~5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
+# backend in-process, `vllm serve` + the openai backend, and hf/vllm/openai agreement and timings.
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
-	.venv-vllm/bin/python -m pytest -q -m vllm tests/vllm_lane
+	SEMIEVOL_BENCH_OUT=runs/bench-backends .venv-vllm/bin/python -m pytest -q -m vllm tests/vllm_lane
+	cat runs/bench-backends/backends.txt
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

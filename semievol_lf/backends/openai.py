@@ -1,0 +1,290 @@
+"""The openai backend: generate and score through an OpenAI-compatible server, e.g. `vllm serve`.
+
+    # one terminal, in the vLLM environment (see scripts/serve_vllm.py for the CPU work-arounds):
+    vllm serve saves/base --enable-lora --lora-modules warm=saves/warm --max-lora-rank 16 --port 8000
+    # the pipeline, in LlamaFactory's environment:
+    semievol-lf pseudolabel recipes/pseudolabel_mmlu.yaml backend=openai
+
+    backend = OpenAIBackend("saves/base", "saves/warm", base_url="http://127.0.0.1:8000/v1")
+    backend.generate([GenerationRequest(prompt_ids=(0, 17, 42), adapter=True, seed=7)])
+    backend.score([ScoreRequest(prompt_ids=(0, 17, 42), response_ids=(99, 1))])  # -> [[-2.3, -0.1]]
+
+Every request is one POST to `/v1/completions` with `prompt` as a list of token ids (rendered
+here with the LlamaFactory template, so the server adds no BOS and applies no chat template),
+its own `seed`, `temperature`, `top_p`, `max_tokens`, and the template's `stop_token_ids`. The
+`model` field picks the model: `base_model` (the served name of the base, by default
+`model_name_or_path`, which is what `vllm serve PATH` calls it) or `adapter_model` (the served
+LoRA, `warm` in `--lora-modules warm=ADAPTER`). The generated token ids come back through vLLM's
+`return_token_ids`; they end with the EOS id when the model stopped there, as in the vllm backend.
+
+Scoring sends prompt + response with `max_tokens=1, prompt_logprobs=0` (a vLLM extension) and
+reads entry i of `choices[0].prompt_logprobs` ({"<token id>": {"logprob": ...}}, entry 0 null),
+exactly as the vllm backend does in-process. (`echo=true, logprobs=0` also works on vLLM, but
+returns token strings, not ids, so the token cannot be checked.)
+
+Requests run `concurrency` at a time. A connection error, a timeout (`timeout` seconds for one
+request's answer) or an HTTP 429/5xx is retried `max_retries` times with exponential backoff
+(`backoff`, 2 x backoff, ... capped at 30 s, or the server's Retry-After); then a `UserError`
+says the server is unreachable. `run_cached` has logged every finished chunk by then, so
+re-running the same command resumes where it stopped. Any other HTTP error (a wrong model
+name, a bad request) is a `UserError` at once, with the server's message.
+
+Does not handle:
+- chat-only hosted APIs (`/v1/chat/completions` alone, as OpenAI's current models): they take
+  messages, not token ids, so the LlamaFactory template could not be applied, and they return no
+  prompt log-probabilities, so `score` (the entropy of selection) is impossible. Such a server
+  fails on the first request with its own error; nothing is emulated.
+- hosted completion APIs without vLLM's extensions: `prompt_logprobs` is missing from their
+  answer, so `score` raises a `UserError`; `seed`, `stop_token_ids` and `return_token_ids` may be
+  ignored (then `Generation.token_ids` is empty and sampling is not reproducible).
+- `choices` on servers older than vLLM 0.10.2: they are sent as `structured_outputs`, which those
+  servers ignore (they knew `guided_choice`).
+- streaming, n > 1 per request, more than one adapter per server.
+"""
+
+import http.client
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+from ..errors import UserError
+from .base import Generation, GenerationRequest, ScoreRequest
+from .vllm import response_logprobs, score_prompt_ids
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+MAX_BACKOFF = 30.0  # seconds between two tries, at most
+SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure request building and answer parsing (no network)
+# ---------------------------------------------------------------------------------------------
+
+def served_model(adapter: bool, base_model: str, adapter_model: str | None) -> str:
+    """The `model` field of a request: ("warm" for the adapter, the base's name otherwise).
+
+    (True, "saves/base", "warm") -> "warm";  (False, "saves/base", "warm") -> "saves/base"
+    """
+    if not adapter:
+        return base_model
+    if adapter_model is None:
+        raise UserError("a request asks for the adapter, but the openai backend was built without one "
+                        "(set `adapter_name_or_path`)")
+    return adapter_model
+
+
+def generation_payload(req: GenerationRequest, model: str, stop_ids: Sequence[int] = ()) -> dict:
+    """The JSON body of `/v1/completions` for one generation request.
+
+    GenerationRequest((0, 5), adapter=True, seed=7, temperature=0.7, max_new_tokens=8), "warm" ->
+    {"model": "warm", "prompt": [0, 5], "seed": 7, "temperature": 0.7, "top_p": 1.0, "max_tokens": 8,
+     "n": 1, "return_token_ids": True}
+    """
+    payload = {"model": model, "prompt": list(req.prompt_ids), "seed": req.seed, "temperature": req.temperature,
+               "top_p": req.top_p, "max_tokens": req.max_new_tokens, "n": 1, "return_token_ids": True}
+    if stop_ids:
+        payload["stop_token_ids"] = list(stop_ids)
+    if req.choices:
+        payload["structured_outputs"] = {"choice": list(req.choices)}
+    return payload
+
+
+def score_payload(req: ScoreRequest, model: str) -> dict:
+    """The JSON body that scores `response_ids` after `prompt_ids`: one prompt, one dummy new token.
+
+    ScoreRequest((0, 5), (7, 1)), "warm" ->
+    {"model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+    """
+    return {"model": model, "prompt": score_prompt_ids(req), "max_tokens": 1, "temperature": 0.0,
+            "prompt_logprobs": 0}
+
+
+def parse_generation(answer: dict) -> Generation:
+    """The Generation in a `/v1/completions` answer: its text and, from vLLM, its token ids."""
+    choice = answer["choices"][0]
+    return Generation(text=choice["text"], token_ids=tuple(choice.get("token_ids") or ()))
+
+
+def parse_score(answer: dict, req: ScoreRequest, url: str = "the server") -> list[float]:
+    """The log-probability of each response token in an answer to `score_payload`.
+
+    prompt (0, 5), response (7,): prompt_logprobs [null, {"5": {"logprob": -1.0}}, {"7": {"logprob": -0.5}}]
+    -> [-0.5]. The keys are token ids as strings (JSON); entry 0 is null (no context).
+    """
+    entries = answer["choices"][0].get("prompt_logprobs")
+    if entries is None:
+        raise UserError(f"scoring needs a server that returns prompt logprobs (vLLM's `prompt_logprobs`); {url} "
+                        f"returned none. Serve the model with `{SERVE_HINT}`, or use backend hf or vllm")
+    as_ids = [None if e is None else {int(tok): float(v["logprob"] if isinstance(v, dict) else v)
+                                      for tok, v in e.items()} for e in entries]
+    return response_logprobs(as_ids, req)
+
+
+def backoff_delay(attempt: int, backoff: float, retry_after: str | None = None, cap: float = MAX_BACKOFF) -> float:
+    """Seconds to wait before try `attempt + 2`: backoff x 2^attempt, or the server's Retry-After; at most `cap`.
+
+    (0, 1.0) -> 1.0;  (3, 1.0) -> 8.0;  (9, 1.0) -> 30.0;  (0, 1.0, "5") -> 5.0
+    """
+    if retry_after is not None:
+        try:
+            return min(cap, max(0.0, float(retry_after)))
+        except ValueError:  # an HTTP date: fall back to our own schedule
+            pass
+    return min(cap, backoff * 2 ** attempt)
+
+
+def retryable_status(status: int) -> bool:
+    """429 (rate limit) and 5xx (server error, overloaded, restarting) are worth another try."""
+    return status == 429 or status >= 500
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP with retries
+# ---------------------------------------------------------------------------------------------
+
+class _Unreachable(Exception):
+    """Retries exhausted (or aborted because another request exhausted them); args[0] says why."""
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own message from an OpenAI-style error body, else the body itself (shortened)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+        error = data.get("error", data)
+        return str(error.get("message", error) if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        return text[:300]
+
+
+class HTTPClient:
+    """POST/GET JSON with retries, backoff and a per-request time limit (stdlib only).
+
+    `abort` is set by the first request that gives up, so the others stop retrying at once.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, max_retries: int, backoff: float,
+                 sleep: Callable[[threading.Event, float], None] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.abort = threading.Event()
+        self._sleep = sleep or (lambda event, seconds: event.wait(seconds))
+
+    def request(self, path: str, payload: dict | None = None) -> dict:
+        url = f"{self.base_url}{path}"
+        data = None if payload is None else json.dumps(payload).encode()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if self.abort.is_set():
+                raise _Unreachable(last or "stopped: another request gave up")
+            retry_after = None
+            try:
+                req = urllib.request.Request(url, data=data, headers=self.headers)  # POST when there is data
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as err:
+                message = _error_message(err.read())
+                if not retryable_status(err.code):
+                    raise UserError(f"server at {url} refused the request (HTTP {err.code}): {message}") from None
+                last, retry_after = f"HTTP {err.code}: {message}", err.headers.get("Retry-After")
+            except TimeoutError:
+                last = f"no answer within `timeout`={self.timeout:g} s"
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+                last = str(getattr(err, "reason", err)) or type(err).__name__
+            if attempt < self.max_retries:
+                self._sleep(self.abort, backoff_delay(attempt, self.backoff, retry_after))
+        raise _Unreachable(last)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------------------
+
+class OpenAIBackend:
+    """Generate and score through an OpenAI-compatible `/v1/completions` server (see the module docstring).
+
+    `adapter_name_or_path` is the local copy of the adapter the server serves as `adapter_model`:
+    the pipeline fingerprints it to know when results are stale; the server is not sent it. With
+    no adapter, requests for the adapter are refused. `api_key` defaults to $OPENAI_API_KEY
+    (`vllm serve --api-key`); none is sent when neither is set.
+    """
+
+    name = "openai"
+
+    def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
+                 base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
+                 adapter_model: str = "warm", concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
+                 backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, **unknown: Any):
+        if unknown:
+            known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
+                     "backoff", "check_models"]
+            raise UserError(f"unknown `backend_args` for the openai backend: {', '.join(sorted(unknown))}. "
+                            f"Known: {', '.join(known)}")
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise UserError("`backend_args`: the openai backend needs concurrency >= 1, max_retries >= 0, timeout > 0")
+        self.base_url = base_url.rstrip("/")
+        self.base_model = base_model or str(model_name_or_path)
+        self.adapter_model = adapter_model if adapter_name_or_path else None
+        self.stop_ids = tuple(stop_ids)
+        self.concurrency = concurrency
+        self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+                                 timeout=timeout, max_retries=max_retries, backoff=backoff)
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(concurrency, thread_name_prefix="openai")
+        if check_models:
+            self.check_models()
+
+    def check_models(self) -> None:
+        """Refuse to start when the server does not serve the base or the adapter under the expected names."""
+        served = [m.get("id") for m in self._run_all([lambda: self.client.request("/models")])[0].get("data", [])]
+        wanted = [("base_model", self.base_model)]
+        if self.adapter_model is not None:
+            wanted.append(("adapter_model", self.adapter_model))
+        for key, name in wanted:
+            if name not in served:
+                raise UserError(f"server at {self.base_url} does not serve {name!r} (`backend_args.{key}`); it serves: "
+                                f"{', '.join(map(str, served)) or 'nothing'}. Start it with `{SERVE_HINT}`")
+
+    def _run_all(self, calls: list[Callable[[], Any]]) -> list:
+        """Run the calls `concurrency` at a time; results in order. The first failure stops the rest."""
+        if self._pool is None:
+            raise RuntimeError("the openai backend is closed")
+        self.client.abort.clear()
+        futures = [self._pool.submit(call) for call in calls]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is None:
+            return [f.result() for f in futures]
+        self.client.abort.set()
+        for f in pending:
+            f.cancel()
+        wait(futures)
+        err = failed.exception()
+        if isinstance(err, _Unreachable):
+            raise UserError(f"server at {self.base_url} unreachable after {self.client.max_retries + 1} tries: "
+                            f"{err.args[0]}; finished requests are saved, re-run to resume") from None
+        raise err
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        payloads = [generation_payload(r, served_model(r.adapter, self.base_model, self.adapter_model), self.stop_ids)
+                    for r in requests]
+        answers = self._run_all([lambda p=p: self.client.request("/completions", p) for p in payloads])
+        return [parse_generation(a) for a in answers]
+
+    def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        payloads = [score_payload(r, served_model(r.adapter, self.base_model, self.adapter_model)) for r in requests]
+        answers = self._run_all([lambda p=p: self.client.request("/completions", p) for p in payloads])
+        return [parse_score(a, r, self.base_url) for a, r in zip(answers, requests)]
+
+    def close(self) -> None:
+        """Stop the worker threads; the server keeps running. Later calls raise."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

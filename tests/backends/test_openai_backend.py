@@ -1,0 +1,317 @@
+"""The openai backend without a model: its request building as pure functions, and its HTTP
+behaviour (retries, backoff, time limit, the clear error, resuming) against a stand-in server.
+
+The stand-in (`FakeServer`, stdlib http.server in a thread) only imitates the shape of vLLM's
+`/v1/completions` answers and its failures; its "log-probabilities" mean nothing. Whether the
+backend's requests give the same samples and scores as the other backends is checked against a
+real `vllm serve` in tests/vllm_lane/test_serve_agreement.py (`make test-vllm`).
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from semievol_lf.backends.base import GenerationRequest, ScoreRequest
+from semievol_lf.backends.openai import (
+    OpenAIBackend,
+    backoff_delay,
+    generation_payload,
+    parse_generation,
+    parse_score,
+    retryable_status,
+    score_payload,
+    served_model,
+)
+from semievol_lf.errors import UserError
+from semievol_lf.inference import run_cached
+from semievol_lf.io_utils import JsonlLog
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = "saves/base"
+
+
+def test_importing_the_module_loads_neither_torch_nor_vllm():
+    code = ("import sys, semievol_lf.backends.openai; "
+            "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+# -- request building -----------------------------------------------------------------------------
+
+def test_the_model_field_picks_base_or_warm():
+    assert served_model(False, BASE, "warm") == BASE
+    assert served_model(True, BASE, "warm") == "warm"
+    assert served_model(False, BASE, None) == BASE
+    with pytest.raises(UserError, match="without one"):
+        served_model(True, BASE, None)
+
+
+def test_generation_payload_carries_the_requests_own_seed_and_settings():
+    warm = GenerationRequest((0, 5, 9), adapter=True, seed=11, temperature=0.7, top_p=0.9, max_new_tokens=5)
+    base = GenerationRequest((0, 6), adapter=False, seed=12, temperature=0.0)
+    assert generation_payload(warm, "warm") == {
+        "model": "warm", "prompt": [0, 5, 9], "seed": 11, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5,
+        "n": 1, "return_token_ids": True}
+    p = generation_payload(base, BASE, stop_ids=(2, 128009))
+    assert p["model"] == BASE and p["prompt"] == [0, 6] and p["seed"] == 12 and p["temperature"] == 0.0
+    assert p["max_tokens"] == 64 and p["stop_token_ids"] == [2, 128009]
+    assert "structured_outputs" not in p
+    json.dumps(p)  # plain JSON: lists, not tuples
+
+
+def test_choices_are_sent_as_structured_outputs():
+    req = GenerationRequest((0,), adapter=False, seed=0, choices=("A", "B"))
+    assert generation_payload(req, BASE)["structured_outputs"] == {"choice": ["A", "B"]}
+
+
+def test_score_payload_is_prompt_then_response_with_prompt_logprobs():
+    assert score_payload(ScoreRequest((0, 5), (7, 1), adapter=True), "warm") == {
+        "model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+    with pytest.raises(UserError, match="empty prompt"):
+        score_payload(ScoreRequest((), (7,)), BASE)
+
+
+# -- answer parsing -------------------------------------------------------------------------------
+
+def test_score_reads_the_response_positions_by_token_id():
+    # prompt (0, 5, 9) + response (7, 1): entry i scores token i; entry 0 is null; keys are strings in JSON.
+    answer = {"choices": [{"text": "", "prompt_logprobs": [
+        None, {"5": {"logprob": -1.0, "rank": 3}}, {"9": {"logprob": -2.0, "rank": 1}},
+        {"7": {"logprob": -0.25, "rank": 2}, "3": {"logprob": -0.1, "rank": 1}},  # the top-1 token beside ours
+        {"1": {"logprob": -0.5, "rank": 1}}]}]}
+    assert parse_score(answer, ScoreRequest((0, 5, 9), (7, 1))) == [-0.25, -0.5]
+    assert parse_score({"choices": [{"prompt_logprobs": [None, {"5": {"logprob": -1.0}}]}]},
+                       ScoreRequest((0, 5), ())) == []
+
+
+def test_a_server_without_prompt_logprobs_cannot_score():
+    hosted = {"choices": [{"text": "x", "logprobs": None}]}  # e.g. a hosted completions API
+    with pytest.raises(UserError, match="needs a server that returns prompt logprobs"):
+        parse_score(hosted, ScoreRequest((0, 5), (7,)), "https://api.example.com/v1")
+
+
+def test_generation_keeps_vllms_token_ids_and_tolerates_their_absence():
+    assert parse_generation({"choices": [{"text": "B", "token_ids": [33, 2]}]}).token_ids == (33, 2)
+    hosted = parse_generation({"choices": [{"text": "B"}]})
+    assert hosted.text == "B" and hosted.token_ids == ()
+
+
+# -- retry policy ---------------------------------------------------------------------------------
+
+def test_backoff_doubles_up_to_a_cap_and_honours_retry_after():
+    assert [backoff_delay(a, 0.5) for a in range(5)] == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert backoff_delay(20, 1.0) == 30.0
+    assert backoff_delay(0, 1.0, retry_after="7") == 7.0
+    assert backoff_delay(0, 1.0, retry_after="600") == 30.0
+    assert backoff_delay(1, 1.0, retry_after="Wed, 21 Oct 2015 07:28:00 GMT") == 2.0
+
+
+def test_which_statuses_are_retried():
+    assert all(retryable_status(s) for s in (429, 500, 502, 503, 504))
+    assert not any(retryable_status(s) for s in (400, 401, 404, 422))
+
+
+# -- a stand-in server ----------------------------------------------------------------------------
+
+class FakeServer:
+    """A vLLM-shaped `/v1` on 127.0.0.1 in a thread; `mode` sets how it answers.
+
+    ok: answers (a generation's text is "s<seed>@<model>"); 503: "overloaded"; 404: unknown model;
+    slow: waits `delay` s first. After `die_after` completions it closes its port (a crash).
+    """
+
+    def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0):
+        self.mode, self.die_after, self.delay = mode, die_after, delay
+        self.hits: list[dict] = []  # the body of every /completions request
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "base"}, {"id": "warm"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.hits.append(body)
+                    server.headers.append(dict(self.headers))
+                    n = len(server.hits)
+                if server.delay:
+                    time.sleep(server.delay)
+                if server.mode == "503":
+                    return self._send(503, {"error": {"message": "overloaded", "code": 503}}, {"Retry-After": "0"})
+                if server.mode == "404":
+                    return self._send(404, {"error": {"message": f"The model `{body['model']}` does not exist."}})
+                if "prompt_logprobs" in body:
+                    lps = [None] + [{str(t): {"logprob": -t / 100, "rank": 1}} for t in body["prompt"][1:]]
+                    choice = {"text": "", "prompt_logprobs": lps}
+                else:
+                    choice = {"text": f"s{body['seed']}@{body['model']}", "token_ids": [body["seed"] % 1000, 2]}
+                self._send(200, {"object": "text_completion", "choices": [{"index": 0, **choice}]})
+                if server.die_after is not None and n >= server.die_after:
+                    threading.Thread(target=server.stop).start()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self._stopped = False
+
+    def stop(self):
+        with self.lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.stop()
+
+
+def _backend(url: str, adapter: str | None = "adapter/", **kwargs) -> OpenAIBackend:
+    kwargs = {"base_model": "base", "max_retries": 2, "backoff": 0.01, "timeout": 5.0, **kwargs}
+    return OpenAIBackend("model/", adapter, base_url=url, **kwargs)
+
+
+def _requests(n: int) -> list[GenerationRequest]:
+    return [GenerationRequest((0, 10 + i), adapter=i % 2 == 1, seed=1000 + i, temperature=1.0) for i in range(n)]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_requests_come_back_in_order_each_with_its_model_and_seed(server):
+    backend = _backend(server.url, concurrency=4, api_key="sk-test")
+    try:
+        gens = backend.generate(_requests(12))
+        assert [g.text for g in gens] == [f"s{1000 + i}@{'warm' if i % 2 else 'base'}" for i in range(12)]
+        assert gens[3].token_ids == (3, 2)
+        scores = backend.score([ScoreRequest((0, 5), (7, 300)), ScoreRequest((0,), (9,), adapter=False)])
+        assert scores == [[-0.07, -3.0], [-0.09]]
+    finally:
+        backend.close()
+    assert {h["model"] for h in server.hits} == {"base", "warm"}
+    assert all(h["Authorization"] == "Bearer sk-test" for h in server.headers)
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.generate(_requests(1))
+
+
+def test_the_served_names_are_checked_at_start(server):
+    with pytest.raises(UserError, match="does not serve 'hot'.*--lora-modules warm=ADAPTER"):
+        _backend(server.url, adapter_model="hot")
+    with pytest.raises(UserError, match="does not serve 'model/'"):
+        OpenAIBackend("model/", None, base_url=server.url)  # served under another name: set base_model
+    _backend(server.url, adapter=None, adapter_model="hot").close()  # no adapter: its name is not needed
+
+
+def test_unknown_backend_args_are_refused():
+    with pytest.raises(UserError, match="unknown `backend_args`.*concurency.*Known: base_url"):
+        OpenAIBackend("model/", None, concurency=4, check_models=False)
+
+
+def test_503s_are_retried_then_a_dead_server_gives_one_clear_error():
+    server = FakeServer(mode="503")
+    backend = _backend(server.url, max_retries=2, concurrency=1)
+    with pytest.raises(UserError) as err:
+        backend.generate(_requests(1))
+    assert len(server.hits) == 3  # one try + 2 retries
+    assert str(err.value) == (f"server at {server.url} unreachable after 3 tries: HTTP 503: overloaded; "
+                              "finished requests are saved, re-run to resume")
+    server.stop()  # now the port is closed
+    with pytest.raises(UserError, match=r"unreachable after 3 tries: .*(refused|Connection).*re-run to resume"):
+        backend.generate(_requests(4))
+    backend.close()
+
+
+def test_a_server_that_comes_back_within_the_retries_is_used():
+    port = _closed_port()
+    backend = _backend(f"http://127.0.0.1:{port}/v1", max_retries=8, backoff=0.05, check_models=False)
+    restarted = []
+    timer = threading.Timer(0.2, lambda: restarted.append(FakeServer(port=port)))
+    timer.start()
+    try:
+        assert [g.text for g in backend.generate(_requests(2))] == ["s1000@base", "s1001@warm"]
+    finally:
+        timer.join()
+        backend.close()
+        restarted[0].stop()
+
+
+def test_a_slow_answer_hits_the_time_limit():
+    server = FakeServer(delay=1.0)
+    backend = _backend(server.url, timeout=0.2, max_retries=1)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"unreachable after 2 tries: no answer within `timeout`=0.2 s"):
+        backend.generate(_requests(1))
+    assert time.perf_counter() - start < 1.5
+    backend.close()
+    server.stop()
+
+
+def test_other_http_errors_fail_at_once_with_the_servers_message():
+    server = FakeServer(mode="404")
+    backend = _backend(server.url)
+    with pytest.raises(UserError, match=r"refused the request \(HTTP 404\): The model `warm` does not exist"):
+        backend.generate([_requests(2)[1]])
+    assert len(server.hits) == 1
+    backend.close()
+    server.stop()
+
+
+def test_a_run_cut_by_a_crash_keeps_finished_chunks_and_resumes(tmp_path):
+    """pseudolabel's pattern: run_cached over a JsonlLog; the server dies after 21 answers."""
+    server = FakeServer(die_after=21)
+    port = server.port
+    backend = _backend(server.url, concurrency=4)
+    keyed = [(f"q{i}|cfg", r) for i, r in enumerate(_requests(40))]
+    log = JsonlLog(tmp_path / "collaborate.jsonl")
+    encode = lambda g: {"text": g.text}
+    with pytest.raises(UserError, match="unreachable after 3 tries.*re-run to resume"):
+        run_cached(backend.generate, keyed, log, encode, chunk_size=8, desc="collaborate")
+    kept = [row["key"] for row in log.load()]
+    assert kept == [k for k, _ in keyed[:len(kept)]] and len(kept) % 8 == 0  # whole chunks, in order
+    assert 16 <= len(kept) <= 24  # the chunks finished before the crash (at most 21 answers, 4 in flight)
+    first_answers = len(server.hits)
+
+    back = FakeServer(port=port)  # the server is back on the same port; the same command runs again
+    try:
+        done = run_cached(backend.generate, keyed, JsonlLog(tmp_path / "collaborate.jsonl"), encode,
+                          chunk_size=8, desc="collaborate")
+    finally:
+        backend.close()
+        back.stop()
+    assert len(back.hits) == 40 - len(kept)  # only the unfinished chunks were asked again
+    assert {h["seed"] for h in back.hits} == {r.seed for _, r in keyed[len(kept):]}
+    assert [done[k]["text"] for k, _ in keyed] == [f"s{r.seed}@{'warm' if r.adapter else 'base'}" for _, r in keyed]
+    assert first_answers >= 21
