@@ -109,12 +109,13 @@ class Runner:
         cmd = [_llamafactory_cli(), "train", str(recipe_path)]
         with open(log, "w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
-        if proc.returncode != 0 or not (output_dir / "adapter_config.json").is_file():
+        trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))
+        if proc.returncode != 0 or not trained:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-5:])
             raise UserError(f"step {name} failed (exit {proc.returncode}).\n  command: {' '.join(cmd)}\n"
                             f"  log: {log}\n  last lines:\n{tail}")
         atomic_write_json(marker, {"key": key})
-        print(f"{name}: adapter in {output_dir}")
+        print(f"{name}: trained model in {output_dir}")
         return output_dir
 
     def evaluate(self, name: str, data: Path, adapter: Path | None, out: Path, rag_k: int = 0) -> dict:

@@ -1,5 +1,7 @@
 """transformers + peft backend: one base model in memory, the warm adapter toggled per request.
 
+The "adapter" may also be a fully fine-tuned model (LlamaFactory `finetuning_type: full`
+writes a whole model, no adapter_config.json); it is then loaded as a second model.
 Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off and
 run in left-padded batches. Sampling is done by this module, one torch.Generator per
 request seeded by `request.seed`, so a request's sample does not depend on its batch
@@ -8,6 +10,7 @@ neighbours. Not handled: choice-constrained decoding (`choices` is ignored here)
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 from ..errors import UserError
 from .base import Generation, GenerationRequest, ScoreRequest
@@ -24,18 +27,26 @@ class HFBackend:
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=getattr(torch, dtype))
-        except OSError as err:
-            raise UserError(f"`model_name_or_path`: cannot load {model_name_or_path!r} ({err})") from None
-        if adapter_name_or_path:
+
+        def load(path: str, key: str):
+            try:
+                return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(self.device).eval()
+            except OSError as err:
+                raise UserError(f"`{key}`: cannot load {path!r} ({err})") from None
+
+        model = load(model_name_or_path, "model_name_or_path")
+        self.full_warm = None  # a fully fine-tuned warm model, used instead of an adapter
+        if adapter_name_or_path and not Path(adapter_name_or_path, "adapter_config.json").is_file() \
+                and Path(adapter_name_or_path, "config.json").is_file():
+            self.full_warm = load(adapter_name_or_path, "adapter_name_or_path")
+        elif adapter_name_or_path:
             from peft import PeftModel
 
             try:
-                model = PeftModel.from_pretrained(model, adapter_name_or_path)
+                model = PeftModel.from_pretrained(model, adapter_name_or_path).eval()
             except (OSError, ValueError) as err:
                 raise UserError(f"`adapter_name_or_path`: cannot load {adapter_name_or_path!r} ({err})") from None
-        self.model = model.to(self.device).eval()
+        self.model = model
         self.has_adapter = bool(adapter_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path) if decode is None else None
         self.decode = decode or (lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True))
@@ -46,8 +57,16 @@ class HFBackend:
 
     @contextmanager
     def _adapter(self, on: bool) -> Iterator[None]:
+        """Within the block `self.model` is the requested model: base, or base + warm adapter."""
         if on and not self.has_adapter:
             raise UserError("a request asked for the warm adapter but no `adapter_name_or_path` is set")
+        if self.full_warm is not None:
+            base, self.model = self.model, (self.full_warm if on else self.model)
+            try:
+                yield
+            finally:
+                self.model = base
+            return
         with nullcontext() if on or not self.has_adapter else self.model.disable_adapter():
             yield
 
@@ -136,4 +155,4 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        del self.model
+        self.model = self.full_warm = None
