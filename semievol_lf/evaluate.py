@@ -52,6 +52,14 @@ def accuracy_table(rows: list[dict]) -> dict:
     }
 
 
+def _strip_stop(ids, stop_ids) -> list[int]:
+    """The answer's own tokens: vllm/openai end them with the stop token, hf does not."""
+    ids = list(ids)
+    while ids and ids[-1] in stop_ids:
+        ids.pop()
+    return ids
+
+
 def evaluate(cfg: EvaluateArguments) -> dict:
     from .chat_format import ChatFormat
 
@@ -90,7 +98,8 @@ def evaluate(cfg: EvaluateArguments) -> dict:
                                            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
                  for e in examples]
         gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "generate.jsonl"),
-                          lambda g: {"text": g.text, "token_ids": list(g.token_ids)}, chunk, "generate")
+                          lambda g: {"text": g.text, "token_ids": _strip_stop(g.token_ids, chat.stop_ids)},
+                          chunk, "generate")
         # Entropy of the model's own answer (paper Fig. 4), on the generated token ids.
         keyed = [(e.uid, ScoreRequest(prompts[e.uid], tuple(gens[e.uid]["token_ids"]), adapter=adapter))
                  for e in examples if gens[e.uid]["token_ids"]]
