@@ -76,9 +76,14 @@ def merge_into(target: str | Path, entries: dict, force: bool = False) -> list[s
     if not changed:
         return []
     if target.exists():
+        backup = target.with_name(target.name + ".bak")
+        tmp = backup.with_name(f".{backup.name}.tmp")
         try:
-            shutil.copy2(target, target.with_name(target.name + ".bak"))
+            shutil.copy2(target, tmp)
+            os.replace(tmp, backup)  # a kill mid-copy must not leave half a backup
         except OSError as err:
+            if tmp.exists():
+                tmp.unlink()
             raise UserError(f"cannot back up {target}: {err.strerror}") from None
     atomic_write_json(target, merged)
     return changed

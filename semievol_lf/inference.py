@@ -57,10 +57,12 @@ def check_manifest(output_dir: Path, manifest: dict, overwrite: bool, final: str
                 f"{output_dir} holds results made from other inputs (changed: {', '.join(changed)}). "
                 "Use another `output_dir`, or `overwrite_output_dir=true` to discard them."
             )
-        for stale in [*output_dir.glob("cache/*.jsonl"), output_dir / final]:
-            stale.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, manifest)
+        try:
+            for stale in [*output_dir.glob("cache/*.jsonl"), output_dir / final]:
+                stale.unlink(missing_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot clear {output_dir}: {err.strerror}") from None
+    atomic_write_json(path, manifest)  # creates output_dir
     return False
 
 

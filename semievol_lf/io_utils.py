@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -19,6 +20,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}") from None
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; a replaced file keeps its mode
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -30,6 +32,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the file being replaced, else what `open()` would give a new file."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -59,11 +71,14 @@ class JsonlLog:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():  # drop a torn last line before appending after it
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():  # drop a torn last line before appending after it
+                data = self.path.read_bytes()
+                if data and not data.endswith(b"\n"):
+                    os.truncate(self.path, data.rfind(b"\n") + 1)
+        except OSError as err:
+            raise UserError(f"cannot write {self.path}: {err.strerror}") from None
 
     def load(self) -> list[dict]:
         return list(read_jsonl(self.path)) if self.path.exists() else []
@@ -72,10 +87,24 @@ class JsonlLog:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         if not text:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        data = memoryview(text.encode("utf-8"))
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    while data:
+                        data = data[os.write(fd, data):]
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk can take part of a batch; cut it so the log keeps whole batches only
+                    # (a resumed run recomputes the batch and would log its first rows twice).
+                    os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise UserError(f"cannot write {self.path}: {err.strerror}") from None
 
 
 def fingerprint(obj: Any) -> str:
