@@ -130,5 +130,14 @@ def file_digest(path: str | os.PathLike) -> str:
         files = [path]
     for p in files:
         h.update(p.name.encode())
-        h.update(p.read_bytes())
+        h.update(_canonical_config(p) if path.is_dir() and p.suffix == ".json" else p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _canonical_config(path: Path) -> bytes:
+    """PEFT writes `target_modules` from a set, in a per-process order: two identical trainings
+    would get different digests (and a retrained warm-up would discard every result built on it)."""
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    return json.dumps(cfg, sort_keys=True).encode()
