@@ -8,7 +8,8 @@ computes exactly the chunks an uninterrupted run would, in the same batches.
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -107,14 +108,10 @@ class Timer:
     def __init__(self):
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, stage: str):
-        timer = self
-
-        class _Span:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.seconds[stage] = round(timer.seconds.get(stage, 0.0) + time.perf_counter() - self.start, 3)
-
-        return _Span()
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
