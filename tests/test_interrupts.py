@@ -194,7 +194,7 @@ def test_evaluate_survives_kills(trained_sandbox):
     ref, out = box / "saves/interrupts/ev_ref", box / "saves/interrupts/ev_killed"
     rng = random.Random(2)
     plan = []
-    for name, kills in (("generate", 4), ("score", 2)):
+    for name, kills in (("generate", 5), ("score", 2)):
         plan += [(f"saves/interrupts/ev_killed/cache/{name}.jsonl", k)
                  for k in targets(rng, lines(ref, f"cache/{name}.jsonl"), 2, kills)]
     checker = Checker(ref, out)
