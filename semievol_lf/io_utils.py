@@ -11,9 +11,8 @@ from typing import Any, Iterable, Iterator
 from .errors import UserError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
+def _write_temp(path: Path, text: str) -> str:
+    """Write `text` to a fsynced temp file beside `path`; return the temp file's name."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -25,13 +24,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {err.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to a temp file in the same folder, fsync, then rename over `path`."""
+    atomic_write_files({path: text})
+
+
+def atomic_write_files(texts: dict) -> None:
+    """Write every file to its temp file first and rename only when all were written, so a full
+    disk at the last file leaves every old file as it was: `{path: text, ...}`."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in texts.items():
+            temps.append((_write_temp(Path(path), text), Path(path)))
+        for tmp, path in temps:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise UserError(f"cannot write {path}: {err.strerror}") from None
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _mode_for(path: Path) -> int:
@@ -44,8 +65,12 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from .data import SPLITS, Example, load_task_split
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, exit_on_user_error
-from .io_utils import atomic_write_json
+from .io_utils import atomic_write_files, json_text
 from .prompts import task_prompt
 from .tasks import Task, get_task
 
@@ -37,9 +37,10 @@ def prepare(task_name: str, source: str | Path, out: str | Path) -> dict[str, in
     task = get_task(task_name)
     splits = load_splits(task, source)
     out = Path(out)
-    for split, examples in splits.items():
-        atomic_write_json(out / f"{split}.json", [to_alpaca(task, e) for e in examples])
-    atomic_write_json(out / DATA_INFO, split_entries(task.name, out, out, splits=SPLITS))
+    files = {out / f"{split}.json": json_text([to_alpaca(task, e) for e in examples])
+             for split, examples in splits.items()}
+    files[out / DATA_INFO] = json_text(split_entries(task.name, out, out, splits=SPLITS))
+    atomic_write_files(files)  # all or nothing: never a new labeled.json beside an old unlabeled.json
     return {split: len(rows) for split, rows in splits.items()}
 
 

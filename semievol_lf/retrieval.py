@@ -70,8 +70,12 @@ class LabeledIndex:
         self.index.add(embed(self.model, questions, batch_size))
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = index_path.with_suffix(".faiss.tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, index_path)
+        try:
+            faiss.write_index(self.index, str(tmp))  # faiss reports a full disk as RuntimeError
+            os.replace(tmp, index_path)
+        except (OSError, RuntimeError) as err:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write {index_path}: {getattr(err, 'strerror', None) or err}") from None
         atomic_write_json(meta_path, meta)  # written last: marks the index as complete
         self.reused = False
 

@@ -105,10 +105,13 @@ class Runner:
         recipe_path = self.dir / "recipes" / f"{name}.yaml"
         atomic_write_text(recipe_path, yaml.safe_dump(recipe, sort_keys=False))
         log = self.dir / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [_llamafactory_cli(), "train", str(recipe_path)]
-        with open(log, "w") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as f:
+                proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+        except OSError as err:
+            raise UserError(f"cannot write {log}: {err.strerror}") from None
         trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))
         if proc.returncode != 0 or not trained:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-5:])

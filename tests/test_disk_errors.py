@@ -95,8 +95,6 @@ def test_prepare_on_a_full_disk_keeps_the_previous_files(prepared, tmp_path):
     assert snapshot(out) != before
 
 
-@pytest.mark.xfail(strict=True, reason="prepare.py writes its files one by one: a full disk at the second file "
-                                       "leaves the new labeled.json beside the old unlabeled.json")
 def test_prepare_failing_at_a_later_file_keeps_all_previous_files(prepared, tmp_path):
     from semievol_lf.demo_data import DemoSpec, write_demo_data
 
@@ -191,8 +189,6 @@ def test_pseudolabel_on_a_full_disk_stops_cleanly_and_resumes(trained_sandbox):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="retrieval.py: faiss.write_index raises RuntimeError, not OSError, so a "
-                                       "full disk while saving the index ends in a traceback")
 def test_pseudolabel_index_on_a_full_disk(trained_sandbox):
     out = trained_sandbox / "saves/disk/index"
     proc = run([*PSEUDOLABEL, f"output_dir={out}"], trained_sandbox, limit=3000)
