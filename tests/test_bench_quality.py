@@ -56,3 +56,26 @@ def test_kept_accuracy_on_hand_made_candidates(tmp_path):
     assert abs(got["kept_acc"] - 200 / 3) < 1e-9
     assert got["all_acc"] == 50.0
     assert q.mean_spread([60.0, 70.0, 80.0]) == "70.0 ± 10.0"
+
+
+def test_train_overrides_are_a_full_fine_tune():
+    q = _quality()
+    args = q.argparse.Namespace(lr=2e-3, epochs=20.0, batch=16, train_overrides='{"num_train_epochs": 5}')
+    got = q.train_overrides(args)
+    assert got["finetuning_type"] == "full" and got["learning_rate"] == 2e-3
+    assert got["per_device_train_batch_size"] == 16
+    assert got["num_train_epochs"] == 5  # --train-overrides wins
+
+
+def test_keep_variant_copies_round_outputs(tmp_path):
+    q = _quality()
+    run_dir = tmp_path / "run"
+    (run_dir / "round_1" / "pseudolabel").mkdir(parents=True)
+    (run_dir / "round_1" / "pseudolabel" / "candidates.jsonl").write_text("{}\n")
+    (run_dir / "round_1" / "warmup").mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    dest = tmp_path / "no_iwp"
+    q.keep_variant(run_dir, dest)
+    q.keep_variant(run_dir, dest)  # again: replaces
+    assert (dest / "round_1" / "pseudolabel" / "candidates.jsonl").read_text() == "{}\n"
+    assert (dest / "summary.json").is_file() and not (dest / "round_1" / "warmup").exists()
