@@ -39,3 +39,7 @@ class ChatFormat:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def open_chat_format(cfg) -> "ChatFormat":
+    return ChatFormat(cfg.model_name_or_path, cfg.template)

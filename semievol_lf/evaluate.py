@@ -27,7 +27,7 @@ from .prompts import icp_prompt
 from .selection import mean_nll
 from .tasks import get_task
 
-_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "name"}
+_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "name", "chat_format"}
 
 
 def accuracy_table(rows: list[dict]) -> dict:
@@ -61,7 +61,7 @@ def _strip_stop(ids, stop_ids) -> list[int]:
 
 
 def evaluate(cfg: EvaluateArguments) -> dict:
-    from .chat_format import ChatFormat
+    from .chat_format import open_chat_format
 
     task = get_task(cfg.task)
     examples = load_task_split(cfg.data_dir, task, cfg.split)
@@ -87,7 +87,7 @@ def evaluate(cfg: EvaluateArguments) -> dict:
         neighbours = index.neighbours([e.question for e in examples], cfg.rag_k)
 
     banner(f"Evaluate {cfg.name or 'model'} on {task.name} {cfg.split} ({len(examples)} questions)")
-    chat = ChatFormat(cfg.model_name_or_path, cfg.template)
+    chat = open_chat_format(cfg)
     backend = open_backend(cfg, chat)
     adapter = bool(cfg.adapter_name_or_path)
     chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)

@@ -30,6 +30,8 @@ class InferenceArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start over when output_dir holds results made from other inputs."})
     backend_args: dict = field(default_factory=dict, metadata={"help": "Extra keyword arguments of the backend."})
+    chat_format: str | None = field(default=None, metadata={
+        "help": "Folder from `semievol-lf export-chat-format`: renders prompts without LlamaFactory (vLLM-only env)."})
 
     def _check_common(self) -> None:
         if not self.model_name_or_path:

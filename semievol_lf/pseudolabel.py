@@ -33,7 +33,8 @@ from .selection import mean_nll, select
 from .tasks import Task, get_task
 
 # Settings that change no result: left out of the manifest so changing them does not refuse a resume.
-_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "embed_batch_size", "backend_args"}
+_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "embed_batch_size", "backend_args",
+                   "chat_format"}
 
 
 def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Example], list[str]]:
@@ -94,7 +95,7 @@ def _text(gen) -> dict:
 
 def pseudolabel(cfg: PseudolabelArguments) -> dict:
     """Run the whole step; return the stats that are also written to stats.json."""
-    from .chat_format import ChatFormat
+    from .chat_format import open_chat_format
     from .retrieval import LabeledIndex
 
     timer = Timer()
@@ -112,7 +113,7 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
                              cfg.embed_batch_size)
         neighbours = index.neighbours([u.question for u in unlabeled], max(cfg.shots), cfg.embed_batch_size)
 
-    chat = ChatFormat(cfg.model_name_or_path, cfg.template)
+    chat = open_chat_format(cfg)
     backend = open_backend(cfg, chat)
     chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)
     try:
