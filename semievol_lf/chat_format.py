@@ -227,7 +227,7 @@ def export_main(argv: list[str]) -> Path:
         raise UserError("usage: semievol-lf export-chat-format RECIPE.yaml [key=value ...] --out FOLDER")
     i = argv.index("--out")
     out, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    values, where = read_args(argv)
+    values, _ = read_args(argv)
     for key in ("model_name_or_path", "template"):
         if not values.get(key):
             raise UserError(f"{argv[0]}: `{key}` is not set")

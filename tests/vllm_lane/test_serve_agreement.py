@@ -13,11 +13,8 @@ One engine at a time: the hf run, then the in-process engine (closed), then the 
 engine keeps a core busy and would slow the next one.
 """
 
-import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import threading
 from dataclasses import replace
@@ -25,43 +22,19 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
+
+from lane import MAIN_PYTHON, REPO, Server, load_script
 
 from semievol_lf.backends.openai import OpenAIBackend
 from semievol_lf.errors import UserError
 from semievol_lf.inference import run_cached
 from semievol_lf.io_utils import JsonlLog
 
-REPO = Path(__file__).resolve().parents[2]
-MAIN_PYTHON = os.environ.get("SEMIEVOL_MAIN_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 EOS = 1  # the tiny model's </s>: vLLM keeps it at the end of token_ids, hf drops it
 ENGINE = {"dtype": "float32", "max_model_len": 256, "seed": 0}
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench_backends", REPO / "bench" / "backends.py")
-serve = _load("serve_vllm", REPO / "scripts" / "serve_vllm.py")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[str, str]:
-    model, adapter = os.environ.get("SEMIEVOL_TINY_MODEL"), os.environ.get("SEMIEVOL_TINY_ADAPTER")
-    if model and adapter:
-        return model, adapter
-    if not Path(MAIN_PYTHON).exists():
-        pytest.skip(f"no fixtures: set SEMIEVOL_TINY_MODEL/SEMIEVOL_TINY_ADAPTER or create {MAIN_PYTHON}")
-    out = tmp_path_factory.mktemp("serve-fixtures")
-    subprocess.run([MAIN_PYTHON, str(Path(__file__).with_name("make_fixtures.py")), "--out", str(out)], check=True)
-    return str(out / "model"), str(out / "adapter")
+bench = load_script("bench_backends", REPO / "bench" / "backends.py")
 
 
 @pytest.fixture(scope="module")
@@ -84,40 +57,6 @@ def hf_run(tiny, tmp_path_factory) -> dict:
 def vllm_run(tiny, work, hf_run) -> dict:  # after hf: one engine at a time
     return bench.run_backend("vllm", tiny[0], tiny[1], *work, stop_ids=(EOS,), kv_cache_memory_bytes=256 << 20,
                              **ENGINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`vllm serve` of the fixtures on a free port, in its own process group (so a kill takes its engine too)."""
-
-    def __init__(self, model: str, adapter: str, log_dir: Path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.cmd = serve.serve_command(model, adapter, port=self.port, on_cpu=serve.running_on_cpu(),
-                                       extra=["--dtype", "float32", "--max-model-len", "256", "--seed", "0"])
-        self.log_dir, self.proc, self.starts = log_dir, None, []
-
-    def start(self) -> None:
-        log = self.log_dir / f"server-{len(self.starts)}.log"
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-        with open(log, "w") as out:  # the child keeps its own copy of the file descriptor
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        try:
-            self.starts.append(serve.wait_healthy(self.url, self.proc, timeout=400))
-        except (RuntimeError, TimeoutError):
-            self.kill()
-            raise RuntimeError(f"vllm serve did not start; see {log}:\n{log.read_text()[-3000:]}") from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,12 @@ pass, with the LoRA merged into the weights by hand (W + alpha/r * B @ A).
 """
 
 import json
-import os
 import random
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
 
@@ -29,21 +25,7 @@ from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.vllm import VLLMBackend
 from semievol_lf.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
 CHOICES = ("yes", "no", "maybe")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[str, str]:
-    model, adapter = os.environ.get("SEMIEVOL_TINY_MODEL"), os.environ.get("SEMIEVOL_TINY_ADAPTER")
-    if model and adapter:
-        return model, adapter
-    main_python = os.environ.get("SEMIEVOL_MAIN_PYTHON", str(REPO / ".venv" / "bin" / "python"))
-    if not Path(main_python).exists():
-        pytest.skip(f"no fixtures: set SEMIEVOL_TINY_MODEL/SEMIEVOL_TINY_ADAPTER or create {main_python}")
-    out = tmp_path_factory.mktemp("vllm-fixtures")
-    subprocess.run([main_python, str(Path(__file__).with_name("make_fixtures.py")), "--out", str(out)], check=True)
-    return str(out / "model"), str(out / "adapter")
 
 
 def _prompts(n: int, seed: int = 0, length: int = 12) -> list[tuple[int, ...]]:
