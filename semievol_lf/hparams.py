@@ -64,6 +64,11 @@ class PseudolabelArguments(InferenceArguments):
     embed_batch_size: int = field(default=64, metadata={"help": "Questions per embedding batch."})
     exclude_ids_file: str | None = field(
         default=None, metadata={"help": "JSON list of unlabeled ids already selected in an earlier round."})
+    num_shards: int = field(default=1, metadata={
+        "help": "Data parallelism: label the unlabeled set in this many shards (one process each, `shard`), "
+                "then run once without `shard` to merge them and select over the union."})
+    shard: int | None = field(default=None, metadata={
+        "help": "The shard this process labels, 0 .. `num_shards`-1; unset with `num_shards` > 1 = the merge."})
 
     def __post_init__(self):
         self._check_common()
@@ -86,6 +91,12 @@ class PseudolabelArguments(InferenceArguments):
             raise ValueError(f"`theta` must be in (0, 1], got {self.theta}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("`temperature` must be >= 0 and `top_p` in (0, 1]")
+        if self.num_shards < 1:
+            raise ValueError(f"`num_shards` must be >= 1, got {self.num_shards}")
+        if self.shard is not None and self.num_shards == 1:
+            raise ValueError("`shard` is set but `num_shards` is 1: set `num_shards` to the number of shards (> 1)")
+        if self.shard is not None and not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"`shard` must be in [0, `num_shards`) = [0, {self.num_shards}), got {self.shard}")
 
 
 @dataclass
@@ -115,6 +126,8 @@ class RunArguments:
     run_dir: str = field(default="runs/demo", metadata={"help": "Everything the run writes goes here."})
     iterations: int = field(default=1, metadata={"help": "SemiEvol rounds (paper 4.3.7)."})
     backend: Literal["hf", "vllm", "openai"] = field(default="hf", metadata={"help": "Inference backend."})
+    backend_args: dict = field(default_factory=dict, metadata={
+        "help": "Extra keyword arguments of the backend, e.g. {base_url: ...} for openai."})
     n: int = 4
     theta: float = 0.5
     k: int = 3

@@ -125,7 +125,7 @@ class Runner:
         return evaluate_step.main({
             "model_name_or_path": self.model, "adapter_name_or_path": str(adapter) if adapter else None,
             "template": self.template, "task": self.cfg.task, "data_dir": str(data), "backend": self.cfg.backend,
-            "batch_size": self.cfg.batch_size, "max_new_tokens": self.cfg.max_new_tokens, "seed": self.cfg.seed,
+            "backend_args": self.cfg.backend_args, "batch_size": self.cfg.batch_size, "max_new_tokens": self.cfg.max_new_tokens, "seed": self.cfg.seed,
             "output_dir": str(out), "overwrite_output_dir": True, "name": name, "rag_k": rag_k,
             "embedder": self.cfg.embedder,
         })
@@ -157,7 +157,7 @@ class Runner:
             stats = pseudolabel_step.main({
                 "model_name_or_path": self.model, "adapter_name_or_path": str(warm), "template": self.template,
                 "task": cfg.task, "data_dir": str(labeled_dir), "backend": cfg.backend,
-                "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed + r - 1,
+                "backend_args": cfg.backend_args, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed + r - 1,
                 "embedder": cfg.embedder, "exclude_ids_file": str(exclude),
                 "output_dir": str(rd / "pseudolabel"), "overwrite_output_dir": True, **_step_args(cfg),
             })

@@ -13,8 +13,13 @@ Every request is one POST to `/v1/completions` with `prompt` as a list of token 
 here with the LlamaFactory template, so the server adds no BOS and applies no chat template),
 its own `seed`, `temperature`, `top_p`, `max_tokens`, and the template's `stop_token_ids`. The
 `model` field picks the model: `base_model` (the served name of the base, by default
-`model_name_or_path`, which is what `vllm serve PATH` calls it) or `adapter_model` (the served
-LoRA, `warm` in `--lora-modules warm=ADAPTER`). The generated token ids come back through vLLM's
+`model_name_or_path`, which is what `vllm serve PATH` calls it) or the served name of the step's
+adapter. That name is found in `/v1/models` by the adapter's folder (vLLM lists each LoRA with its
+path as `root`), so a server started with `--lora-modules warm=ADAPTER` is used as is, and another
+adapter is never used by mistake. A server started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True is
+asked to load an adapter it does not serve yet (`/v1/load_lora_adapter`), so one server can serve
+every step of `semievol-lf run` (warm-up, then each round's evolved adapter). For a server that
+cannot see this machine's files, name the served adapter with `backend_args.adapter_model`. The generated token ids come back through vLLM's
 `return_token_ids`; they end with the EOS id when the model stopped there, as in the vllm backend.
 
 Scoring sends prompt + response with `max_tokens=1, prompt_logprobs=0` (a vLLM extension) and
@@ -39,12 +44,14 @@ Does not handle:
   ignored (then `Generation.token_ids` is empty and sampling is not reproducible).
 - `choices` on servers older than vLLM 0.10.2: they are sent as `structured_outputs`, which those
   servers ignore (they knew `guided_choice`).
-- streaming, n > 1 per request, more than one adapter per server.
+- streaming, n > 1 per request.
 """
 
+import hashlib
 import http.client
 import json
 import os
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -76,6 +83,34 @@ def served_model(adapter: bool, base_model: str, adapter_model: str | None) -> s
         raise UserError("a request asks for the adapter, but the openai backend was built without one "
                         "(set `adapter_name_or_path`)")
     return adapter_model
+
+
+def _same_path(a: str | None, b: str) -> bool:
+    if not a:
+        return False
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # not a path on this machine
+        return False
+
+
+def served_adapter(models: list[dict], adapter_path: str) -> str | None:
+    """The served name of the LoRA loaded from `adapter_path`, from a `/v1/models` answer's `data`.
+
+    [{"id": "base", "root": "base"}, {"id": "warm", "root": "saves/warm", "parent": "base"}], "saves/warm"
+    -> "warm";  the same with "saves/other" -> None
+    """
+    for model in models:
+        if model.get("parent") is not None and _same_path(model.get("root"), adapter_path):
+            return model.get("id")
+    return None
+
+
+def adapter_load_name(adapter_path: str) -> str:
+    """The name an adapter is loaded under at run time: stable for its folder, unique per folder."""
+    return "semievol-" + hashlib.sha256(os.path.abspath(adapter_path).encode()).hexdigest()[:12]
 
 
 def generation_payload(req: GenerationRequest, model: str, stop_ids: Sequence[int] = ()) -> dict:
@@ -189,7 +224,11 @@ class HTTPClient:
             try:
                 req = urllib.request.Request(url, data=data, headers=self.headers)  # POST when there is data
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
+                    body = resp.read()
+                try:
+                    return json.loads(body)
+                except ValueError:  # e.g. /v1/load_lora_adapter answers in plain text
+                    return {"text": body.decode("utf-8", "replace")}
             except urllib.error.HTTPError as err:
                 message = _error_message(err.read())
                 if not retryable_status(err.code):
@@ -211,9 +250,9 @@ class HTTPClient:
 class OpenAIBackend:
     """Generate and score through an OpenAI-compatible `/v1/completions` server (see the module docstring).
 
-    `adapter_name_or_path` is the local copy of the adapter the server serves as `adapter_model`:
-    the pipeline fingerprints it to know when results are stale; the server is not sent it. With
-    no adapter, requests for the adapter are refused. `api_key` defaults to $OPENAI_API_KEY
+    `adapter_name_or_path` is the adapter's folder (the pipeline fingerprints it to know when results
+    are stale); at start its served name is looked up in `/v1/models`, or the adapter is loaded,
+    unless `adapter_model` names it. With no adapter, requests for the adapter are refused. `api_key` defaults to $OPENAI_API_KEY
     (`vllm serve --api-key`); none is sent when neither is set.
     """
 
@@ -221,7 +260,7 @@ class OpenAIBackend:
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
                  base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
-                 adapter_model: str = "warm", concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
+                 adapter_model: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
                  backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, **unknown: Any):
         if unknown:
             known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
@@ -232,6 +271,8 @@ class OpenAIBackend:
             raise UserError("`backend_args`: the openai backend needs concurrency >= 1, max_retries >= 0, timeout > 0")
         self.base_url = base_url.rstrip("/")
         self.base_model = base_model or str(model_name_or_path)
+        self.adapter_path = str(adapter_name_or_path) if adapter_name_or_path else None
+        self.loaded: str | None = None  # the adapter this backend loaded (unloaded again by `close`)
         self.adapter_model = adapter_model if adapter_name_or_path else None
         self.stop_ids = tuple(stop_ids)
         self.concurrency = concurrency
@@ -240,17 +281,47 @@ class OpenAIBackend:
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(concurrency, thread_name_prefix="openai")
         if check_models:
             self.check_models()
+        elif self.adapter_path and self.adapter_model is None:
+            self.adapter_model = "warm"  # unchecked: the name `--lora-modules warm=ADAPTER` gives it
 
     def check_models(self) -> None:
-        """Refuse to start when the server does not serve the base or the adapter under the expected names."""
-        served = [m.get("id") for m in self._run_all([lambda: self.client.request("/models")])[0].get("data", [])]
-        wanted = [("base_model", self.base_model)]
-        if self.adapter_model is not None:
-            wanted.append(("adapter_model", self.adapter_model))
-        for key, name in wanted:
-            if name not in served:
-                raise UserError(f"server at {self.base_url} does not serve {name!r} (`backend_args.{key}`); it serves: "
-                                f"{', '.join(map(str, served)) or 'nothing'}. Start it with `{SERVE_HINT}`")
+        """Refuse to start unless the server serves the base and this step's adapter; find (or load) the
+        adapter's served name."""
+        models = self._get_models()
+        served = [m.get("id") for m in models]
+        if self.base_model not in served:
+            raise UserError(f"server at {self.base_url} does not serve {self.base_model!r} (`backend_args.base_model`); "
+                            f"it serves: {', '.join(map(str, served)) or 'nothing'}. Start it with `{SERVE_HINT}`")
+        if self.adapter_path is None:
+            return
+        if self.adapter_model is not None:  # named by the user: trusted, but it must be served
+            if self.adapter_model not in served:
+                raise UserError(f"server at {self.base_url} does not serve {self.adapter_model!r} "
+                                f"(`backend_args.adapter_model`); it serves: {', '.join(map(str, served))}. "
+                                f"Start it with `{SERVE_HINT}`")
+            return
+        self.adapter_model = served_adapter(models, self.adapter_path) or self._load_adapter(models)
+
+    def _get_models(self) -> list[dict]:
+        return self._run_all([lambda: self.client.request("/models")])[0].get("data", [])
+
+    def _load_adapter(self, models: list[dict]) -> str:
+        """Ask the server to load the adapter (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+        name = adapter_load_name(self.adapter_path)
+        adapters = [f"{m.get('id')}={m.get('root')}" for m in models if m.get("parent") is not None]
+        payload = {"lora_name": name, "lora_path": os.path.abspath(self.adapter_path)}
+        try:
+            self._run_all([lambda: self.client.request("/load_lora_adapter", payload)])
+        except UserError as err:
+            raise UserError(
+                f"server at {self.base_url} does not serve the adapter {self.adapter_path} (it serves "
+                f"{', '.join(adapters) or 'no adapter'}) and could not load it: {err}. Start the server with "
+                f"`--lora-modules warm={self.adapter_path}`, or with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True so that "
+                "each step loads its own adapter") from None
+        self.loaded = name
+        if served_adapter(self._get_models(), self.adapter_path) != name:
+            raise UserError(f"server at {self.base_url} accepted the adapter {self.adapter_path} but does not list it")
+        return name
 
     def _run_all(self, calls: list[Callable[[], Any]]) -> list:
         """Run the calls `concurrency` at a time; results in order. The first failure stops the rest."""
@@ -284,7 +355,15 @@ class OpenAIBackend:
         return [parse_score(a, r, self.base_url) for a, r in zip(answers, requests)]
 
     def close(self) -> None:
-        """Stop the worker threads; the server keeps running. Later calls raise."""
+        """Unload the adapter this backend loaded (a step's adapter must not linger in the server's LoRA
+        slots) and stop the worker threads; the server keeps running. Later calls raise."""
+        if self.loaded is not None and self._pool is not None:
+            payload = {"lora_name": self.loaded}
+            try:
+                self._run_all([lambda: self.client.request("/unload_lora_adapter", payload)])
+            except UserError as err:  # the results are safe; a lingering adapter only takes a slot
+                print(f"warning: could not unload adapter {self.loaded} from {self.base_url}: {err}", file=sys.stderr)
+            self.loaded = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -21,12 +21,14 @@ import pytest
 from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.openai import (
     OpenAIBackend,
+    adapter_load_name,
     backoff_delay,
     generation_payload,
     parse_generation,
     parse_score,
     retryable_status,
     score_payload,
+    served_adapter,
     served_model,
 )
 from semievol_lf.errors import UserError
@@ -126,10 +128,15 @@ class FakeServer:
 
     ok: answers (a generation's text is "s<seed>@<model>"); 503: "overloaded"; 404: unknown model;
     slow: waits `delay` s first. After `die_after` completions it closes its port (a crash).
+    It serves "base" and the LoRA "warm" loaded from "adapter/"; with `can_load`, POST
+    /load_lora_adapter adds a LoRA (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), else it is a 404.
     """
 
-    def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0):
-        self.mode, self.die_after, self.delay = mode, die_after, delay
+    def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0,
+                 can_load: bool = False):
+        self.mode, self.die_after, self.delay, self.can_load = mode, die_after, delay, can_load
+        self.models = [{"id": "base", "root": "base", "parent": None},
+                       {"id": "warm", "root": "adapter/", "parent": "base"}]
         self.hits: list[dict] = []  # the body of every /completions request
         self.headers: list[dict] = []
         self.lock = threading.Lock()
@@ -150,10 +157,22 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "base"}, {"id": "warm"}]})
+                self._send(200, {"object": "list", "data": server.models})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.endswith("/unload_lora_adapter"):
+                    server.models = [m for m in server.models if m["id"] != body["lora_name"]]
+                    return self._send(200, {})
+                if self.path.endswith("/load_lora_adapter"):
+                    if not server.can_load:
+                        return self._send(404, {"detail": "Not Found"})
+                    server.models.append({"id": body["lora_name"], "root": body["lora_path"], "parent": "base"})
+                    data = f"Success: LoRA adapter '{body['lora_name']}' added successfully.".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    return self.wfile.write(data)
                 with server.lock:
                     server.hits.append(body)
                     server.headers.append(dict(self.headers))
@@ -233,6 +252,41 @@ def test_the_served_names_are_checked_at_start(server):
     with pytest.raises(UserError, match="does not serve 'model/'"):
         OpenAIBackend("model/", None, base_url=server.url)  # served under another name: set base_model
     _backend(server.url, adapter=None, adapter_model="hot").close()  # no adapter: its name is not needed
+
+
+def test_the_adapter_is_found_by_its_folder_not_by_a_fixed_name():
+    models = [{"id": "base", "root": "base", "parent": None}, {"id": "hot", "root": "saves/warm", "parent": "base"}]
+    assert served_adapter(models, "saves/warm") == "hot"
+    assert served_adapter(models, "./saves//warm") == "hot"
+    assert served_adapter(models, "saves/evolve") is None
+    assert served_adapter(models, "base") is None  # the base model is not an adapter
+    assert adapter_load_name("saves/a") == adapter_load_name("./saves/a") != adapter_load_name("saves/b")
+
+
+def test_another_adapter_is_loaded_when_the_server_allows_it(tmp_path):
+    evolved = tmp_path / "evolve"
+    evolved.mkdir()
+    server = FakeServer(can_load=True)
+    try:
+        backend = _backend(server.url, adapter=str(evolved))
+        backend.generate(_requests(2))
+        name = adapter_load_name(str(evolved))
+        assert server.hits[-1]["model"] == name and server.models[-1]["root"] == str(evolved)
+        backend.close()  # unloads what it loaded, leaves what the server was started with
+        assert [m["id"] for m in server.models] == ["base", "warm"]
+        served = _backend(server.url)  # the server's own adapter is found, not loaded or unloaded
+        assert served.adapter_model == "warm" and served.loaded is None
+        served.close()
+        assert len(server.models) == 2
+    finally:
+        server.stop()
+
+
+def test_an_adapter_the_server_neither_serves_nor_can_load_is_refused(server, tmp_path):
+    with pytest.raises(UserError, match=r"does not serve the adapter .*evolve \(it serves warm=adapter/\).*"
+                                        r"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"):
+        _backend(server.url, adapter=str(tmp_path / "evolve"))
+    assert server.hits == []  # nothing was generated with the wrong adapter
 
 
 def test_unknown_backend_args_are_refused():

@@ -11,7 +11,8 @@ warm-up trained by `semievol-lf run ... stop_after=warmup` (real `llamafactory-c
 Checks: vllm and openai give byte-identical outputs (same engine, same per-request seeds, and
 the same token ids from the two renderings); entropies agree with hf to 1e-3 wherever the
 pseudo-answers agree; LlamaFactory trains the evolve recipe on the vLLM output; greedy
-evaluation in this venv gives hf's predictions. Stage timings
+evaluation in this venv gives hf's predictions; and a whole `semievol-lf run backend=openai`
+against one server that loads each step's adapter evaluates SFT and SemiEvol with the right ones. Stage timings
 of each backend go to $SEMIEVOL_BENCH_OUT/demo_pseudolabel.txt.
 """
 
@@ -136,19 +137,59 @@ def test_llamafactory_trains_the_evolve_recipe_on_the_vllm_output(warm, vllm_run
     assert json.loads(log[-1])["total_steps"] == math.ceil(rows / 8)
 
 
-def test_evaluate_in_the_vllm_venv_gives_the_hf_predictions(warm, vllm_run):
-    """Greedy evaluation of the warm model: vllm (exported format, no LlamaFactory) against hf."""
-    recipe, args = REPO / "recipes" / "evaluate_demo.yaml", warm["args"][:3]
-    run([MAIN_PYTHON, "-m", "semievol_lf.evaluate", recipe, *args, f"output_dir={warm['root'] / 'eval_hf'}"],
+def _evaluate(warm: dict, out: str, adapter: Path, *extra, python: str = MAIN_PYTHON) -> list[dict]:
+    """Greedy evaluation of base + `adapter` on the demo test split; its predictions."""
+    args = [f"model_name_or_path={warm['model']}", f"adapter_name_or_path={adapter}", f"data_dir={warm['data']}",
+            f"output_dir={warm['root'] / out}"]
+    run([python, "-m", "semievol_lf.evaluate", REPO / "recipes" / "evaluate_demo.yaml", *args, *extra],
         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    run([sys.executable, "-m", "semievol_lf.evaluate", recipe, *args, f"output_dir={warm['root'] / 'eval_vllm'}",
-         "backend=vllm", f"chat_format={warm['format']}",
-         "backend_args={dtype: float32, max_model_len: 512, kv_cache_memory_bytes: 268435456}"])
-    hf, vllm = ([json.loads(line) for line in (warm["root"] / d / "predictions.jsonl").read_text().splitlines()]
-                for d in ("eval_hf", "eval_vllm"))
-    assert len(hf) == len(vllm) == 24
-    assert [(r["id"], r["response"], r["pred"]) for r in hf] == [(r["id"], r["response"], r["pred"]) for r in vllm]
-    assert max(abs(a["entropy"] - b["entropy"]) for a, b in zip(hf, vllm) if a["entropy"] is not None) < 1e-3
+    return [json.loads(line) for line in (warm["root"] / out / "predictions.jsonl").read_text().splitlines()]
+
+
+def _same_predictions(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b) == 24
+    assert [(r["id"], r["response"], r["pred"]) for r in a] == [(r["id"], r["response"], r["pred"]) for r in b]
+    assert max(abs(x["entropy"] - y["entropy"]) for x, y in zip(a, b) if x["entropy"] is not None) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def hf_eval(warm) -> list[dict]:
+    return _evaluate(warm, "eval_hf", warm["adapter"])
+
+
+def test_evaluate_in_the_vllm_venv_gives_the_hf_predictions(warm, hf_eval, vllm_run):
+    """Greedy evaluation of the warm model: vllm (exported format, no LlamaFactory) against hf."""
+    vllm = _evaluate(warm, "eval_vllm", warm["adapter"], "backend=vllm", f"chat_format={warm['format']}",
+                     "backend_args={dtype: float32, max_model_len: 512, kv_cache_memory_bytes: 268435456}",
+                     python=sys.executable)
+    _same_predictions(hf_eval, vllm)
+
+
+def test_a_whole_run_over_one_server_uses_each_steps_own_adapter(warm, hf_eval, openai_run):
+    """`semievol-lf run backend=openai` against one server that starts with no adapter: each step loads
+    its adapter (warm-up for SFT and pseudolabel, the evolved one for SemiEvol) and unloads it after."""
+    server = Server(str(warm["model"]), None, warm["root"], max_model_len=512, allow_loading=True, lora_rank=16,
+                    lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    server.start()
+    try:
+        run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", f"model_name_or_path={warm['model']}",
+             f"run_dir={warm['root'] / 'run'}", f"data_sizes={SIZES}", "iterations=1", "rag=false",
+             "backend=openai", f"backend_args={{base_url: '{server.url}'}}"],
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        left = [m["id"] for m in server.models() if m.get("parent") is not None]
+    finally:
+        server.kill()
+    assert left == []  # every step unloaded the adapter it loaded
+    root = warm["root"] / "run"
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary["rounds"][0]["results"]) == {"Vanilla", "SFT", "SemiEvol"}
+
+    def predictions(path: str) -> list[dict]:
+        return [json.loads(line) for line in (root / path / "predictions.jsonl").read_text().splitlines()]
+
+    _same_predictions(predictions("eval/sft"), hf_eval)  # SFT was evaluated with the warm-up adapter
+    evolved = _evaluate(warm, "eval_evolve_hf", root / "round_1" / "evolve")
+    _same_predictions(predictions("round_1/eval/semievol"), evolved)  # and SemiEvol with the evolved one
 
 
 def test_print_the_timing_table(hf_run, vllm_run, openai_run, tmp_path):

@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
 
-from lane import MAIN_PYTHON, REPO, Server, load_script
+from lane import MAIN_PYTHON, REPO, Server, load_script, tiny  # noqa: F401 (tiny: a fixture)
 
 from semievol_lf.backends.openai import OpenAIBackend
 from semievol_lf.errors import UserError

@@ -21,6 +21,7 @@ import pytest
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
 
+from lane import tiny  # noqa: F401 (a fixture)
 from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.vllm import VLLMBackend
 from semievol_lf.errors import UserError
