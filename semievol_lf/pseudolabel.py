@@ -10,15 +10,17 @@
 Outputs in `output_dir`: selected.json + dataset_info.json (what `recipes/evolve_<task>.yaml`
 trains on, with the labeled set), candidates.jsonl, stats.json, index/, cache/.
 Answers in the unlabeled file are never read. Re-running the same recipe resumes.
+
+Data parallelism (`num_shards`, `shard`): see shards.py.
 """
 
 import dataclasses
-from dataclasses import dataclass, field, replace
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .backends.base import GenerationRequest, ScoreRequest
-from .collaborate import agreed_answer, majority_answer, request_seed, sample_configs
+from .collaborate import InferenceConfig, agreed_answer, majority_answer, request_seed, sample_configs
 from .config import as_config
 from .data import Example, load_task_split
 from .data_info import DATA_INFO, alpaca_entry
@@ -33,8 +35,9 @@ from .selection import mean_nll, select
 from .tasks import Task, get_task
 
 # Settings that change no result: left out of the manifest so changing them does not refuse a resume.
-_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "embed_batch_size", "backend_args",
-                   "chat_format"}
+# `num_shards`/`shard` are neutral too: a merge gives the unsharded result (a shard's manifest names its shard).
+RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "embed_batch_size", "backend_args",
+                   "chat_format", "num_shards", "shard"}
 
 
 def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Example], list[str]]:
@@ -57,8 +60,9 @@ def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Ex
     return task, labeled, unlabeled, excluded
 
 
-def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> dict:
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESULT_NEUTRAL}
+def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example],
+                neutral: set[str] = RESULT_NEUTRAL) -> dict:
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral}
     return {
         "settings": fingerprint(settings),
         "labeled": fingerprint([e.to_dict() for e in labeled]),
@@ -88,24 +92,48 @@ class Sample:
     def reason(self) -> str:
         return "no_answer" if self.pseudo == NO_ANSWER else "kept" if self.kept else "above_tau"
 
+    def to_row(self) -> dict:
+        """What a shard hands to the merge: everything but the selection."""
+        return {"id": self.uid, "responses": self.responses, "answers": self.answers, "justified": self.justified,
+                "pseudo_answer": self.pseudo, "entropy": self.entropy}
+
+    @classmethod
+    def from_row(cls, example: Example, row: dict) -> "Sample":
+        return cls(example, row["responses"], row["answers"], row["justified"], row["pseudo_answer"], row["entropy"])
+
 
 def _text(gen) -> dict:
     return {"text": gen.text}
 
 
 def pseudolabel(cfg: PseudolabelArguments) -> dict:
-    """Run the whole step; return the stats that are also written to stats.json."""
-    from .chat_format import open_chat_format
-    from .retrieval import LabeledIndex
+    """Run the step (or one shard, or the merge); return the stats that are also written to stats.json
+    (for a shard, a summary of what it labeled)."""
+    from . import shards
 
-    timer = Timer()
     task, labeled, unlabeled, excluded = load_inputs(cfg)
+    if cfg.shard is not None:
+        return shards.label_shard(cfg, task, labeled, unlabeled)
+    if cfg.num_shards > 1:
+        return shards.merge_shards(cfg, task, labeled, unlabeled, excluded)
     out = Path(cfg.output_dir)
     if check_manifest(out, manifest_of(cfg, labeled, unlabeled), cfg.overwrite_output_dir, final="stats.json"):
         print(f"pseudolabel: {out} already holds the finished result of these inputs")
         return read_json(out / "stats.json")
-    configs = sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
+    timer = Timer()
+    samples, index_reused = label(cfg, task, labeled, unlabeled, out, timer)
+    return select_and_write(cfg, task, labeled, samples, excluded, timer.seconds, index_reused)
+
+
+def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabeled: list[Example], out: Path,
+          timer: Timer) -> tuple[list[Sample], bool]:
+    """Steps 1-3 and the entropies of step 4, cached under `out`; returns (samples, whether the index was reused)."""
+    from .chat_format import open_chat_format
+    from .retrieval import LabeledIndex
+
+    configs = _configs(cfg)
     samples = [Sample(u) for u in unlabeled]
+    chat = open_chat_format(cfg)  # first: a missing template fails before the embedder loads
 
     banner("Pseudo-label: retrieve (in-context propagation)")
     with timer("retrieve"):
@@ -113,7 +141,6 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
                              cfg.embed_batch_size)
         neighbours = index.neighbours([u.question for u in unlabeled], max(cfg.shots), cfg.embed_batch_size)
 
-    chat = open_chat_format(cfg)
     backend = open_backend(cfg, chat)
     chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)
     try:
@@ -146,14 +173,25 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
                 s.entropy = mean_nll(scores[f"{s.uid}|{s.pseudo}"]["logprobs"])
     finally:
         backend.close()
+    return samples, index.reused
 
+
+def select_and_write(cfg: PseudolabelArguments, task: Task, labeled: list[Example], samples: list[Sample],
+                     excluded: list[str], timings: dict[str, float], index_reused: bool, **extra) -> dict:
+    """Step 4's selection over all `samples`, then the outputs; `extra` keys are appended to the stats."""
     banner("Pseudo-label: select")
+    valid = [s for s in samples if s.pseudo != NO_ANSWER]
     tau, keep = select([s.entropy for s in valid], cfg.theta)
     for s, k in zip(valid, keep):
         s.kept = k
-    stats = _stats(cfg, task, configs, samples, excluded, tau, timer, index.reused, len(labeled))
-    _write_outputs(cfg, task, out, configs, samples, stats)
+    configs = _configs(cfg)
+    stats = {**_stats(cfg, task, configs, samples, excluded, tau, timings, index_reused, len(labeled)), **extra}
+    _write_outputs(cfg, task, Path(cfg.output_dir), configs, samples, stats)
     return stats
+
+
+def _configs(cfg: PseudolabelArguments) -> list[InferenceConfig]:
+    return sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
 
 
 def _n_options(task: Task, s: Sample) -> int:
@@ -184,7 +222,7 @@ def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, c
         s.pseudo = task.extract(s.justified, _n_options(task, s))
 
 
-def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str], tau, timer: Timer,
+def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str], tau, timings: dict[str, float],
            index_reused: bool, n_labeled: int) -> dict:
     n = len(samples)
     all_answers = [a for s in samples for a in s.answers]
@@ -212,7 +250,7 @@ def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str],
         "kept_rate": round(kept / n, 4) if n else None,
         "model_calls_per_sample": round(calls / n, 3) if n else 0.0,
         "index_reused": index_reused,
-        "timings_s": timer.seconds,
+        "timings_s": timings,
     }
 
 
@@ -243,6 +281,12 @@ def main(cfg: PseudolabelArguments | dict | None = None) -> dict:
     """`main(dict)` for tests and `semievol-lf run`; the CLI reads `recipe.yaml key=value ...`."""
     cfg = as_config(PseudolabelArguments, cfg)
     stats = pseudolabel(cfg)
+    if cfg.shard is not None:
+        from .shards import command
+
+        print(f"shard {stats['shard']}: labeled {stats['unlabeled']} questions into {stats['output_dir']}; "
+              f"when all {cfg.num_shards} shards are done, merge them: {command(cfg, shard=None)}")
+        return stats
     print(f"kept {stats['kept']} of {stats['unlabeled']} pseudo-labels (tau={stats['tau']}); "
           f"outputs in {cfg.output_dir}; evolve trains on {Path(cfg.output_dir) / DATA_INFO}")
     return stats
