@@ -25,12 +25,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu"
 
-# The vLLM lane (~5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
-# backend in-process, `vllm serve` + the openai backend, and hf/vllm/openai agreement and timings.
+# The vLLM lane (~11 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
+# backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
+# the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server.
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
 	SEMIEVOL_BENCH_OUT=runs/bench-backends .venv-vllm/bin/python -m pytest -q -m vllm tests/vllm_lane
-	cat runs/bench-backends/backends.txt
+	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
