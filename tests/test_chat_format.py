@@ -78,6 +78,25 @@ def test_exported_formats_render_like_llamafactory_without_it(sandbox, formats):
     assert len({json.dumps(e[1][0]) for e in expected.values()}) == len(TEMPLATES)
 
 
+@pytest.mark.slow
+def test_every_llamafactory_template_exports(sandbox, tiny_model, tmp_path):
+    """Each of LlamaFactory's templates exports (its probes pass) and renders the demo prompts as LlamaFactory
+    does; a template that ever stops doing so is named."""
+    from llamafactory.data.template import TEMPLATES
+
+    from semievol_lf.chat_format import ChatFormat, ExportedChatFormat
+
+    pairs = demo_pairs(sandbox / "data/demo")[::4]
+    wrong = []
+    for name in sorted(TEMPLATES):
+        chat = ChatFormat(str(tiny_model), name)
+        exported = ExportedChatFormat(chat.export(tmp_path / name))
+        if any(exported.encode(p, r) != chat.encode(p, r) for p, r in pairs):
+            wrong.append(name)
+    assert wrong == []
+    assert len(TEMPLATES) > 100
+
+
 def test_pseudolabel_without_llamafactory_gives_the_same_results(sandbox, trained_sandbox):
     """The whole step, rendered from the export with LlamaFactory blocked, equals the usual run."""
     box = trained_sandbox
