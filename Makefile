@@ -25,7 +25,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu"
 
-# The vLLM lane (~11 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
+# The vLLM lane (~8.5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
 # backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
 # the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server.
 test-vllm: $(STAMP)

@@ -68,7 +68,8 @@ class TestWithAdapter:
     an idle engine's worker keeps its cores busy and slows a second engine down several times)."""
 
     @pytest.fixture(scope="class")
-    def backend(self, tiny):
+    @classmethod
+    def backend(cls, tiny):
         b = VLLMBackend(tiny[0], tiny[1], seed=0, dtype="float32", max_model_len=256, kv_cache_memory_bytes=256 << 20)
         yield b
         b.close()
