@@ -1,4 +1,5 @@
-"""Templates and recipes are found from an installed wheel, not only from a checkout."""
+"""Packaging: templates and recipes are found from an installed wheel, not only from a checkout; the
+backends that a vLLM-only or client-only environment imports load no heavy library at import."""
 
 import subprocess
 import sys
@@ -6,6 +7,14 @@ import sys
 import pytest
 
 from conftest import ROOT
+
+
+@pytest.mark.parametrize("module", ["semievol_lf.backends.openai", "semievol_lf.backends.vllm"])
+def test_importing_a_backend_loads_neither_torch_nor_vllm(module):
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.slow
