@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json, read_json
+from .io_utils import atomic_write_json, current_umask, read_json
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
@@ -106,9 +106,7 @@ class ChatFormat(_Rendering):
                     raise UserError(f"template {self.template_name!r} renders ({prompt!r}, {response!r}) in a way "
                                     "the export cannot reproduce; run the step where LlamaFactory is installed")
             atomic_write_json(tmp / FORMAT_FILE, spec)  # written last: its presence means the export is whole
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp made it private
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp made it private
             old = out.with_name(f".{out.name}.old")
             if out.exists():
                 os.replace(out, old)

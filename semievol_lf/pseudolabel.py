@@ -60,11 +60,14 @@ def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Ex
     return task, labeled, unlabeled, excluded
 
 
-def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example],
-                neutral: set[str] = RESULT_NEUTRAL) -> dict:
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral}
+def settings_fingerprint(cfg: PseudolabelArguments, neutral: set[str] = RESULT_NEUTRAL) -> str:
+    return fingerprint({k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral})
+
+
+def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> dict:
+    """What the results depend on; digesting the model and adapter reads their weights, so compute it once."""
     return {
-        "settings": fingerprint(settings),
+        "settings": settings_fingerprint(cfg),
         "labeled": fingerprint([e.to_dict() for e in labeled]),
         "unlabeled": fingerprint([e.to_dict() for e in unlabeled]),
         "model": model_identity(cfg.model_name_or_path),

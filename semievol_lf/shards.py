@@ -21,7 +21,7 @@ from .errors import UserError
 from .hparams import PseudolabelArguments
 from .inference import Timer, banner, check_manifest
 from .io_utils import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
-from .pseudolabel import RESULT_NEUTRAL, Sample, label, manifest_of, select_and_write
+from .pseudolabel import RESULT_NEUTRAL, Sample, label, manifest_of, select_and_write, settings_fingerprint
 from .tasks import Task
 
 # Read only by selection, so shards leave them out of their manifest and a merge may change them.
@@ -30,9 +30,10 @@ SHARD_RESULT = "samples.jsonl"  # written last: its presence means the shard fin
 SHARD_STATS = "shard_stats.json"
 
 
-def shard_manifest(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example], shard: int) -> dict:
-    """Fingerprints the whole (filtered) unlabeled list, so one run's shards differ in `shard` only."""
-    return {**manifest_of(cfg, labeled, unlabeled, RESULT_NEUTRAL | _MERGE_ONLY),
+def shard_manifest(manifest: dict, cfg: PseudolabelArguments, shard: int) -> dict:
+    """A shard's manifest from the step's (`manifest_of`): the same inputs, including the whole (filtered)
+    unlabeled list, so one run's shards differ in `shard` only; settings without the merge-only keys."""
+    return {**manifest, "settings": settings_fingerprint(cfg, RESULT_NEUTRAL | _MERGE_ONLY),
             "shard": shard_name(shard, cfg.num_shards)}
 
 
@@ -54,8 +55,8 @@ def label_shard(cfg: PseudolabelArguments, task: Task, labeled: list[Example], u
     folder = shard_dir(cfg, cfg.shard)
     mine = shard_of(unlabeled, cfg.shard, cfg.num_shards)
     summary = {"shard": shard_name(cfg.shard, cfg.num_shards), "unlabeled": len(mine), "output_dir": str(folder)}
-    if check_manifest(folder, shard_manifest(cfg, labeled, unlabeled, cfg.shard), cfg.overwrite_output_dir,
-                      final=SHARD_RESULT):
+    manifest = shard_manifest(manifest_of(cfg, labeled, unlabeled), cfg, cfg.shard)
+    if check_manifest(folder, manifest, cfg.overwrite_output_dir, final=SHARD_RESULT):
         print(f"pseudolabel: {folder} already holds this finished shard")
         return summary
     timer = Timer()
@@ -69,9 +70,10 @@ def merge_shards(cfg: PseudolabelArguments, task: Task, labeled: list[Example], 
                  excluded: list[str]) -> dict:
     """Select over the union of the finished shards; the outputs are those of an unsharded run, except that
     stats.json says `shards: N` and its per-stage `timings_s` are summed over the shards (not wall-clock)."""
-    _check_shards(cfg, labeled, unlabeled)
+    manifest = manifest_of(cfg, labeled, unlabeled)
+    _check_shards(cfg, manifest)
     out = Path(cfg.output_dir)
-    if check_manifest(out, manifest_of(cfg, labeled, unlabeled), cfg.overwrite_output_dir, final="stats.json"):
+    if check_manifest(out, manifest, cfg.overwrite_output_dir, final="stats.json"):
         print(f"pseudolabel: {out} already holds the merged result of these inputs")
         return read_json(out / "stats.json")
     banner(f"Pseudo-label: merge {cfg.num_shards} shards")
@@ -100,7 +102,7 @@ def _read_shards(cfg: PseudolabelArguments,
     return rows, timings, index_reused
 
 
-def _check_shards(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> None:
+def _check_shards(cfg: PseudolabelArguments, manifest: dict) -> None:
     """Refuse shards made from other inputs or settings, then missing or unfinished shards, naming the fix."""
     todo = []
     for i in range(cfg.num_shards):
@@ -108,7 +110,7 @@ def _check_shards(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: 
         if not (folder / "manifest.json").is_file():
             todo.append(i)
             continue
-        old, new = read_json(folder / "manifest.json"), shard_manifest(cfg, labeled, unlabeled, i)
+        old, new = read_json(folder / "manifest.json"), shard_manifest(manifest, cfg, i)
         if old != new:
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise UserError(
