@@ -26,10 +26,13 @@ if works; then
 fi
 
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-# 3.8 GB measured once built; pip needs room for the wheels on top.
-[ -x "$VENV/bin/python" ] || bash "$REPO/scripts/need_disk.sh" 5 "$VENV" "the vLLM venv $VENV" "VLLM_VENV=/other/disk/venv (make test-vllm reads it too)"
-echo "*** Creating the vLLM venv at $VENV ($VLLM_PACKAGE; a few minutes) ***"
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+    # 3.8 GB measured once built; pip needs room for the wheels on top.
+    bash "$REPO/scripts/need_disk.sh" 5 "$VENV" "the vLLM venv $VENV" \
+        "VLLM_VENV=/other/disk/venv (make test-vllm reads it too)"
+    "$PYTHON" -m venv "$VENV"
+fi
+echo "*** Installing $VLLM_PACKAGE into the vLLM venv at $VENV (a few minutes) ***"
 "$VENV/bin/pip" install "$VLLM_PACKAGE"
 # Built against other torch releases: they fail to import beside torch 2.13.0+cpu.
 "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec

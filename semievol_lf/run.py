@@ -121,14 +121,19 @@ class Runner:
         print(f"{name}: trained model in {output_dir}")
         return output_dir
 
-    def evaluate(self, name: str, data: Path, adapter: Path | None, out: Path, rag_k: int = 0) -> dict:
-        return evaluate_step.main({
+    def _inference_args(self, data: Path, adapter: Path | None, out: Path) -> dict:
+        """What the evaluate and pseudolabel steps share, in one place so a run setting reaches both."""
+        cfg = self.cfg
+        return {
             "model_name_or_path": self.model, "adapter_name_or_path": str(adapter) if adapter else None,
-            "template": self.template, "task": self.cfg.task, "data_dir": str(data), "backend": self.cfg.backend,
-            "backend_args": self.cfg.backend_args, "batch_size": self.cfg.batch_size, "max_new_tokens": self.cfg.max_new_tokens, "seed": self.cfg.seed,
-            "output_dir": str(out), "overwrite_output_dir": True, "name": name, "rag_k": rag_k,
-            "embedder": self.cfg.embedder,
-        })
+            "template": self.template, "task": cfg.task, "data_dir": str(data), "backend": cfg.backend,
+            "backend_args": cfg.backend_args, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens,
+            "embedder": cfg.embedder, "output_dir": str(out), "overwrite_output_dir": True,
+        }
+
+    def evaluate(self, name: str, data: Path, adapter: Path | None, out: Path, rag_k: int = 0) -> dict:
+        return evaluate_step.main({**self._inference_args(data, adapter, out), "seed": self.cfg.seed, "name": name,
+                                   "rag_k": rag_k})
 
     # ------------------------------------------------------------------ the method
     def run(self) -> dict:
@@ -155,11 +160,8 @@ class Runner:
             exclude = rd / "exclude_ids.json"
             atomic_write_json(exclude, selected_ids)
             stats = pseudolabel_step.main({
-                "model_name_or_path": self.model, "adapter_name_or_path": str(warm), "template": self.template,
-                "task": cfg.task, "data_dir": str(labeled_dir), "backend": cfg.backend,
-                "backend_args": cfg.backend_args, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed + r - 1,
-                "embedder": cfg.embedder, "exclude_ids_file": str(exclude),
-                "output_dir": str(rd / "pseudolabel"), "overwrite_output_dir": True, **_step_args(cfg),
+                **self._inference_args(labeled_dir, warm, rd / "pseudolabel"), "seed": cfg.seed + r - 1,
+                "exclude_ids_file": str(exclude), **_step_args(cfg),
             })
             if cfg.stop_after == "pseudolabel":
                 return summary

@@ -19,8 +19,9 @@ path as `root`), so a server started with `--lora-modules warm=ADAPTER` is used 
 adapter is never used by mistake. A server started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True is
 asked to load an adapter it does not serve yet (`/v1/load_lora_adapter`), so one server can serve
 every step of `semievol-lf run` (warm-up, then each round's evolved adapter). For a server that
-cannot see this machine's files, name the served adapter with `backend_args.adapter_model`. The generated token ids come back through vLLM's
-`return_token_ids`; they end with the EOS id when the model stopped there, as in the vllm backend.
+cannot see this machine's files, name the served adapter with `backend_args.adapter_model`. The
+generated token ids come back through vLLM's `return_token_ids`; they end with the EOS id when the
+model stopped there, as in the vllm backend.
 
 Scoring sends prompt + response with `max_tokens=1, prompt_logprobs=0` (a vLLM extension) and
 reads entry i of `choices[0].prompt_logprobs` ({"<token id>": {"logprob": ...}}, entry 0 null),
@@ -252,8 +253,8 @@ class OpenAIBackend:
 
     `adapter_name_or_path` is the adapter's folder (the pipeline fingerprints it to know when results
     are stale); at start its served name is looked up in `/v1/models`, or the adapter is loaded,
-    unless `adapter_model` names it. With no adapter, requests for the adapter are refused. `api_key` defaults to $OPENAI_API_KEY
-    (`vllm serve --api-key`); none is sent when neither is set.
+    unless `adapter_model` names it. With no adapter, requests for the adapter are refused. `api_key`
+    defaults to $OPENAI_API_KEY (`vllm serve --api-key`); none is sent when neither is set.
     """
 
     name = "openai"
