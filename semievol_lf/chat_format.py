@@ -16,13 +16,11 @@ transformers alone. Export refuses a template whose ids it cannot reproduce on p
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from functools import cached_property
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json, current_umask, read_json
+from .io_utils import atomic_path, atomic_write_json, read_json
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
@@ -96,9 +94,7 @@ class ChatFormat(_Rendering):
             "stop_ids": list(self.stop_ids),
         }
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_path(out, directory=True) as tmp:
             self.tokenizer.save_pretrained(tmp)
             exported = ExportedChatFormat(tmp, spec)
             for prompt, response in PROBES:
@@ -106,14 +102,6 @@ class ChatFormat(_Rendering):
                     raise UserError(f"template {self.template_name!r} renders ({prompt!r}, {response!r}) in a way "
                                     "the export cannot reproduce; run the step where LlamaFactory is installed")
             atomic_write_json(tmp / FORMAT_FILE, spec)  # written last: its presence means the export is whole
-            tmp.chmod(0o777 & ~current_umask())  # mkdtemp made it private
-            old = out.with_name(f".{out.name}.old")
-            if out.exists():
-                os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     def _pieces(self) -> dict[str, list[dict]]:

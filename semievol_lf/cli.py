@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import exit_on_user_error
+from .progress import setup_logging
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage:\n" + USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
+    setup_logging()
     with exit_on_user_error():
         if command == "run":
             from . import run
@@ -77,14 +79,12 @@ def main(argv: list[str] | None = None) -> None:
             prepare.main(rest)
         elif command == "pseudolabel":
             from . import pseudolabel
-            from .config import load_config
-            from .hparams import PseudolabelArguments
+            from .hparams import PseudolabelArguments, load_config
 
             pseudolabel.main(load_config(PseudolabelArguments, rest))
         elif command == "evaluate":
             from . import evaluate
-            from .config import load_config
-            from .hparams import EvaluateArguments
+            from .hparams import EvaluateArguments, load_config
 
             evaluate.main(load_config(EvaluateArguments, rest))
         elif command == "recipes":

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json
+from .io_utils import atomic_path, atomic_write_json
 
 DATA_INFO = "dataset_info.json"
 
@@ -77,13 +77,7 @@ def merge_into(target: str | Path, entries: dict, force: bool = False) -> list[s
         return []
     if target.exists():
         backup = target.with_name(target.name + ".bak")
-        tmp = backup.with_name(f".{backup.name}.tmp")
-        try:
+        with atomic_path(backup, failure=f"cannot back up {target}") as tmp:  # never half a backup
             shutil.copy2(target, tmp)
-            os.replace(tmp, backup)  # a kill mid-copy must not leave half a backup
-        except OSError as err:
-            if tmp.exists():
-                tmp.unlink()
-            raise UserError(f"cannot back up {target}: {err.strerror}") from None
     atomic_write_json(target, merged)
     return changed

@@ -8,11 +8,10 @@ the quality benchmark needs so that every invented word is a single token.
 The same seed gives the same files, byte for byte.
 """
 
-import json
 from pathlib import Path
 
 from .demo_data import DemoSpec, corpus
-from .io_utils import atomic_write_json
+from .io_utils import StepMarker
 from .paths import templates_dir
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
@@ -75,8 +74,8 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
               "embed_std": embed_std}
     if tokenizer == "word":
         recipe["word_split"] = "regex"  # builds made before the Regex fix are rebuilt
-    marker = out / "semievol_build.json"
-    if marker.is_file() and json.loads(marker.read_text()) == recipe:
+    marker = StepMarker(out / "semievol_build.json", recipe)  # written last: the build finished
+    if marker.done():
         return out
     tok = build_tokenizer(spec, tokenizer)
     torch.manual_seed(seed)
@@ -94,5 +93,5 @@ def build_model(out: str | Path, seed: int = 0, tokenizer: str = "bpe", hidden_s
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    atomic_write_json(marker, recipe)  # written last: its presence means the build finished
+    marker.write()
     return out

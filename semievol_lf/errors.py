@@ -19,3 +19,13 @@ def exit_on_user_error():
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+
+def closest(name: str, known) -> str | None:
+    """The known name nearest to a misspelt one: `closest("mmlu-pro", ["mmlu", "mmlu_pro"])` -> "mmlu_pro"."""
+    import difflib
+
+    known = list(known)
+    near = difflib.get_close_matches(name.replace("-", "_"), known, n=1) or difflib.get_close_matches(name, known, n=1)
+    return near[0] if near else None

@@ -9,25 +9,22 @@ results.json (accuracy, per-category accuracy, extraction-failure rate, mean ent
 `rag_k > 0` prepends the k nearest labeled examples (the paper's RAG baseline).
 """
 
-import dataclasses
 import math
 from collections import defaultdict
 from pathlib import Path
 
 from .backends.base import GenerationRequest, ScoreRequest
 from .collaborate import request_seed
-from .config import as_config
 from .data import load_task_split
 from .errors import exit_on_user_error
 from .extraction import NO_ANSWER
-from .hparams import EvaluateArguments
-from .inference import banner, check_local_path, check_manifest, model_identity, open_backend, run_cached
-from .io_utils import JsonlLog, atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from .hparams import EvaluateArguments, as_config
+from .io_utils import atomic_write_json, atomic_write_jsonl, read_json
+from .progress import banner, setup_logging
 from .prompts import icp_prompt
 from .selection import mean_nll
+from .step import RESULT_NEUTRAL, StepOutputs, check_local_path, open_backend, run_cached, step_manifest
 from .tasks import get_task
-
-_RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "name", "chat_format"}
 
 
 def accuracy_table(rows: list[dict]) -> dict:
@@ -69,13 +66,9 @@ def evaluate(cfg: EvaluateArguments) -> dict:
     check_local_path("model_name_or_path", cfg.model_name_or_path, must_exist=False)
     check_local_path("adapter_name_or_path", cfg.adapter_name_or_path, must_exist=True)
     out = Path(cfg.output_dir)
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESULT_NEUTRAL}
-    manifest = {
-        "settings": fingerprint(settings), "examples": fingerprint([e.to_dict() for e in examples]),
-        "labeled": fingerprint([e.to_dict() for e in labeled]),
-        "model": model_identity(cfg.model_name_or_path), "adapter": model_identity(cfg.adapter_name_or_path),
-    }
-    if check_manifest(out, manifest, cfg.overwrite_output_dir, final="results.json"):
+    manifest = step_manifest(cfg, RESULT_NEUTRAL | {"name"}, examples=examples, labeled=labeled)
+    step = StepOutputs(out, manifest, "results.json", cfg.overwrite_output_dir)
+    if step.finished():
         print(f"evaluate: {out} already holds the finished result of these inputs")
         return read_json(out / "results.json")
 
@@ -90,21 +83,20 @@ def evaluate(cfg: EvaluateArguments) -> dict:
     chat = open_chat_format(cfg)
     backend = open_backend(cfg, chat)
     adapter = bool(cfg.adapter_name_or_path)
-    chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)
     try:
         prompts = {e.uid: chat.prompt_ids(icp_prompt(task, e, [labeled[i] for i in nbrs]))
                    for e, nbrs in zip(examples, neighbours)}
         keyed = [(e.uid, GenerationRequest(prompts[e.uid], adapter=adapter, seed=request_seed(cfg.seed, e.uid, "eval"),
                                            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
                  for e in examples]
-        gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "generate.jsonl"),
+        gens = run_cached(backend.generate, keyed, step.cache("generate"),
                           lambda g: {"text": g.text, "token_ids": _strip_stop(g.token_ids, chat.stop_ids)},
-                          chunk, "generate")
+                          backend.chunk_size, "generate")
         # Entropy of the model's own answer (paper Fig. 4), on the generated token ids.
         keyed = [(e.uid, ScoreRequest(prompts[e.uid], tuple(gens[e.uid]["token_ids"]), adapter=adapter))
                  for e in examples if gens[e.uid]["token_ids"]]
-        scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
-                            lambda lp: {"logprobs": lp}, chunk, "entropy")
+        scores = run_cached(backend.score, keyed, step.cache("score"),
+                            lambda lp: {"logprobs": lp}, backend.chunk_size, "entropy")
     finally:
         backend.close()
 
@@ -131,5 +123,6 @@ def main(cfg: EvaluateArguments | dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    setup_logging()
     with exit_on_user_error():
         main()

@@ -155,3 +155,4 @@ class RunArguments:
             self.theta = 1.0
         if not 0 < self.theta <= 1:
             raise ValueError("`theta` must be in (0, 1]")
+from .config import as_config, build_config, load_config, read_args  # noqa: E402,F401  (moves into hparams/)

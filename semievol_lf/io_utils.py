@@ -1,12 +1,16 @@
-"""Atomic file writes and append-only JSONL logs: a killed step leaves the old file or the new one."""
+"""Atomic file writes, append-only JSONL logs and step markers: a killed step leaves the old file or
+the new one, never half of one, and a finished step is recognised by the marker it wrote last."""
 
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .errors import UserError
 
@@ -53,6 +57,50 @@ def atomic_write_files(texts: dict) -> None:
     finally:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False, failure: str | None = None) -> Iterator[Path]:
+    """Yield a temp path beside `path` for a writer that wants a file name (FAISS, matplotlib,
+    `save_pretrained`); when the block ends without error the temp file or folder replaces `path`.
+
+        with atomic_path(out / "labeled.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
+
+    An OSError (a full disk, a read-only folder) becomes one UserError: `failure` (default
+    "cannot write PATH"), then the system's reason.
+    """
+    path = Path(path)
+    failure = failure or f"cannot write {path}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
+        else:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, _mode_for(path))
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as err:
+        raise UserError(f"{failure}: {err.strerror}") from None
+    try:
+        yield tmp
+        if directory and path.exists():  # a folder cannot be renamed over a full one: swap it aside first
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"{failure}: {err.strerror or err}") from None
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def _mode_for(path: Path) -> int:
@@ -135,6 +183,30 @@ class JsonlLog:
                 os.close(fd)
         except OSError as err:
             raise UserError(f"cannot write {self.path}: {err.strerror}") from None
+
+
+class StepMarker:
+    """The record a step writes last: its presence, holding this `record`, means the step finished
+    from these inputs, so a re-run skips it; any other record (or none) means it must run.
+
+        marker = StepMarker(out / "semievol_step.json", {"key": fingerprint(inputs)})
+        if not marker.done():
+            ...  # the work, writing its outputs
+            marker.write()
+    """
+
+    def __init__(self, path: str | os.PathLike, record: Any):
+        self.path = Path(path)
+        self.record = record
+
+    def done(self) -> bool:
+        try:
+            return self.path.is_file() and read_json(self.path) == self.record
+        except ValueError:  # a marker torn by hand; ours are written atomically
+            return False
+
+    def write(self) -> None:
+        atomic_write_json(self.path, self.record)
 
 
 def fingerprint(obj: Any) -> str:

@@ -14,113 +14,28 @@ Answers in the unlabeled file are never read. Re-running the same recipe resumes
 Data parallelism (`num_shards`, `shard`): see shards.py.
 """
 
-import dataclasses
-import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .backends.base import GenerationRequest, ScoreRequest
-from .collaborate import InferenceConfig, agreed_answer, majority_answer, request_seed, sample_configs
-from .config import as_config
-from .data import Example, load_task_split
-from .data_info import DATA_INFO, alpaca_entry
-from .errors import UserError, exit_on_user_error
-from .extraction import NO_ANSWER
-from .hparams import PseudolabelArguments
-from .inference import Timer, banner, check_local_path, check_manifest, model_identity, open_backend, run_cached
-from .io_utils import JsonlLog, atomic_write_json, atomic_write_jsonl, fingerprint, read_json
-from .prepare import to_alpaca
-from .prompts import icp_prompt, justify_prompt, task_prompt
-from .selection import mean_nll, select
-from .tasks import Task, get_task
-
-# Settings that change no result: left out of the manifest so changing them does not refuse a resume.
-# `num_shards`/`shard` are neutral too: a merge gives the unsharded result (a shard's manifest names its shard).
-RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "batch_size", "embed_batch_size", "backend_args",
-                   "chat_format", "num_shards", "shard"}
-
-
-def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Example], list[str]]:
-    """Check everything that can be checked before a model loads."""
-    task = get_task(cfg.task)
-    if not (Path(cfg.data_dir) / "labeled.json").is_file():
-        raise UserError(f"`data_dir`: {cfg.data_dir} has no labeled.json; run `python -m semievol_lf.prepare "
-                        f"--task {task.name} --source YOUR_FILES --out {cfg.data_dir}` first")
-    labeled = load_task_split(cfg.data_dir, task, "labeled")
-    if not labeled:
-        raise UserError(f"{cfg.data_dir}: the labeled set is empty")
-    unlabeled = load_task_split(cfg.data_dir, task, "unlabeled")
-    excluded: list[str] = []
-    if cfg.exclude_ids_file:
-        excluded = [str(x) for x in read_json(cfg.exclude_ids_file)]
-        skip = set(excluded)
-        unlabeled = [u for u in unlabeled if u.uid not in skip]
-    check_local_path("model_name_or_path", cfg.model_name_or_path, must_exist=False)
-    check_local_path("adapter_name_or_path", cfg.adapter_name_or_path, must_exist=True)
-    return task, labeled, unlabeled, excluded
-
-
-def settings_fingerprint(cfg: PseudolabelArguments, neutral: set[str] = RESULT_NEUTRAL) -> str:
-    return fingerprint({k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral})
-
-
-def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> dict:
-    """What the results depend on; digesting the model and adapter reads their weights, so compute it once."""
-    return {
-        "settings": settings_fingerprint(cfg),
-        "labeled": fingerprint([e.to_dict() for e in labeled]),
-        "unlabeled": fingerprint([e.to_dict() for e in unlabeled]),
-        "model": model_identity(cfg.model_name_or_path),
-        "adapter": model_identity(cfg.adapter_name_or_path),
-    }
-
-
-@dataclass
-class Sample:
-    """One unlabeled question through the step (answers never come from the data file)."""
-
-    example: Example
-    responses: list[str] = field(default_factory=list)  # one per configuration, in `configs` order
-    answers: list[str] = field(default_factory=list)  # extracted from `responses`
-    justified: str | None = None  # the self-justified response, where the warm model was asked
-    pseudo: str = NO_ANSWER  # the pseudo answer y~ (letter or number)
-    entropy: float | None = None  # Eq. 6, for extractable pseudo answers
-    kept: bool = False
-
-    @property
-    def uid(self) -> str:
-        return self.example.uid
-
-    @property
-    def reason(self) -> str:
-        return "no_answer" if self.pseudo == NO_ANSWER else "kept" if self.kept else "above_tau"
-
-    def to_row(self) -> dict:
-        """What a shard hands to the merge: everything but the selection."""
-        return {"id": self.uid, "responses": self.responses, "answers": self.answers, "justified": self.justified,
-                "pseudo_answer": self.pseudo, "entropy": self.entropy}
-
-    @classmethod
-    def from_row(cls, example: Example, row: dict) -> "Sample":
-        return cls(example, row["responses"], row["answers"], row["justified"], row["pseudo_answer"], row["entropy"])
-
-
-def _text(gen) -> dict:
-    return {"text": gen.text}
+from . import shards
+from .data_info import DATA_INFO
+from .errors import exit_on_user_error
+from .hparams import PseudolabelArguments, as_config
+from .io_utils import read_json
+from .labeling import label, load_inputs, manifest_of, select_and_write
+from .progress import Timer, setup_logging
+from .step import StepOutputs
 
 
 def pseudolabel(cfg: PseudolabelArguments) -> dict:
     """Run the step (or one shard, or the merge); return the stats that are also written to stats.json
     (for a shard, a summary of what it labeled)."""
-    from . import shards
-
     task, labeled, unlabeled, excluded = load_inputs(cfg)
     if cfg.shard is not None:
         return shards.label_shard(cfg, task, labeled, unlabeled)
     if cfg.num_shards > 1:
         return shards.merge_shards(cfg, task, labeled, unlabeled, excluded)
     out = Path(cfg.output_dir)
-    if check_manifest(out, manifest_of(cfg, labeled, unlabeled), cfg.overwrite_output_dir, final="stats.json"):
+    if StepOutputs(out, manifest_of(cfg, labeled, unlabeled), "stats.json", cfg.overwrite_output_dir).finished():
         print(f"pseudolabel: {out} already holds the finished result of these inputs")
         return read_json(out / "stats.json")
     timer = Timer()
@@ -128,167 +43,13 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
     return select_and_write(cfg, task, labeled, samples, excluded, timer.seconds, index_reused)
 
 
-def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabeled: list[Example], out: Path,
-          timer: Timer) -> tuple[list[Sample], bool]:
-    """Steps 1-3 and the entropies of step 4, cached under `out`; returns (samples, whether the index was reused)."""
-    from .chat_format import open_chat_format
-    from .retrieval import LabeledIndex
-
-    configs = _configs(cfg)
-    samples = [Sample(u) for u in unlabeled]
-    chat = open_chat_format(cfg)  # first: a missing template fails before the embedder loads
-
-    banner("Pseudo-label: retrieve (in-context propagation)")
-    with timer("retrieve"):
-        index = LabeledIndex(out / "index", cfg.embedder, [e.uid for e in labeled], [e.question for e in labeled],
-                             cfg.embed_batch_size)
-        neighbours = index.neighbours([u.question for u in unlabeled], max(cfg.shots), cfg.embed_batch_size)
-
-    backend = open_backend(cfg, chat)
-    chunk = cfg.batch_size if cfg.backend == "hf" else max(cfg.batch_size, 256)
-    try:
-        banner(f"Pseudo-label: collaborate ({', '.join(c.name for c in configs)})")
-        with timer("collaborate"):
-            keyed = [(f"{s.uid}|{c.name}", GenerationRequest(
-                chat.prompt_ids(icp_prompt(task, s.example, [labeled[i] for i in nbrs[:c.shots]])),
-                adapter=c.model == "warm", seed=request_seed(cfg.seed, s.uid, c.name),
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
-                for s, nbrs in zip(samples, neighbours) for c in configs]
-            gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"), _text, chunk,
-                              "collaborate")
-            for s in samples:
-                s.responses = [gens[f"{s.uid}|{c.name}"]["text"] for c in configs]
-                s.answers = [task.extract(r, _n_options(task, s)) for r in s.responses]
-
-        banner(f"Pseudo-label: self-justify ({cfg.justify})")
-        with timer("justify"):
-            _justify(cfg, task, samples, chat, backend, out, chunk)
-
-        banner("Pseudo-label: entropy under the warm model")
-        with timer("score"):
-            valid = [s for s in samples if s.pseudo != NO_ANSWER]
-            keyed = [(f"{s.uid}|{s.pseudo}", ScoreRequest(*chat.encode(task_prompt(task, s.example),
-                                                                        task.target(s.pseudo)), adapter=True))
-                     for s in valid]
-            scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
-                                lambda lp: {"logprobs": lp}, chunk, "score")
-            for s in valid:
-                s.entropy = mean_nll(scores[f"{s.uid}|{s.pseudo}"]["logprobs"])
-    finally:
-        backend.close()
-    return samples, index.reused
-
-
-def select_and_write(cfg: PseudolabelArguments, task: Task, labeled: list[Example], samples: list[Sample],
-                     excluded: list[str], timings: dict[str, float], index_reused: bool, **extra) -> dict:
-    """Step 4's selection over all `samples`, then the outputs; `extra` keys are appended to the stats."""
-    banner("Pseudo-label: select")
-    valid = [s for s in samples if s.pseudo != NO_ANSWER]
-    tau, keep = select([s.entropy for s in valid], cfg.theta)
-    for s, k in zip(valid, keep):
-        s.kept = k
-    configs = _configs(cfg)
-    stats = {**_stats(cfg, task, configs, samples, excluded, tau, timings, index_reused, len(labeled)), **extra}
-    _write_outputs(cfg, task, Path(cfg.output_dir), configs, samples, stats)
-    return stats
-
-
-def _configs(cfg: PseudolabelArguments) -> list[InferenceConfig]:
-    return sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
-
-
-def _n_options(task: Task, s: Sample) -> int:
-    return len(s.example.options) or task.max_options
-
-
-def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, chunk: int) -> None:
-    """Set each sample's pseudo answer: self-justify (Eq. 5), the agreed answer, or a majority vote."""
-    to_ask = []
-    for s in samples:
-        agreed = agreed_answer(s.answers)
-        if cfg.justify == "vote":
-            s.pseudo = majority_answer(s.answers)
-        elif cfg.justify == "disagreements" and agreed is not None:
-            s.pseudo = agreed
-        elif cfg.n == 1:  # w/o CL: the single response is the pseudo-response
-            s.pseudo = s.answers[0]
-        else:
-            to_ask.append(s)
-    keyed = [(s.uid, GenerationRequest(
-        chat.prompt_ids(justify_prompt(task, s.example, s.responses)), adapter=True,
-        seed=request_seed(cfg.seed, s.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens)) for s in to_ask]
-    gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "justify.jsonl"), _text, chunk,
-                      "self-justify")
-    for s in to_ask:
-        s.justified = gens[s.uid]["text"]
-        s.pseudo = task.extract(s.justified, _n_options(task, s))
-
-
-def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str], tau, timings: dict[str, float],
-           index_reused: bool, n_labeled: int) -> dict:
-    n = len(samples)
-    all_answers = [a for s in samples for a in s.answers]
-    failures = sum(a == NO_ANSWER for a in all_answers)
-    asked = [s for s in samples if s.justified is not None]
-    kept = sum(s.kept for s in samples)
-    calls = len(all_answers) + len(asked) + sum(s.pseudo != NO_ANSWER for s in samples)
-    return {
-        "task": task.name,
-        "labeled": n_labeled,
-        "unlabeled": n,
-        "excluded_already_selected": len(excluded),
-        "configs": [c.name for c in configs],
-        "justify": cfg.justify,
-        "agreement_rate": round(sum(agreed_answer(s.answers) is not None for s in samples) / n, 4) if n else None,
-        "extraction_failures": {
-            "collaborate": failures,
-            "collaborate_rate": round(failures / max(1, len(all_answers)), 4),
-            "justify": sum(s.pseudo == NO_ANSWER for s in asked),
-        },
-        "dropped_no_answer": sum(s.pseudo == NO_ANSWER for s in samples),
-        "theta": cfg.theta,
-        "tau": tau,
-        "kept": kept,
-        "kept_rate": round(kept / n, 4) if n else None,
-        "model_calls_per_sample": round(calls / n, 3) if n else 0.0,
-        "index_reused": index_reused,
-        "timings_s": timings,
-    }
-
-
-def _write_outputs(cfg, task: Task, out: Path, configs, samples: list[Sample], stats: dict) -> None:
-    candidates = [{
-        "id": s.uid,
-        "candidates": [{"config": c.name, "response": r, "answer": a}
-                       for c, r, a in zip(configs, s.responses, s.answers)],
-        "justified": s.justified,
-        "pseudo_answer": s.pseudo,
-        "entropy": s.entropy,
-        "kept": s.kept,
-        "reason": s.reason,
-    } for s in samples]
-    kept = [s for s in samples if s.kept]
-    atomic_write_jsonl(out / "candidates.jsonl", candidates)
-    atomic_write_json(out / "selected.json", [to_alpaca(task, replace(s.example, answer=s.pseudo)) for s in kept])
-    atomic_write_json(out / "selected_ids.json", [s.uid for s in kept])
-    labeled_file = Path(cfg.data_dir) / "labeled.json"
-    atomic_write_json(out / DATA_INFO, {
-        f"{task.name}_labeled": alpaca_entry(os.path.relpath(labeled_file, out)),
-        f"{task.name}_selected": alpaca_entry("selected.json"),
-    })
-    atomic_write_json(out / "stats.json", stats)  # written last: its presence means the step finished
-
-
 def main(cfg: PseudolabelArguments | dict | None = None) -> dict:
     """`main(dict)` for tests and `semievol-lf run`; the CLI reads `recipe.yaml key=value ...`."""
     cfg = as_config(PseudolabelArguments, cfg)
     stats = pseudolabel(cfg)
     if cfg.shard is not None:
-        from .shards import command
-
         print(f"shard {stats['shard']}: labeled {stats['unlabeled']} questions into {stats['output_dir']}; "
-              f"when all {cfg.num_shards} shards are done, merge them: {command(cfg, shard=None)}")
+              f"when all {cfg.num_shards} shards are done, merge them: {shards.command(cfg, shard=None)}")
         return stats
     print(f"kept {stats['kept']} of {stats['unlabeled']} pseudo-labels (tau={stats['tau']}); "
           f"outputs in {cfg.output_dir}; evolve trains on {Path(cfg.output_dir) / DATA_INFO}")
@@ -296,5 +57,6 @@ def main(cfg: PseudolabelArguments | dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    setup_logging()
     with exit_on_user_error():
         main()

@@ -18,7 +18,7 @@ import yaml
 
 from .config import build_config, load_yaml_with_lines
 from .data_info import DATA_INFO, split_entries
-from .errors import UserError, exit_on_user_error
+from .errors import UserError, closest, exit_on_user_error
 from .hparams import PACKAGED_MINILM, EvaluateArguments, PseudolabelArguments, RunArguments
 from .io_utils import atomic_write_json, atomic_write_text
 from .paths import project_root
@@ -290,11 +290,9 @@ def _check_template(name: str | None, where: str) -> None:
     from llamafactory.data.template import TEMPLATES
 
     if name is not None and name not in TEMPLATES:
-        import difflib
-
-        near = difflib.get_close_matches(name, TEMPLATES, n=1)
+        near = closest(name, TEMPLATES)
         raise UserError(f"{where}: `template`: unknown LlamaFactory template {name!r}"
-                        + (f"; did you mean {near[0]!r}?" if near else ""))
+                        + (f"; did you mean {near!r}?" if near else ""))
 
 
 def _check_datasets(values: dict, at, produced: dict) -> None:

@@ -21,10 +21,9 @@ Not handled: comparing several runs, or significance tests between models.
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 
-from .io_utils import atomic_write_text, read_jsonl
+from .io_utils import atomic_path, atomic_write_text, read_jsonl
 
 BASELINES = ("Vanilla", "SFT", "SemiEvol")
 MISSING = "–"
@@ -209,17 +208,10 @@ def _new_figure():
 
 
 def _save_png(fig, path: Path) -> None:
-    """Same temp-file-and-rename as io_utils.atomic_write_text, for a figure's PNG bytes."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", metadata={"Software": None})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", metadata={"Software": None})
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _no_data(ax, text: str) -> None:

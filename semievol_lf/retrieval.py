@@ -5,12 +5,11 @@ The index and its metadata (embedder, dimension, labeled ids, a digest of their 
 are saved under the output folder and reused only when all of them match.
 """
 
-import json
 import os
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json, fingerprint
+from .io_utils import StepMarker, atomic_path, fingerprint
 
 PACKAGE_SCHEME = "python-package:"
 
@@ -61,22 +60,20 @@ class LabeledIndex:
         dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         meta = {"embedder": embedder, "dim": dim_of(),
                 "labeled_ids": ids, "questions": fingerprint(questions)}
-        index_path, meta_path = self.folder / "labeled.faiss", self.folder / "meta.json"
-        if index_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
+        index_path = self.folder / "labeled.faiss"
+        marker = StepMarker(self.folder / "meta.json", meta)  # written last: marks the index as complete
+        if index_path.is_file() and marker.done():
             self.index = faiss.read_index(str(index_path))
             self.reused = True
             return
         self.index = faiss.IndexFlatIP(meta["dim"])
         self.index.add(embed(self.model, questions, batch_size))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_suffix(".faiss.tmp")
-        try:
-            faiss.write_index(self.index, str(tmp))  # faiss reports a full disk as RuntimeError
-            os.replace(tmp, index_path)
-        except (OSError, RuntimeError) as err:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot write {index_path}: {getattr(err, 'strerror', None) or err}") from None
-        atomic_write_json(meta_path, meta)  # written last: marks the index as complete
+        with atomic_path(index_path) as tmp:
+            try:
+                faiss.write_index(self.index, str(tmp))
+            except RuntimeError as err:  # faiss reports a full disk as RuntimeError
+                raise UserError(f"cannot write {index_path}: {err}") from None
+        marker.write()
         self.reused = False
 
     def neighbours(self, questions: list[str], k: int, batch_size: int = 64) -> list[list[int]]:

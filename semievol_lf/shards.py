@@ -19,9 +19,10 @@ from pathlib import Path
 from .data import Example
 from .errors import UserError
 from .hparams import PseudolabelArguments
-from .inference import Timer, banner, check_manifest
 from .io_utils import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
-from .pseudolabel import RESULT_NEUTRAL, Sample, label, manifest_of, select_and_write, settings_fingerprint
+from .labeling import RESULT_NEUTRAL, Sample, label, manifest_of, select_and_write
+from .progress import Timer, banner
+from .step import StepOutputs, settings_fingerprint
 from .tasks import Task
 
 # Read only by selection, so shards leave them out of their manifest and a merge may change them.
@@ -56,7 +57,7 @@ def label_shard(cfg: PseudolabelArguments, task: Task, labeled: list[Example], u
     mine = shard_of(unlabeled, cfg.shard, cfg.num_shards)
     summary = {"shard": shard_name(cfg.shard, cfg.num_shards), "unlabeled": len(mine), "output_dir": str(folder)}
     manifest = shard_manifest(manifest_of(cfg, labeled, unlabeled), cfg, cfg.shard)
-    if check_manifest(folder, manifest, cfg.overwrite_output_dir, final=SHARD_RESULT):
+    if StepOutputs(folder, manifest, SHARD_RESULT, cfg.overwrite_output_dir).finished():
         print(f"pseudolabel: {folder} already holds this finished shard")
         return summary
     timer = Timer()
@@ -73,7 +74,7 @@ def merge_shards(cfg: PseudolabelArguments, task: Task, labeled: list[Example], 
     manifest = manifest_of(cfg, labeled, unlabeled)
     _check_shards(cfg, manifest)
     out = Path(cfg.output_dir)
-    if check_manifest(out, manifest, cfg.overwrite_output_dir, final="stats.json"):
+    if StepOutputs(out, manifest, "stats.json", cfg.overwrite_output_dir).finished():
         print(f"pseudolabel: {out} already holds the merged result of these inputs")
         return read_json(out / "stats.json")
     banner(f"Pseudo-label: merge {cfg.num_shards} shards")

@@ -5,11 +5,10 @@ with the same fields load the same way), which Jinja prompt renders a question, 
 answer type and therefore the extraction, and the one SFT target format used everywhere.
 """
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import UserError
+from .errors import UserError, closest
 from .extraction import LETTERS, NO_ANSWER, extract_letter, extract_number, format_number, numbers_match, parse_number
 
 
@@ -76,6 +75,6 @@ def get_task(name: str) -> Task:
     """`get_task("mmlu-pro")` -> "Unknown task 'mmlu-pro'. Did you mean: mmlu_pro? Available: ..."."""
     if name in TASKS:
         return TASKS[name]
-    near = difflib.get_close_matches(name.replace("-", "_"), TASKS, n=1)
-    hint = f" Did you mean: {near[0]}?" if near else ""
+    near = closest(name, TASKS)
+    hint = f" Did you mean: {near}?" if near else ""
     raise UserError(f"Unknown task {name!r}.{hint} Available: {', '.join(TASKS)}")

@@ -6,8 +6,15 @@ Each request carries its own seed: a request's sample must not depend on which o
 requests share its batch (resume re-batches the unfinished ones).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from ..errors import UserError
+
+# Engines (vllm, a server) batch requests themselves; a chunk is only the unit of caching and resume,
+# large enough to keep an engine's batch full, small enough that a kill loses little work.
+ENGINE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,12 @@ class ScoreRequest:
 
 
 class Backend(Protocol):
+    """What every backend is built with (by `backends.load_backend`): the model, the adapter, and
+    `stop_ids`, `decode` (token ids -> text, from the chat format) and `batch_size`, each used
+    where the backend needs it, plus its own `backend_args`."""
+
     name: str
+    chunk_size: int  # requests per cached chunk (see run_cached): hf's batch, an engine's ENGINE_CHUNK
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """One Generation per request, in order."""
@@ -47,18 +59,30 @@ class Backend(Protocol):
         """Free the model (the next step may load another)."""
 
 
-def load_backend(name: str, model_name_or_path: str, adapter_name_or_path: str | None, **kwargs) -> Backend:
-    """`name` is one of hf, vllm, openai; heavy imports happen here, not at package import."""
-    if name == "hf":
-        from .hf import HFBackend
+# ---------------------------------------------------------------------------------------------
+# Scoring through prompt_logprobs (vllm in-process and an OpenAI-compatible vLLM server)
+# ---------------------------------------------------------------------------------------------
 
-        return HFBackend(model_name_or_path, adapter_name_or_path, **kwargs)
-    if name == "vllm":
-        from .vllm import VLLMBackend
+def score_prompt_ids(req: ScoreRequest) -> list[int]:
+    """The one prompt that scores a response: prompt + response.  ((0, 5), (7, 1)) -> [0, 5, 7, 1]"""
+    if not req.prompt_ids:
+        raise UserError("cannot score a response with an empty prompt (its first token has no context)")
+    return [*req.prompt_ids, *req.response_ids]
 
-        return VLLMBackend(model_name_or_path, adapter_name_or_path, **kwargs)
-    if name == "openai":
-        from .openai import OpenAIBackend
 
-        return OpenAIBackend(model_name_or_path, adapter_name_or_path, **kwargs)
-    raise ValueError(f"unknown backend {name!r}; choose hf, vllm or openai")
+def response_logprobs(prompt_logprobs: Sequence[Any], req: ScoreRequest) -> list[float]:
+    """The log-probability of each response token, read from vLLM's `prompt_logprobs`.
+
+    `prompt_logprobs[i]` maps token id -> Logprob (or a float) for position i of prompt + response;
+    entry 0 is None. The response starts at position len(prompt_ids):
+    prompt (0, 5), response (7,), logprobs [None, {5: -1.0}, {7: -0.5}] -> [-0.5]
+    """
+    start = len(req.prompt_ids)
+    if len(prompt_logprobs) != start + len(req.response_ids):
+        raise ValueError(f"expected {start + len(req.response_ids)} prompt_logprobs entries, "
+                         f"got {len(prompt_logprobs)}")
+    out = []
+    for offset, token in enumerate(req.response_ids):
+        value = prompt_logprobs[start + offset][token]
+        out.append(float(getattr(value, "logprob", value)))
+    return out

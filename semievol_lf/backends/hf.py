@@ -54,6 +54,7 @@ class HFBackend:
         self.pad_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.stop_ids = set(stop_ids) or {config.eos_token_id}
         self.batch_size = batch_size
+        self.chunk_size = batch_size  # one cached chunk per forward batch
 
     @contextmanager
     def _adapter(self, on: bool) -> Iterator[None]:

@@ -61,8 +61,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..errors import UserError
-from .base import Generation, GenerationRequest, ScoreRequest
-from .vllm import response_logprobs, score_prompt_ids
+from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 MAX_BACKOFF = 30.0  # seconds between two tries, at most
@@ -262,7 +261,8 @@ class OpenAIBackend:
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
                  base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
                  adapter_model: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
-                 backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, **unknown: Any):
+                 backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, batch_size: int = 1,
+                 decode: Any = None, **unknown: Any):
         if unknown:
             known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
                      "backoff", "check_models"]
@@ -275,7 +275,8 @@ class OpenAIBackend:
         self.adapter_path = str(adapter_name_or_path) if adapter_name_or_path else None
         self.loaded: str | None = None  # the adapter this backend loaded (unloaded again by `close`)
         self.adapter_model = adapter_model if adapter_name_or_path else None
-        self.stop_ids = tuple(stop_ids)
+        self.stop_ids = tuple(stop_ids)  # `decode` is unused: the server detokenizes
+        self.chunk_size = max(batch_size, ENGINE_CHUNK)
         self.concurrency = concurrency
         self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                                  timeout=timeout, max_retries=max_retries, backoff=backoff)

@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
-from .base import Generation, GenerationRequest, ScoreRequest
+from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
 
 # vLLM's allowed `max_lora_rank` values (vllm/config/lora.py `MaxLoRARanks`, 0.32);
 # the engine reads the live list from vLLM when it can.
@@ -176,31 +176,6 @@ def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) ->
 SCORE_SAMPLING_KWARGS = {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0, "detokenize": False}
 
 
-def score_prompt_ids(req: ScoreRequest) -> list[int]:
-    """The one prompt that scores a response: prompt + response.  ((0, 5), (7, 1)) -> [0, 5, 7, 1]"""
-    if not req.prompt_ids:
-        raise UserError("cannot score a response with an empty prompt (its first token has no context)")
-    return [*req.prompt_ids, *req.response_ids]
-
-
-def response_logprobs(prompt_logprobs: Sequence[Any], req: ScoreRequest) -> list[float]:
-    """The log-probability of each response token, read from vLLM's `prompt_logprobs`.
-
-    `prompt_logprobs[i]` maps token id -> Logprob (or a float) for position i of prompt + response;
-    entry 0 is None. The response starts at position len(prompt_ids):
-    prompt (0, 5), response (7,), logprobs [None, {5: -1.0}, {7: -0.5}] -> [-0.5]
-    """
-    start = len(req.prompt_ids)
-    if len(prompt_logprobs) != start + len(req.response_ids):
-        raise ValueError(f"expected {start + len(req.response_ids)} prompt_logprobs entries, "
-                         f"got {len(prompt_logprobs)}")
-    out = []
-    for offset, token in enumerate(req.response_ids):
-        value = prompt_logprobs[start + offset][token]
-        out.append(float(getattr(value, "logprob", value)))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +218,10 @@ class VLLMBackend:
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *, seed: int = 0,
                  dtype: str = "auto", max_model_len: int | None = None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, stop_ids: Sequence[int] = (), **engine_kwargs: Any):
-        self.stop_ids = tuple(stop_ids)
+                 gpu_memory_utilization: float = 0.9, stop_ids: Sequence[int] = (), batch_size: int = 1,
+                 decode: Any = None, **engine_kwargs: Any):
+        self.stop_ids = tuple(stop_ids)  # `decode` is unused: the engine detokenizes
+        self.chunk_size = max(batch_size, ENGINE_CHUNK)
         vllm = _import_vllm()
         from vllm.lora.request import LoRARequest
         from vllm.platforms import current_platform

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from semievol_lf.backends.base import GenerationRequest, ScoreRequest
+from semievol_lf.backends.base import GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
 from semievol_lf.backends.vllm import (
     VLLM_LORA_RANKS,
     adapter_rank,
@@ -17,9 +17,7 @@ from semievol_lf.backends.vllm import (
     choice_kwargs,
     lora_target_modules,
     max_lora_rank_for,
-    response_logprobs,
     score_in_one_call,
-    score_prompt_ids,
 )
 from semievol_lf.errors import UserError
 

@@ -1,0 +1,129 @@
+"""The harness of the inference steps (pseudolabel, evaluate, a pseudolabel shard): what they
+depend on, whether their output folder already holds the answer, and a resumable request cache.
+
+    step = StepOutputs(out, step_manifest(cfg, NEUTRAL, labeled=labeled), final="results.json",
+                       overwrite=cfg.overwrite_output_dir)
+    if step.finished(): return read_json(out / "results.json")
+    backend = open_backend(cfg, chat)
+    gens = run_cached(backend.generate, keyed, step.cache("generate"), encode, backend.chunk_size, "generate")
+
+The output folder holds manifest.json (written first: the inputs), cache/*.jsonl (finished
+requests) and the step's final file (written last). The cache is an append-only JSONL;
+requests run in fixed chunks of the full, deterministic request list and a chunk is logged
+whole or not at all, so a resumed run computes exactly the chunks an uninterrupted run would,
+in the same batches. Not handled here: what the requests are (the steps build them).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .io_utils import JsonlLog, atomic_write_json, file_digest, fingerprint, read_json
+from .progress import logger
+
+# Settings of every inference step that change no result: left out of the manifest, so changing
+# them never refuses a resume.
+RESULT_NEUTRAL = frozenset({"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "chat_format"})
+
+
+def check_local_path(key: str, value: str | None, must_exist: bool) -> None:
+    """A path that looks local must exist; a hub id (org/name) is left to the loader."""
+    if not value:
+        return
+    looks_local = value.startswith((".", "/", "~")) or value.count("/") != 1
+    if (must_exist or looks_local) and not Path(value).expanduser().exists():
+        raise UserError(f"`{key}`: {value} does not exist")
+
+
+def model_identity(path: str | None) -> str | None:
+    """Content digest of a local model/adapter folder (so retraining invalidates results), else its name."""
+    if path and Path(path).is_dir():
+        return file_digest(path)
+    return path
+
+
+def settings_fingerprint(cfg: Any, neutral: frozenset[str] | set[str]) -> str:
+    return fingerprint({k: v for k, v in dataclasses.asdict(cfg).items() if k not in neutral})
+
+
+def step_manifest(cfg: Any, neutral: frozenset[str] | set[str], **datasets: list) -> dict:
+    """What a step's results depend on: its settings, its data (`name=[Example, ...]`), the model and
+    adapter weights. Digesting the weights reads them, so compute a manifest once per step."""
+    return {
+        "settings": settings_fingerprint(cfg, neutral),
+        **{name: fingerprint([e.to_dict() for e in examples]) for name, examples in datasets.items()},
+        "model": model_identity(cfg.model_name_or_path),
+        "adapter": model_identity(cfg.adapter_name_or_path),
+    }
+
+
+class StepOutputs:
+    """An inference step's output folder: manifest.json first, cache/ while it runs, `final` last."""
+
+    def __init__(self, folder: str | Path, manifest: dict, final: str, overwrite: bool):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.final = final
+        self.overwrite = overwrite
+
+    def finished(self) -> bool:
+        """True when the folder already holds the finished result of these inputs; otherwise make it
+        ready for this run: refuse results of other inputs (or clear them with `overwrite`), and record
+        the inputs."""
+        path = self.folder / "manifest.json"
+        if path.is_file():
+            old = read_json(path)
+            if old == self.manifest:
+                return (self.folder / self.final).is_file()
+            if not self.overwrite:
+                changed = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
+                raise UserError(
+                    f"{self.folder} holds results made from other inputs (changed: {', '.join(changed)}). "
+                    "Use another `output_dir`, or `overwrite_output_dir=true` to discard them."
+                )
+            try:
+                for stale in [*self.folder.glob("cache/*.jsonl"), self.folder / self.final]:
+                    stale.unlink(missing_ok=True)
+            except OSError as err:
+                raise UserError(f"cannot clear {self.folder}: {err.strerror}") from None
+        atomic_write_json(path, self.manifest)  # creates the folder
+        return False
+
+    def cache(self, stage: str) -> JsonlLog:
+        return JsonlLog(self.folder / "cache" / f"{stage}.jsonl")
+
+
+def open_backend(cfg: Any, chat):
+    """The step's backend, given what every backend may need from the step and the chat format."""
+    from .backends import load_backend
+
+    kwargs = {"stop_ids": chat.stop_ids, "decode": chat.decode, "batch_size": cfg.batch_size, **cfg.backend_args}
+    return load_backend(cfg.backend, cfg.model_name_or_path, cfg.adapter_name_or_path, **kwargs)
+
+
+def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], log: JsonlLog,
+               encode: Callable[[object], dict], chunk_size: int, desc: str) -> dict[str, dict]:
+    """Run `call` on the requests whose keys are not in `log`, chunk by chunk; return key -> result.
+
+    `keyed` is [(key, request)] in a fixed order; `encode` turns one backend result into a
+    JSON-able dict that is logged with its key.
+    """
+    done = {row["key"]: row for row in log.load()}
+    chunks = [keyed[i:i + chunk_size] for i in range(0, len(keyed), chunk_size)]
+    todo = [c for c in chunks if not all(k in done for k, _ in c)]
+    computed = 0
+    with tqdm(total=len(keyed), initial=len(keyed) - sum(len(c) for c in todo), desc=desc, unit="req") as bar:
+        for chunk in todo:
+            results = call([req for _, req in chunk])
+            rows = [{"key": k, **encode(r)} for (k, _), r in zip(chunk, results)]
+            log.append(rows)
+            done.update({row["key"]: row for row in rows})
+            computed += len(chunk)
+            bar.update(len(chunk))
+    if computed:
+        logger.info(f"{desc}: computed {computed}, reused {len(keyed) - computed}")
+    return done
