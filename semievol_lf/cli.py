@@ -22,14 +22,14 @@ USAGE = __doc__.split("\n\n", 1)[1]
 
 
 def _data_info(argv: list[str]) -> None:
-    from .data_info import absolutise, merge_into, read_data_info
-    from .paths import project_root
+    from .data_info import DATA_INFO, absolutise, merge_into, read_data_info
+    from .paths import data_info_dir
 
     parser = argparse.ArgumentParser(prog="semievol-lf data-info merge",
                                      description="Merge this project's dataset_info entries into another file.")
     parser.add_argument("action", choices=["merge"])
     parser.add_argument("--into", required=True, help="target dataset_info.json (or its folder)")
-    parser.add_argument("--from", dest="source", default=str(project_root() / "data_info" / "dataset_info.json"),
+    parser.add_argument("--from", dest="source", default=str(data_info_dir() / DATA_INFO),
                         help="entries to merge (default: data_info/dataset_info.json of this project)")
     parser.add_argument("--force", action="store_true", help="replace entries of the same name (a backup is kept)")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Where the templates, recipes and data_info folders are: a checkout first, else the installed package."""
+"""Where the templates (package data), the recipes and data_info are: recipes and data_info from a
+checkout first, else the copies installed with the package."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -8,21 +9,26 @@ _CHECKOUT = _PACKAGE.parent
 
 
 def _resolve(folder: str, installed_as: str) -> Path:
-    """setup.cfg installs `templates/` as `semievol_lf/templates` and `recipes/` as `semievol_lf/recipes_pack`."""
+    """setup.cfg installs `recipes/` as `semievol_lf/recipes_pack` and `data_info/` as
+    `semievol_lf/data_info_pack` (users run the recipes from the checkout's root)."""
     local = _CHECKOUT / folder
     if local.is_dir() and (_CHECKOUT / "setup.cfg").is_file():
         return local
     return _PACKAGE / installed_as
 
 
-@lru_cache(maxsize=None)
 def templates_dir() -> Path:
-    return _resolve("templates", "templates")
+    return _PACKAGE / "templates"
 
 
 @lru_cache(maxsize=None)
 def recipes_dir() -> Path:
     return _resolve("recipes", "recipes_pack")
+
+
+@lru_cache(maxsize=None)
+def data_info_dir() -> Path:
+    return _resolve("data_info", "data_info_pack")
 
 
 def project_root() -> Path:

@@ -1,4 +1,4 @@
-"""Task prompts, in-context demonstrations and self-justify prompts, rendered from templates/.
+"""Task prompts, in-context demonstrations and self-justify prompts, rendered from semievol_lf/templates/ (package data).
 
 This renders plain text only; wrapping it in the model's chat format is `chat_format.py`'s job,
 so the text here is exactly the `instruction` the LlamaFactory fine-tunes see.

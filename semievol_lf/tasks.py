@@ -15,7 +15,7 @@ from .extraction import LETTERS, NO_ANSWER, extract_letter, extract_number, form
 @dataclass(frozen=True)
 class Task:
     name: str
-    prompt: str = field(metadata={"help": "Jinja file in templates/ that renders one question."})
+    prompt: str = field(metadata={"help": "Jinja file in semievol_lf/templates/ that renders one question."})
     answer_type: Literal["letter", "number"] = "letter"
     category_field: str | None = field(default=None, metadata={"help": "Column used for per-category accuracy."})
     id_field: str | None = field(default=None, metadata={"help": "Column with a stable row id, if the data has one."})

@@ -3,6 +3,7 @@ backends that a vLLM-only or client-only environment imports load no heavy libra
 
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -23,21 +24,35 @@ def test_installed_wheel_finds_templates_and_recipes(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", wheel_dir, ROOT], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = wheel_dir.glob("semievol_lf-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = zf.read(meta_name).decode()
+    assert {"semievol_lf/py.typed", "semievol_lf/data_info_pack/dataset_info.json",
+            "semievol_lf/templates/mmlu.jinja"} <= names
+    assert any(n.endswith("LICENSE") for n in names)
+    assert "Requires-Python: >=3.11" in meta
+    requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    # LlamaFactory only through its extra, so a vLLM environment installs the package with plain pip;
+    # no version caps copied from LlamaFactory
+    assert [r for r in requires if r.startswith("llamafactory")] == ['llamafactory>=0.9.4; extra == "llamafactory"']
+    assert not [r for r in requires if "<" in r.split(";")[0]]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target, wheel],
                    check=True, capture_output=True)
     code = (
-        "from semievol_lf.paths import templates_dir, recipes_dir\n"
+        "from semievol_lf.paths import data_info_dir, templates_dir, recipes_dir\n"
         "from semievol_lf.prompts import task_prompt\n"
         "from semievol_lf.data import Example\n"
         "from semievol_lf.tasks import get_task\n"
         "print(templates_dir()); print(recipes_dir()); print(len(list(recipes_dir().glob('*.yaml'))))\n"
+        "print(data_info_dir())\n"
         "print(task_prompt(get_task('mmlu'), Example('1', 'Q?', ['a', 'b'], None, 'anatomy')).splitlines()[0])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
-    templates, recipes, n_recipes, first_line = proc.stdout.splitlines()
-    assert templates.startswith(str(target)) and recipes.startswith(str(target))
+    templates, recipes, n_recipes, data_info, first_line = proc.stdout.splitlines()
+    assert templates.startswith(str(target)) and recipes.startswith(str(target)) and data_info.startswith(str(target))
     assert int(n_recipes) >= 32
     assert first_line == "The following is a multiple choice question about anatomy."
 

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BIN, EPOCHS, ROOT, run_cmd
 from semievol_lf.evaluate import accuracy_table
+from semievol_lf.run_layout import RunLayout
 
 pytestmark = pytest.mark.slow
 SIZES = "data_sizes={n_labeled: 30, n_unlabeled: 36, n_test: 24}"
@@ -28,7 +29,7 @@ def clean_run(tmp_path_factory, tiny_model):
 
 def test_report_numbers_equal_a_recount_of_the_predictions(clean_run):
     run_dir, stdout = clean_run
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads(RunLayout(run_dir).summary.read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     report = (run_dir / "report.md").read_text()
     for rnd in summary["rounds"]:
@@ -45,11 +46,12 @@ def test_report_numbers_equal_a_recount_of_the_predictions(clean_run):
 
 def test_second_round_pseudolabels_only_what_was_not_selected(clean_run):
     run_dir, _ = clean_run
-    first = json.loads((run_dir / "round_1/pseudolabel/selected_ids.json").read_text())
-    rows2 = [json.loads(line) for line in open(run_dir / "round_2/pseudolabel/candidates.jsonl")]
+    layout = RunLayout(run_dir)
+    first = json.loads((layout.pseudolabel(1) / "selected_ids.json").read_text())
+    rows2 = [json.loads(line) for line in open(layout.pseudolabel(2) / "candidates.jsonl")]
     assert first and not set(first) & {r["id"] for r in rows2}
     assert len(rows2) == 36 - len(first)
-    labeled2 = json.loads((run_dir / "round_2/data/labeled.json").read_text())
+    labeled2 = json.loads((layout.round_data(2) / "labeled.json").read_text())
     assert len(labeled2) == 30 + len(first)  # labeled ∪ selected is round 2's labeled set
 
 
@@ -67,36 +69,38 @@ def test_evaluate_is_deterministic(clean_run, tmp_path):
     run_dir, _ = clean_run
     from semievol_lf import evaluate
 
-    cfg = json.loads((run_dir / "summary.json").read_text())["config"]
-    args = {"model_name_or_path": cfg["model_name_or_path"], "adapter_name_or_path": str(run_dir / "round_1/warmup"),
-            "template": "default", "task": "demo", "data_dir": str(run_dir / "data"), "max_new_tokens": 8}
+    layout = RunLayout(run_dir)
+    cfg = json.loads(layout.summary.read_text())["config"]
+    args = {"model_name_or_path": cfg["model_name_or_path"], "adapter_name_or_path": str(layout.warmup),
+            "template": "default", "task": "demo", "data_dir": str(layout.data), "max_new_tokens": 8}
     a = evaluate.main({**args, "output_dir": str(tmp_path / "a")})
     b = evaluate.main({**args, "output_dir": str(tmp_path / "b")})
     assert a == b
     assert (tmp_path / "a/predictions.jsonl").read_text() == (tmp_path / "b/predictions.jsonl").read_text()
-    sft = json.loads((run_dir / "eval/sft/results.json").read_text())
+    sft = json.loads((layout.baseline("SFT") / "results.json").read_text())
     assert (a["correct"], a["n"]) == (sft["correct"], sft["n"])
 
 
 def test_killed_run_resumes_without_redoing_finished_steps(clean_run, tmp_path, tiny_model):
     run_dir, _ = clean_run
     killed = tmp_path / "demo"
+    layout = RunLayout(killed)
     proc = subprocess.Popen([str(a) for a in run_args(killed, tiny_model)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cache = killed / "round_1/pseudolabel/cache/collaborate.jsonl"
+    cache = layout.pseudolabel(1) / "cache" / "collaborate.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not cache.is_file():
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # Ctrl-C mid pseudo-labeling
     proc.wait(timeout=60)
     assert proc.returncode != 0
-    warm_marker = (killed / "round_1/warmup/semievol_step.json").stat().st_mtime
+    warm_marker = (layout.warmup / "semievol_step.json").stat().st_mtime
     resumed = run_cmd(run_args(killed, tiny_model), cwd=tmp_path)
     assert "round_1_warmup: finished before, skipped" in resumed.stdout
     assert "evaluate: " in resumed.stdout and "already holds the finished result" in resumed.stdout
-    assert (killed / "round_1/warmup/semievol_step.json").stat().st_mtime == warm_marker
-    a = json.loads((run_dir / "summary.json").read_text())["rounds"]
-    b = json.loads((killed / "summary.json").read_text())["rounds"]
+    assert (layout.warmup / "semievol_step.json").stat().st_mtime == warm_marker
+    a = json.loads(RunLayout(run_dir).summary.read_text())["rounds"]
+    b = json.loads(layout.summary.read_text())["rounds"]
     assert [{k: r["results"][k]["correct"] for k in r["results"]} for r in a] == \
            [{k: r["results"][k]["correct"] for k in r["results"]} for r in b]
     assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]

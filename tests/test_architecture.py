@@ -1,0 +1,85 @@
+"""The package's shape: no import cycle between its modules, and the README's Architecture section
+names every module (and nothing that is gone)."""
+
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "semievol_lf"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules of this package that `path` imports, at module level or inside functions."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from . import shards` imports a module
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    # an import of a package's own __init__ from one of its modules is not an edge of the design
+    return {name: {m for m in imports_of(path) if m in modules and m != name and not name.startswith(m + ".")}
+            for name, path in modules.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle as a path of module names, or None: {"a": {"b"}, "b": {"a"}} -> ["a", "b", "a"]."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_package_has_no_import_cycle():
+    edges = graph()
+    assert "semievol_lf.labeling" in edges["semievol_lf.shards"]  # the graph sees relative imports
+    assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
+
+
+def test_readme_architecture_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\s*([\w/]+\.py|[\w]+/)\s", section, flags=re.M))
+    on_disk = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    on_disk |= {f"{p.relative_to(PACKAGE)}/" for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    named_files = {n for n in named if n.endswith(".py")}
+    assert named_files == {n for n in on_disk if n.endswith(".py")}, \
+        f"missing: {sorted(on_disk - named)}; gone: {sorted(named_files - on_disk)}"
