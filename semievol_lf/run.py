@@ -29,6 +29,7 @@ from .inference import banner, model_identity
 from .io_utils import atomic_write_json, atomic_write_text, file_digest, fingerprint, read_json
 from .presets import get_preset
 from .recipes import train_recipe
+from .sources import resolve_source
 
 
 def _step_args(cfg: RunArguments) -> dict:
@@ -69,13 +70,18 @@ class Runner:
             if not (source_dir / "test.csv").is_file():
                 write_demo_data(source_dir, spec)
             source = str(source_dir)
+        source = resolve_source(source, self.cfg.task)  # a missing folder or hub: one line saying where the data is
         marker = data / "prepared.json"
         key = fingerprint({"task": self.cfg.task, "files": sorted(
             file_digest(p) for p in Path(source).iterdir() if p.is_file())})
         if not (marker.is_file() and read_json(marker).get("key") == key):
             banner("Prepare data")
-            prepare(self.cfg.task, source, data)
+            for line in prepare(self.cfg.task, source, data).notes():  # repeated options, a missing split
+                print(line)
             atomic_write_json(marker, {"key": key})
+        if not (data / "unlabeled.json").is_file():
+            raise UserError(f"{self.cfg.source}: no unlabeled split, and SemiEvol pseudo-labels the unlabeled set; "
+                            "add an unlabeled.csv (.jsonl, .json) to the source folder")
         return data
 
     def ensure_model(self) -> None:
