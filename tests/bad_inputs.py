@@ -148,8 +148,8 @@ def make_cases() -> list[Case]:
         # --- convfinqa numbers ---
         Case("convfinqa_number_forms", csv_bytes([["q1", "1,234.5"], ["q2", "(12)"], ["q3", "12%"], ["q4", "\u22123"],
                                                   ["q5", "$1,000"], ["q6", "2.5e-3"], ["q7", "-0.50"]], num_header),
-             task="convfinqa", loads=[("q1", "1234.5"), ("q2", "-12"), ("q3", "12"), ("q4", "-3"), ("q5", "1000"),
-                                      ("q6", "0.0025"), ("q7", "-0.5")]),
+             task="convfinqa", loads=[("q1", "1234.5"), ("q2", "-12"), ("q3", "0.12"), ("q4", "-3"), ("q5", "1000"),
+                                      ("q6", "0.0025"), ("q7", "-0.5")]),  # 12% is 0.12: the authors' scoring
         Case("convfinqa_number_words", csv_bytes([["q1", "1"], ["q2", "twelve"]], num_header), task="convfinqa",
              line=3, field="answer: 'twelve' is not a number"),
         Case("convfinqa_unbalanced_paren", csv_bytes([["q1", "(12"]], num_header), task="convfinqa",
