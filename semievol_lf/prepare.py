@@ -50,7 +50,7 @@ class Prepared:
         for split in self.missing:
             lines.append(f"warning: {self.source} has no {split} split (no {split}.csv, {split}.jsonl or "
                          f"{split}.json): wrote labeled and test only; pseudolabel and `semievol-lf run` need one "
-                         "(the released mmlu_pro and usmle publish none)")
+                         "(the released mmlu_pro and usmle come without one)")
         if self.repeated:
             # "mmlu/labeled.csv:1084": relative to the source's parent, which also names the task folder
             shown = ", ".join(os.path.relpath(w, self.source.parent) for w in self.repeated[:SHOW_LOCATIONS])
