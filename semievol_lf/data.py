@@ -1,8 +1,10 @@
 """Load a task's labeled / unlabeled / test files (CSV as released, JSON or JSONL with the same fields).
 
 Every problem is reported as `file:row: field: what is wrong` before any model is loaded.
-Unlabeled files are read without their answer column, even when they have one: the method
-must never see those answers.
+Unlabeled files are read without their answer column (and FPB's `gt` label word), even when
+they have one: the method must never see those answers.
+A row may repeat an option text (the released MMLU and USMLE files do): letters are
+positional, so the row is kept and its location reported, never rejected.
 """
 
 import ast
@@ -38,14 +40,16 @@ class Example:
         return row
 
 
+def split_file(folder: str | Path, split: str) -> Path | None:
+    """`labeled.csv`, `labeled.jsonl` or `labeled.json` inside `folder`, or None."""
+    return next((p for p in (Path(folder) / f"{split}{s}" for s in SUFFIXES) if p.is_file()), None)
+
+
 def find_split_file(folder: str | Path, split: str) -> Path:
-    """`labeled.csv`, `labeled.jsonl` or `labeled.json` inside `folder`."""
-    folder = Path(folder)
-    for suffix in SUFFIXES:
-        path = folder / f"{split}{suffix}"
-        if path.is_file():
-            return path
-    raise UserError(f"{folder}: no {split}.csv, {split}.jsonl or {split}.json")
+    path = split_file(folder, split)
+    if path is None:
+        raise UserError(f"{folder}: no {split}.csv, {split}.jsonl or {split}.json")
+    return path
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
@@ -145,10 +149,7 @@ def parse_options(raw, where: str) -> list[str]:
         raise UserError(f"{where}: options: {len(options)} options, at most {len(LETTERS)} (A-J) are supported")
     if any(not o for o in options):
         raise UserError(f"{where}: options: option {LETTERS[options.index('')]} is empty")
-    if len(set(options)) != len(options):
-        dup = next(o for o in options if options.count(o) > 1)
-        raise UserError(f"{where}: options: {dup[:40]!r} appears twice")
-    return options
+    return options  # a repeated text stays: letters are positional (load_examples reports the row)
 
 
 def _column(row: dict, name: str) -> str | None:
@@ -159,8 +160,11 @@ def _column(row: dict, name: str) -> str | None:
     return lowered.get(name.lower())
 
 
-def load_examples(path: str | Path, task: Task, split: str) -> list[Example]:
-    """Read and validate one split. `split == "unlabeled"` drops any answer column unread."""
+def load_examples(path: str | Path, task: Task, split: str, repeated: list[str] | None = None) -> list[Example]:
+    """Read and validate one split. `split == "unlabeled"` drops any answer column unread.
+
+    `repeated`, when given, collects the `file:line` of every row that repeats an option text.
+    """
     path = Path(path)
     rows = _read_rows(path)
     if not rows:
@@ -185,6 +189,8 @@ def load_examples(path: str | Path, task: Task, split: str) -> list[Example]:
         options = parse_options(row[_column(row, "options")], where) if task.has_options else []
         if task.has_options and len(options) > task.max_options:
             raise UserError(f"{where}: options: {len(options)} options, task {task.name} has at most {task.max_options}")
+        if repeated is not None and len(set(options)) != len(options):
+            repeated.append(where)
         answer = None
         if split != "unlabeled":
             raw = row[_column(row, "answer")]
@@ -205,5 +211,5 @@ def load_examples(path: str | Path, task: Task, split: str) -> list[Example]:
     return examples
 
 
-def load_task_split(folder: str | Path, task: Task, split: str) -> list[Example]:
-    return load_examples(find_split_file(folder, split), task, split)
+def load_task_split(folder: str | Path, task: Task, split: str, repeated: list[str] | None = None) -> list[Example]:
+    return load_examples(find_split_file(folder, split), task, split, repeated)

@@ -103,7 +103,7 @@ def evaluate(cfg: EvaluateArguments) -> dict:
     rows = []
     for e in examples:
         response = gens[e.uid]["text"]
-        pred = task.extract(response, len(e.options) or task.max_options)
+        pred = task.extract(response, len(e.options) or task.max_options, e.options)
         h = mean_nll(scores[e.uid]["logprobs"]) if e.uid in scores else math.inf
         rows.append({"id": e.uid, "category": e.category, "response": response, "pred": pred, "gold": e.answer,
                      "correct": task.is_correct(pred, e.answer), "entropy": h if math.isfinite(h) else None})

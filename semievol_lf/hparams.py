@@ -119,7 +119,8 @@ class EvaluateArguments(InferenceArguments):
 class RunArguments:
     task: str = field(default="demo", metadata={"help": "Task name."})
     source: str = field(default="generated", metadata={
-        "help": "Folder with labeled/unlabeled/test files, or `generated` for the demo task's generated data."})
+        "help": "Folder with labeled/unlabeled/test files, `hf://OWNER/NAME/FOLDER` (a folder of a Hugging Face "
+                "dataset, e.g. hf://luojunyu/SemiEvol/mmlu), or `generated` for the demo task's generated data."})
     model: str = field(default="tiny", metadata={"help": "Model preset (see presets.py)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Overrides the preset's model."})
     template: str | None = field(default=None, metadata={"help": "Overrides the preset's template."})

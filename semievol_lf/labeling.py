@@ -123,7 +123,7 @@ def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabel
                               "collaborate")
             for s in samples:
                 s.responses = [gens[f"{s.uid}|{c.name}"]["text"] for c in configs]
-                s.answers = [task.extract(r, _n_options(task, s)) for r in s.responses]
+                s.answers = [task.extract(r, _n_options(task, s), s.example.options) for r in s.responses]
 
         banner(f"Pseudo-label: self-justify ({cfg.justify})")
         with timer("justify"):
@@ -187,7 +187,7 @@ def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, c
                       "self-justify")
     for s in to_ask:
         s.justified = gens[s.uid]["text"]
-        s.pseudo = task.extract(s.justified, _n_options(task, s))
+        s.pseudo = task.extract(s.justified, _n_options(task, s), s.example.options)
 
 
 def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str], tau, timings: dict[str, float],
@@ -210,6 +210,9 @@ def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str],
             "collaborate": failures,
             "collaborate_rate": round(failures / max(1, len(all_answers)), 4),
             "justify": sum(s.pseudo == NO_ANSWER for s in asked),
+            # of those failures: a letter contradicted by the option text after it ("A. positive", A negative)
+            "ambiguous": sum(task.read(r, _n_options(task, s), s.example.options).ambiguous
+                             for s in samples for r in [*s.responses, *([s.justified] if s.justified else [])]),
         },
         "dropped_no_answer": sum(s.pseudo == NO_ANSWER for s in samples),
         "theta": cfg.theta,

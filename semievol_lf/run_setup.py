@@ -26,7 +26,9 @@ def prepare_data(task: str, source: str, layout: RunLayout, data_seed: int = 0,
                  data_sizes: dict | None = None) -> Path:
     """Prepare `source` (a folder of task files, or `generated`) into the run's data folder."""
     from .prepare import prepare
+    from .sources import resolve_source
 
+    original = source
     if source == "generated":
         from .demo_data import DemoSpec, write_demo_data
 
@@ -35,10 +37,15 @@ def prepare_data(task: str, source: str, layout: RunLayout, data_seed: int = 0,
         if not (layout.source / "test.csv").is_file():
             write_demo_data(layout.source, DemoSpec(seed=data_seed, **(data_sizes or {})))
         source = str(layout.source)
+    source = resolve_source(source, task)  # a missing folder or hub: one line saying where the data is
     files = sorted(file_digest(p) for p in Path(source).iterdir() if p.is_file())
     marker = StepMarker(layout.data / "prepared.json", {"key": fingerprint({"task": task, "files": files})})
     if not marker.done():
         banner("Prepare data")
-        prepare(task, source, layout.data)
+        for line in prepare(task, source, layout.data).notes():  # repeated options, a missing split
+            print(line)
         marker.write()
+    if not (layout.data / "unlabeled.json").is_file():
+        raise UserError(f"{original}: no unlabeled split, and SemiEvol pseudo-labels the unlabeled set; "
+                        "add an unlabeled.csv (.jsonl, .json) to the source folder")
     return layout.data

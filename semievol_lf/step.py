@@ -102,7 +102,9 @@ def open_backend(cfg: Any, chat):
     from .backends import load_backend
 
     kwargs = {"stop_ids": chat.stop_ids, "decode": chat.decode, "batch_size": cfg.batch_size, **cfg.backend_args}
-    return load_backend(cfg.backend, cfg.model_name_or_path, cfg.adapter_name_or_path, **kwargs)
+    backend = load_backend(cfg.backend, cfg.model_name_or_path, cfg.adapter_name_or_path, **kwargs)
+    logger.info(getattr(backend, "description", f"{cfg.backend} backend"))
+    return backend
 
 
 def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], log: JsonlLog,

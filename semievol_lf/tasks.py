@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import UserError, closest
-from .extraction import LETTERS, NO_ANSWER, extract_letter, extract_number, format_number, numbers_match, parse_number
+from .extraction import (LETTERS, NO_ANSWER, REL_TOL, Extraction, extract_number, format_number, numbers_match,
+                         parse_value, read_letter)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,17 @@ class Task:
         """The SFT response for a gold or pseudo answer: `target("C") == "Answer: C"`."""
         return f"Answer: {answer}"
 
-    def extract(self, response: str, n_options: int | None = None) -> str:
+    def extract(self, response: str, n_options: int | None = None, options: list[str] | None = None) -> str:
+        """The answer of a response, or NO_ANSWER; `options` (the question's option texts) let a response
+        that names an option's text instead of its letter be read, and a letter contradicted by it not."""
+        return self.read(response, n_options, options).answer
+
+    def read(self, response: str, n_options: int | None = None, options: list[str] | None = None) -> Extraction:
+        """`extract` with the step that decided (`.ambiguous`: a letter and an option text that disagree)."""
         if self.answer_type == "number":
-            return extract_number(response)
-        return extract_letter(response, n_options or self.max_options)
+            answer = extract_number(response)
+            return Extraction(answer, "none" if answer == NO_ANSWER else "number")
+        return read_letter(response, n_options or self.max_options, options)
 
     def is_correct(self, pred: str, gold: str) -> bool:
         if pred == NO_ANSWER:
@@ -46,7 +54,7 @@ class Task:
         """Gold answer from a data file in canonical form, or None when it is not valid."""
         raw = str(raw).strip()
         if self.answer_type == "number":
-            value = parse_number(raw)
+            value = parse_value(raw)  # "12%" -> 0.12, as predictions are read
             return None if value is None else format_number(value)
         letter = raw.rstrip(".").strip("() ").upper()
         return letter if len(letter) == 1 and letter in LETTERS[:n_options] else None
@@ -64,7 +72,8 @@ TASKS: dict[str, Task] = {
         Task("usmle", "usmle.jinja", description="USMLE (MedQA) medical licensing questions"),
         Task("pubmedqa", "pubmedqa.jinja", description="PubMedQA yes/no/maybe"),
         Task("convfinqa", "convfinqa.jinja", answer_type="number",
-             description="ConvFinQA numeric reasoning over financial reports (correct within 1e-2)"),
+             description=f"ConvFinQA numeric reasoning over financial reports (correct within a relative {REL_TOL:g}; "
+                         "a % means /100)"),
         Task("demo", "demo.jinja", max_options=3,
              description="generated three-way sentiment over invented words (CPU demo and benchmark)"),
     ]

@@ -79,5 +79,5 @@ def test_prepare_accepts_awkward_input(corpus, tmp_path):
     out = tmp_path / "numbers"
     assert prepare(corpus["convfinqa_number_forms"].path.parent, out, "convfinqa").returncode == 0
     rows = json.loads((out / "labeled.json").read_text())
-    assert [r["answer"] for r in rows] == ["1234.5", "-12", "12", "-3", "1000", "0.0025", "-0.5"]
+    assert [r["answer"] for r in rows] == ["1234.5", "-12", "0.12", "-3", "1000", "0.0025", "-0.5"]  # 12% = 0.12
     assert rows[1]["output"] == "Answer: -12"

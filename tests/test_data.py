@@ -66,7 +66,6 @@ def test_unlabeled_answers_are_never_loaded(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"options": "[negative, neutral"}, r"test.csv:2: options: not a JSON list"),
     ({"options": "[]"}, r"test.csv:2: options: needs at least 2 options"),
-    ({"options": '["up", "up", "down"]'}, r"test.csv:2: options: 'up' appears twice"),
     ({"answer": "D"}, r"test.csv:2: answer: 'D' is not a letter A-C"),
     ({"question": "  "}, r"test.csv:2: question: empty"),
 ])
@@ -74,6 +73,17 @@ def test_malformed_rows_name_file_row_and_field(tmp_path, change, message):
     path = write_csv(tmp_path / "test.csv", [dict(ROWS["fpb"], **change)])
     with pytest.raises(UserError, match=message):
         load_examples(path, get_task("fpb"), "test")
+
+
+def test_a_repeated_option_text_is_kept_and_reported(tmp_path):
+    """Letters are positional: the released MMLU and USMLE files have such rows (issue 12); they used to be refused."""
+    rows = [ROWS["fpb"], dict(ROWS["fpb"], question="Down again.", options='["up", "up", "down"]', answer="C")]
+    path = write_csv(tmp_path / "test.csv", rows)
+    repeated = []
+    examples = load_examples(path, get_task("fpb"), "test", repeated)
+    assert [(e.options, e.answer) for e in examples][1] == (["up", "up", "down"], "C")
+    assert repeated == [f"{path}:3"]
+    assert len(load_examples(path, get_task("fpb"), "test")) == 2  # the collector is optional
 
 
 def test_missing_column_and_empty_file(tmp_path):

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from semievol_lf.data import load_examples
 from semievol_lf.errors import UserError
-from semievol_lf.extraction import LETTERS, NO_ANSWER, extract_letter, extract_number, format_number, parse_number
+from semievol_lf.extraction import (AMBIGUOUS, LETTERS, NO_ANSWER, extract_letter, extract_number, format_number,
+                                    parse_number, read_letter)
 from semievol_lf.tasks import TASKS, get_task
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -73,6 +74,97 @@ def test_the_concluding_target_wins_over_reasoning(reasoning, letter, x):
     assert extract_letter(reasoning + "\n" + f"Answer: {letter}") == letter
     answer = format_number(x)
     assert extract_number(reasoning + "\n" + NUMBER_TASK.target(answer)) == answer
+
+
+# --- the shapes real models answer in (issue 12) ---------------------------------------------------------------------
+
+# Option texts no English word of the templates below can equal: whole words from q, v, x, z.
+option_lists = st.integers(2, 10).flatmap(
+    lambda n: st.lists(st.text(alphabet="qvxz", min_size=3, max_size=8), min_size=n, max_size=n, unique=True))
+case = st.sampled_from([str, str.upper, str.title])
+MARKDOWN = ["**Answer:** {L}", "Answer: **{L}**", "The answer is **{L}**.", "\\boxed{{{L}}}",
+            "So it is $\\boxed{{{L}}}$", "### Answer\n{L}", "Answer: `{L}`", "The answer is: ({L})",
+            "**Final answer: {L}**"]
+MENTIONS = ["Responses 1 and 3 chose answer {M}, which is wrong.", "Option {M} is tempting but wrong.",
+            "Response 2 picked answer ({M}).", "Not option {M}."]
+NAMING = ["The sentiment of this sentence from financial news is {t}.", "{t}", "I would say {t}.",
+          "It is clearly {t}, given the context."]
+
+
+def _pick(data, options):
+    i = data.draw(st.integers(0, len(options) - 1))
+    return i, LETTERS[i]
+
+
+@FAST
+@given(data=st.data(), options=option_lists, reasoning=responses)
+def test_markdown_statements_are_read(data, options, reasoning):
+    _, letter = _pick(data, options)
+    form = data.draw(st.sampled_from(MARKDOWN))
+    text = reasoning + "\n" + form.format(L=letter)
+    assert extract_letter(text, len(options)) == letter
+    assert extract_letter(text, len(options), options) == letter
+
+
+@FAST
+@given(data=st.data(), options=option_lists, reasoning=responses)
+def test_an_explicit_answer_beats_later_mentions_of_other_letters(data, options, reasoning):
+    _, letter = _pick(data, options)
+    _, other = _pick(data, options)
+    first = data.draw(st.sampled_from(["Answer: {L}", "**Answer:** {L}", "The answer is {L}.", "\\boxed{{{L}}}"]))
+    mentions = data.draw(st.lists(st.sampled_from(MENTIONS), min_size=1, max_size=3))
+    text = reasoning + "\n" + first.format(L=letter) + "\n\n" + " ".join(m.format(M=other) for m in mentions)
+    assert extract_letter(text, len(options), options) == letter
+
+
+@FAST
+@given(data=st.data(), options=option_lists, n=st.integers(2, 4))
+def test_the_last_of_several_explicit_statements_wins(data, options, n):
+    letters = [_pick(data, options)[1] for _ in range(n)]
+    forms = data.draw(st.lists(st.sampled_from(["Answer: {L}", "the answer is {L}", "**Answer:** {L}"]),
+                               min_size=n, max_size=n))
+    text = " Hmm, wait. ".join(f.format(L=x) for f, x in zip(forms, letters)) + " Option J? no."
+    assert extract_letter(text, len(options), options) == letters[-1]
+
+
+@FAST
+@given(data=st.data(), options=option_lists, style=case)
+def test_the_text_of_one_option_names_its_letter(data, options, style):
+    i, letter = _pick(data, options)
+    text = data.draw(st.sampled_from(NAMING)).format(t=style(options[i]))
+    got = read_letter(text, len(options), options)
+    assert (got.answer, got.rule) == (letter, "option_text")
+    assert extract_letter(text, len(options)) == NO_ANSWER  # without the options there is nothing to read
+
+
+@FAST
+@given(data=st.data(), options=option_lists, style=case)
+def test_a_letter_with_its_own_text_is_that_letter(data, options, style):
+    i, letter = _pick(data, options)
+    form = data.draw(st.sampled_from(["{l}, {t}", "{l}. {t}", "{l}) {t}", "({l}) {t}", "{L}. {t}", "Answer: {l} {t}",
+                                      "**Answer:** {L} ({t})"]))
+    text = form.format(l=letter.lower(), L=letter, t=style(options[i]))
+    assert extract_letter(text, len(options), options) == letter
+
+
+@FAST
+@given(data=st.data(), options=option_lists, style=case)
+def test_a_letter_with_another_options_text_is_ambiguous(data, options, style):
+    i, letter = _pick(data, options)
+    j = data.draw(st.integers(0, len(options) - 1).filter(lambda j: j != i))
+    form = data.draw(st.sampled_from(["{L}. {t}", "{l}, {t}", "Answer: {L} ({t})", "**Answer:** {L} - {t}"]))
+    got = read_letter(form.format(l=letter.lower(), L=letter, t=style(options[j])), len(options), options)
+    assert (got.answer, got.rule, got.ambiguous) == (NO_ANSWER, AMBIGUOUS, True)
+
+
+@FAST
+@given(text=responses, options=st.lists(st.sampled_from(PIECES + ["red", "blue", "a bit", "answer is"]), min_size=1,
+                                        max_size=10))
+def test_extract_letter_with_options_never_raises_nor_leaves_them(text, options):
+    """Any option texts, repeated or empty ones and ones made of the patterns' own words included."""
+    got = read_letter(text, len(options), options)
+    assert got.answer in (*LETTERS[:len(options)], NO_ANSWER)
+    assert got.ambiguous is (got.rule == AMBIGUOUS) and (got.answer == NO_ANSWER or not got.ambiguous)
 
 
 @FAST

@@ -16,17 +16,37 @@ from ..errors import UserError
 from .base import Generation, GenerationRequest, ScoreRequest
 
 
+def resolve_dtype(dtype: str, device: str, bf16_supported: bool) -> tuple[str, str]:
+    """(torch dtype name, why) for `dtype` "auto" or an explicit name.
+
+    >>> resolve_dtype("auto", "cuda", True)
+    ('bfloat16', 'auto: bf16 on a GPU that supports it (half the memory of float32, same range)')
+    >>> resolve_dtype("auto", "cpu", False)[0]
+    'float32'
+    """
+    if dtype != "auto":
+        return dtype, "set by `backend_args.dtype`"
+    if device.startswith("cuda"):
+        if bf16_supported:
+            return "bfloat16", "auto: bf16 on a GPU that supports it (half the memory of float32, same range)"
+        return "float16", "auto: this GPU has no bf16; float16 halves the memory of float32"
+    return "float32", "auto: float32 on the CPU (bf16 matmuls are slow or missing there)"
+
+
 class HFBackend:
     name = "hf"
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
                  stop_ids: tuple[int, ...] = (), decode: Callable | None = None, device: str | None = None,
-                 dtype: str = "float32", batch_size: int = 16):
+                 dtype: str = "auto", batch_size: int = 16):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        bf16 = self.device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        dtype, why = resolve_dtype(dtype, self.device, bf16)
+        self.description = f"hf backend: {dtype} on {self.device} ({why})"
 
         def load(path: str, key: str):
             try:
@@ -156,4 +176,10 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Drop the models and hand their GPU memory back, so the next fine-tune starts on a free GPU."""
+        import gc
+
         self.model = self.full_warm = None
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()

@@ -277,6 +277,7 @@ class OpenAIBackend:
         self.adapter_model = adapter_model if adapter_name_or_path else None
         self.stop_ids = tuple(stop_ids)  # `decode` is unused: the server detokenizes
         self.chunk_size = max(batch_size, ENGINE_CHUNK)
+        self.description = f"openai backend: {base_url} (the server chose the dtype and memory settings)"
         self.concurrency = concurrency
         self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                                  timeout=timeout, max_retries=max_retries, backoff=backoff)
