@@ -207,8 +207,17 @@ def open_chat_format(cfg) -> _Rendering:
 
 def export_main(argv: list[str]) -> Path:
     """`semievol-lf export-chat-format RECIPE.yaml [key=value ...] --out FOLDER`."""
-    from .config import read_args
+    from .hparams import ModelArguments, read_args
+    from .hparams.parser import format_fields, wants_help
 
+    if wants_help(argv):
+        fields = format_fields(ModelArguments, only={"model_name_or_path", "template"})
+        print("usage: semievol-lf export-chat-format RECIPE.yaml [key=value ...] --out FOLDER\n\n"
+              "Export the recipe's LlamaFactory template (rendered with the model's tokenizer) to FOLDER, for\n"
+              "`chat_format=FOLDER` where LlamaFactory is not installed. Reads these keys of any recipe:\n"
+              + "\n".join(fields) + "\n  --out FOLDER\n      Where the export is written.")
+        raise SystemExit(0)
+    argv = [a for arg in argv for a in (arg.split("=", 1) if arg.startswith("--out=") else [arg])]
     if "--out" not in argv or argv.index("--out") + 1 >= len(argv):
         raise UserError("usage: semievol-lf export-chat-format RECIPE.yaml [key=value ...] --out FOLDER")
     i = argv.index("--out")

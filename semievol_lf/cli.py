@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> None:
             from . import pseudolabel
             from .hparams import PseudolabelArguments, load_config
 
-            pseudolabel.main(load_config(PseudolabelArguments, rest))
+            pseudolabel.main(load_config(PseudolabelArguments, rest, prog="semievol-lf pseudolabel"))
         elif command == "evaluate":
             from . import evaluate
             from .hparams import EvaluateArguments, load_config
 
-            evaluate.main(load_config(EvaluateArguments, rest))
+            evaluate.main(load_config(EvaluateArguments, rest, prog="semievol-lf evaluate"))
         elif command == "recipes":
             from . import recipes
 

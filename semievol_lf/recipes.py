@@ -16,10 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from .config import build_config, load_yaml_with_lines
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, closest, exit_on_user_error
-from .hparams import PACKAGED_MINILM, EvaluateArguments, PseudolabelArguments, RunArguments
+from .hparams import (
+    PACKAGED_MINILM,
+    EvaluateArguments,
+    PseudolabelArguments,
+    RunArguments,
+    build_config,
+    load_yaml_with_lines,
+)
 from .io_utils import atomic_write_json, atomic_write_text
 from .paths import project_root
 from .presets import DEFAULT_PRESET, PRESETS, ModelPreset, get_preset

@@ -28,21 +28,6 @@ from .run_layout import RunLayout
 from .run_setup import ensure_model, prepare_data
 
 
-def _step_args(cfg: RunArguments) -> dict:
-    """Pseudolabel settings after the ablation switches."""
-    models, shots, n, justify = ["base", "warm"], [0, 1, 2, 3], cfg.n, cfg.justify
-    if cfg.no_iwp:
-        models = ["base"]
-    if cfg.no_icp:
-        shots = [0]
-    if cfg.no_cl:
-        models, n = ["warm"], 1
-    n = min(n, len(models) * len(shots))
-    return {"models": models, "shots": [s for s in shots if s <= cfg.k], "n": n, "justify": justify,
-            "theta": cfg.theta, "k": cfg.k, "temperature": cfg.temperature}
-
-
-
 class Runner:
     def __init__(self, cfg: RunArguments):
         self.cfg = cfg
@@ -60,24 +45,12 @@ class Runner:
         recipe.update(self.cfg.train_overrides)
         return launcher.train(name, recipe, self.layout.recipe(name), self.layout.log(name))
 
-    def _inference_args(self, data: Path, adapter: Path | None, out: Path) -> dict:
-        """What the evaluate and pseudolabel steps share, in one place so a run setting reaches both."""
-        cfg = self.cfg
-        return {
-            "model_name_or_path": self.model, "adapter_name_or_path": str(adapter) if adapter else None,
-            "template": self.template, "task": cfg.task, "data_dir": str(data), "backend": cfg.backend,
-            "backend_args": cfg.backend_args, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens,
-            "embedder": cfg.embedder, "output_dir": str(out), "overwrite_output_dir": True,
-        }
-
     def evaluate(self, name: str, data: Path, adapter: Path | None, out: Path, rag_k: int = 0) -> dict:
-        return evaluate_step.main({**self._inference_args(data, adapter, out), "seed": self.cfg.seed, "name": name,
-                                   "rag_k": rag_k})
+        return evaluate_step.main(self.cfg.evaluate_args(name, data, adapter, out, rag_k=rag_k, model=self.model))
 
     def pseudolabel(self, r: int, data: Path, warm: Path, exclude_ids: Path) -> dict:
-        return pseudolabel_step.main({
-            **self._inference_args(data, warm, self.layout.pseudolabel(r)), "seed": self.cfg.seed + r - 1,
-            "exclude_ids_file": str(exclude_ids), **_step_args(self.cfg)})
+        return pseudolabel_step.main(self.cfg.pseudolabel_args(data, warm, self.layout.pseudolabel(r),
+                                                               self.cfg.seed + r - 1, exclude_ids, model=self.model))
 
     # ------------------------------------------------------------------ the method
     def run(self) -> dict:

@@ -101,7 +101,8 @@ def open_backend(cfg: Any, chat):
     """The step's backend, given what every backend may need from the step and the chat format."""
     from .backends import load_backend
 
-    kwargs = {"stop_ids": chat.stop_ids, "decode": chat.decode, "batch_size": cfg.batch_size, **cfg.backend_args}
+    # backend_kwargs: the checked `backend_args`, vllm's `engine_kwargs` spread out (hparams/backend_args.py)
+    kwargs = {"stop_ids": chat.stop_ids, "decode": chat.decode, "batch_size": cfg.batch_size, **cfg.backend_kwargs()}
     backend = load_backend(cfg.backend, cfg.model_name_or_path, cfg.adapter_name_or_path, **kwargs)
     logger.info(getattr(backend, "description", f"{cfg.backend} backend"))
     return backend

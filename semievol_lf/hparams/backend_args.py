@@ -1,0 +1,108 @@
+"""Typed `backend_args`: what each inference backend's constructor accepts, checked before anything loads.
+
+The recipe key stays a plain mapping (`backend_args: {dtype: float16}`, `backend_args.dtype=float16`);
+`check_backend_args` validates it against the dataclass of the chosen backend and returns it with
+its values coerced (an int timeout becomes a float). Only the keys the user set reach the backend,
+so the defaults below are the backends' own, shown by `--help`. The fields mirror the keyword
+arguments of `semievol_lf.backends.{hf,vllm,openai}` (a test keeps them in step).
+"""
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from .parser import build_nested
+
+# The vLLM backend passes these on to `vllm.LLM`; engine keyword arguments not listed here go in
+# `engine_kwargs`, which vLLM itself checks when it starts.
+
+
+@dataclass
+class HFBackendArguments:
+    """backend=hf: transformers (+ peft) in this process."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
+        "help": "torch dtype of the weights; auto: bfloat16 on a GPU that has it, float16 on other GPUs, "
+                "float32 on the CPU."})
+    device: str | None = field(
+        default=None, metadata={"help": "torch device, e.g. cuda:1; default: cuda when available, else cpu."})
+
+
+@dataclass
+class VLLMBackendArguments:
+    """backend=vllm: one vLLM engine in this process (`vllm.LLM`), LoRA enabled when there is an adapter."""
+
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = field(
+        default="auto", metadata={"help": "Weights' dtype (vllm.LLM `dtype`)."})
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use, in (0, 1]."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs to spread the model over."})
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "Context length; default: the model's (smaller saves KV-cache memory)."})
+    kv_cache_memory_bytes: int | None = field(
+        default=None, metadata={"help": "KV cache size in bytes instead of `gpu_memory_utilization` (CPU builds)."})
+    engine_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "Any other `vllm.LLM` keyword arguments, e.g. {enforce_eager: true}; vLLM checks them when it starts."})
+
+    def __post_init__(self):
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"`backend_args.gpu_memory_utilization` must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"`backend_args.tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}")
+        for key in ("max_model_len", "kv_cache_memory_bytes"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"`backend_args.{key}` must be >= 1, got {getattr(self, key)}")
+        typed = {f.name for f in fields(self)}
+        for key in self.engine_kwargs:
+            if key in typed:
+                raise ValueError(f"`backend_args.engine_kwargs.{key}`: set `backend_args.{key}` instead")
+
+
+@dataclass
+class OpenAIBackendArguments:
+    """backend=openai: an OpenAI-compatible server (vLLM's `vllm serve`) over HTTP."""
+
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "The server's /v1 URL."})
+    api_key: str | None = field(default=None, metadata={"help": "Bearer token; default: $OPENAI_API_KEY."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "The base model's served name; default: `model_name_or_path`."})
+    adapter_model: str | None = field(default=None, metadata={
+        "help": "The warm adapter's served name; default: found in /v1/models by the adapter's folder."})
+    concurrency: int = field(default=8, metadata={"help": "Requests in flight at once."})
+    max_retries: int = field(default=5, metadata={"help": "Retries of a failed request, with backoff."})
+    timeout: float = field(default=60.0, metadata={"help": "Seconds per request."})
+    backoff: float = field(
+        default=1.0, metadata={"help": "First retry delay in seconds, doubled each retry (at most 30 s)."})
+    check_models: bool = field(
+        default=True, metadata={"help": "Check /v1/models for the base model and adapter before the first request."})
+
+    def __post_init__(self):
+        if self.concurrency < 1:
+            raise ValueError(f"`backend_args.concurrency` must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"`backend_args.max_retries` must be >= 0, got {self.max_retries}")
+        if self.timeout <= 0:
+            raise ValueError(f"`backend_args.timeout` must be > 0, got {self.timeout}")
+        if self.backoff < 0:
+            raise ValueError(f"`backend_args.backoff` must be >= 0, got {self.backoff}")
+
+
+BACKEND_ARGUMENTS: dict[str, type] = {
+    "hf": HFBackendArguments, "vllm": VLLMBackendArguments, "openai": OpenAIBackendArguments,
+}
+
+
+def check_backend_args(backend: str, values: dict) -> dict:
+    """`values` checked against `backend`'s arguments, coerced; raises ValueError naming `backend_args.KEY`.
+
+    ("openai", {"timeout": 5}) -> {"timeout": 5.0}; ("hf", {"base_url": "x"}) -> ValueError
+    """
+    typed = build_nested(BACKEND_ARGUMENTS[backend], values, "backend_args", f" for backend={backend}")
+    return {key: getattr(typed, key) for key in values}
+
+
+def backend_kwargs(backend: str, values: dict) -> dict:
+    """The backend constructor's keyword arguments: `values` with vLLM's `engine_kwargs` spread out."""
+    kwargs = check_backend_args(backend, values)
+    kwargs.update(kwargs.pop("engine_kwargs", None) or {})
+    return kwargs

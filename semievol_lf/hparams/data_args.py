@@ -1,0 +1,32 @@
+"""The task and the prepared data folder a step reads."""
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..errors import UserError
+from ..tasks import get_task
+from .base import Arguments
+
+
+@dataclass
+class TaskArguments(Arguments):
+    SECTION: ClassVar[str] = "dataset"
+
+    task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.tasks.TASKS`."})
+
+    def __post_init__(self):
+        try:
+            get_task(self.task)
+        except UserError as err:
+            raise ValueError(f"`task`: {err}") from None
+        super().__post_init__()
+
+
+@dataclass
+class DataArguments(TaskArguments):
+    data_dir: str = field(default="", metadata={"help": "Prepared data folder (labeled/unlabeled/test .json)."})
+
+    def __post_init__(self):
+        if not self.data_dir:
+            raise ValueError("`data_dir` is required (the folder `python -m semievol_lf.prepare` wrote)")
+        super().__post_init__()
