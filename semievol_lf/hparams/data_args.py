@@ -15,11 +15,11 @@ class TaskArguments(Arguments):
     task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.tasks.TASKS`."})
 
     def __post_init__(self):
+        super().__post_init__()
         try:
             get_task(self.task)
         except UserError as err:
             raise ValueError(f"`task`: {err}") from None
-        super().__post_init__()
 
 
 @dataclass
@@ -27,6 +27,6 @@ class DataArguments(TaskArguments):
     data_dir: str = field(default="", metadata={"help": "Prepared data folder (labeled/unlabeled/test .json)."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.data_dir:
             raise ValueError("`data_dir` is required (the folder `python -m semievol_lf.prepare` wrote)")
-        super().__post_init__()

@@ -20,6 +20,7 @@ class InferenceArguments(Arguments):
     seed: int = field(default=42, metadata={"help": "Seed of every random choice of the step."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.backend not in BACKEND_ARGUMENTS:
             raise ValueError(f"`backend` must be one of {', '.join(BACKEND_ARGUMENTS)}, got {self.backend!r}")
         for key in ("batch_size", "max_new_tokens"):
@@ -31,7 +32,6 @@ class InferenceArguments(Arguments):
                 raise ValueError(f"`backend_args.{key}`: `{key}` is a setting of its own; set `{key}=...`, "
                                  "not inside `backend_args`")
         self.backend_args = check_backend_args(self.backend, self.backend_args)
-        super().__post_init__()
 
     def backend_kwargs(self) -> dict:
         """What `backends.load_backend` gets from the recipe (open_backend adds stop ids and the like)."""
@@ -51,6 +51,6 @@ class OutputArguments(Arguments):
         default=False, metadata={"help": "Start over when output_dir holds results made from other inputs."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.output_dir:
             raise ValueError("`output_dir` is required")
-        super().__post_init__()

@@ -35,6 +35,7 @@ class MethodArguments(RetrievalArguments):
     embed_batch_size: int = field(default=64, metadata={"help": "Questions per embedding batch."})
 
     def __post_init__(self):
+        super().__post_init__()
         self.models = list(dict.fromkeys(self.models))
         self.shots = sorted(set(self.shots))
         if not self.models:
@@ -59,4 +60,3 @@ class MethodArguments(RetrievalArguments):
             raise ValueError(f"`justify_temperature` must be >= 0, got {self.justify_temperature}")
         if self.embed_batch_size < 1:
             raise ValueError(f"`embed_batch_size` must be >= 1, got {self.embed_batch_size}")
-        super().__post_init__()

@@ -18,6 +18,6 @@ class ModelArguments(Arguments):
         "help": "Folder from `semievol-lf export-chat-format`: renders prompts without LlamaFactory (vLLM-only env)."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("`model_name_or_path` is required")
-        super().__post_init__()

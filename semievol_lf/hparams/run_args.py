@@ -28,7 +28,7 @@ def _section(name: str, help: str) -> dict:
 
 
 @dataclass
-class RunArguments(TaskArguments, MethodArguments, InferenceArguments):
+class RunArguments(InferenceArguments, MethodArguments, TaskArguments):
     """`semievol-lf run RECIPE`: prepare -> warm-up -> per round: pseudolabel -> evolve; Vanilla, SFT,
 SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the run is repeated."""
 
@@ -62,7 +62,7 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
     def __post_init__(self):
         if self.no_as:
             self.theta = 1.0
-        super().__post_init__()  # task, method and inference checks
+        super().__post_init__()  # the task, method and inference checks
         if self.iterations < 1:
             raise ValueError("`iterations` must be >= 1")
         if self.model not in PRESETS:

@@ -4,7 +4,8 @@
     EvaluateArguments    = model + dataset + embedder + inference + output (+ split, greedy temperature, RAG)
 
 No field is written twice: each lives in the part that owns it, and `__post_init__` runs every
-part's checks (see `base.Arguments`) before the step's own checks of combinations.
+part's checks (see `base.Arguments`: bases are listed last part first) before the step's own
+checks of combinations.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .model_args import ModelArguments
 
 
 @dataclass
-class PseudolabelArguments(ModelArguments, DataArguments, MethodArguments, InferenceArguments, OutputArguments):
+class PseudolabelArguments(OutputArguments, InferenceArguments, MethodArguments, DataArguments, ModelArguments):
     """SemiEvol steps 2-5: ICP retrieval, collaborative inference, self-justify, entropy selection."""
 
     PROG: ClassVar[str] = "python -m semievol_lf.pseudolabel"
@@ -46,7 +47,7 @@ class PseudolabelArguments(ModelArguments, DataArguments, MethodArguments, Infer
 
 
 @dataclass
-class EvaluateArguments(ModelArguments, DataArguments, RetrievalArguments, InferenceArguments, OutputArguments):
+class EvaluateArguments(OutputArguments, InferenceArguments, RetrievalArguments, DataArguments, ModelArguments):
     """Accuracy of base or base + adapter on the task's test set (greedy by default)."""
 
     PROG: ClassVar[str] = "python -m semievol_lf.evaluate"
