@@ -16,7 +16,6 @@ Not handled here: which keys a step needs together (each dataclass's `__post_ini
 """
 
 import dataclasses
-import difflib
 import os
 import re
 import sys
@@ -27,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, closest
 
 T = TypeVar("T")
 COMMAND_LINE = "command line"
@@ -241,8 +240,8 @@ def type_name(tp: Any) -> str:
 
 def did_you_mean(name: str, known) -> str:
     """`did_you_mean("thetta", ["theta", "k"])` -> " Did you mean `theta`?" ("" when nothing is close)."""
-    near = difflib.get_close_matches(name, list(known), n=1)
-    return f" Did you mean `{near[0]}`?" if near else ""
+    near = closest(name, known)
+    return f" Did you mean `{near}`?" if near else ""
 
 
 def _one_line(text: Any) -> str:
