@@ -23,7 +23,8 @@ from .io_utils import atomic_write_json, atomic_write_jsonl, read_json
 from .progress import banner, setup_logging
 from .prompts import icp_prompt
 from .selection import mean_nll
-from .step import RESULT_NEUTRAL, StepOutputs, check_local_path, open_backend, run_cached, step_manifest
+from .step import (RESULT_NEUTRAL, StepOutputs, check_local_path, check_prompt_lengths, open_backend, run_cached,
+                   step_manifest)
 from .tasks import get_task
 
 
@@ -81,14 +82,15 @@ def evaluate(cfg: EvaluateArguments) -> dict:
 
     banner(f"Evaluate {cfg.name or 'model'} on {task.name} {cfg.split} ({len(examples)} questions)")
     chat = open_chat_format(cfg)
-    backend = open_backend(cfg, chat)
     adapter = bool(cfg.adapter_name_or_path)
+    prompts = {e.uid: chat.prompt_ids(icp_prompt(task, e, [labeled[i] for i in nbrs]))
+               for e, nbrs in zip(examples, neighbours)}
+    keyed = [(e.uid, GenerationRequest(prompts[e.uid], adapter=adapter, seed=request_seed(cfg.seed, e.uid, "eval"),
+                                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
+             for e in examples]
+    check_prompt_lengths(keyed, cfg.cutoff_len, "evaluate")  # before the model loads
+    backend = open_backend(cfg, chat)
     try:
-        prompts = {e.uid: chat.prompt_ids(icp_prompt(task, e, [labeled[i] for i in nbrs]))
-                   for e, nbrs in zip(examples, neighbours)}
-        keyed = [(e.uid, GenerationRequest(prompts[e.uid], adapter=adapter, seed=request_seed(cfg.seed, e.uid, "eval"),
-                                           temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens))
-                 for e in examples]
         gens = run_cached(backend.generate, keyed, step.cache("generate"),
                           lambda g: {"text": g.text, "token_ids": _strip_stop(g.token_ids, chat.stop_ids)},
                           backend.chunk_size, "generate")

@@ -26,7 +26,7 @@ from .progress import Timer, banner
 from .prompts import icp_prompt, justify_prompt, task_prompt
 from .selection import mean_nll, select
 from .step import RESULT_NEUTRAL as STEP_NEUTRAL
-from .step import check_local_path, open_backend, run_cached, step_manifest
+from .step import check_local_path, check_prompt_lengths, open_backend, run_cached, step_manifest
 from .tasks import Task, get_task
 
 # `num_shards`/`shard` change no result either: a merge gives the unsharded result (a shard's manifest
@@ -109,16 +109,17 @@ def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabel
                              cfg.embed_batch_size)
         neighbours = index.neighbours([u.question for u in unlabeled], max(cfg.shots), cfg.embed_batch_size)
 
+    keyed = [(f"{s.uid}|{c.name}", GenerationRequest(
+        chat.prompt_ids(icp_prompt(task, s.example, [labeled[i] for i in nbrs[:c.shots]])),
+        adapter=c.model == "warm", seed=request_seed(cfg.seed, s.uid, c.name),
+        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+        for s, nbrs in zip(samples, neighbours) for c in configs]
+    check_prompt_lengths(keyed, cfg.cutoff_len, "collaborate")  # before the model loads
     backend = open_backend(cfg, chat)
     chunk = backend.chunk_size
     try:
         banner(f"Pseudo-label: collaborate ({', '.join(c.name for c in configs)})")
         with timer("collaborate"):
-            keyed = [(f"{s.uid}|{c.name}", GenerationRequest(
-                chat.prompt_ids(icp_prompt(task, s.example, [labeled[i] for i in nbrs[:c.shots]])),
-                adapter=c.model == "warm", seed=request_seed(cfg.seed, s.uid, c.name),
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
-                for s, nbrs in zip(samples, neighbours) for c in configs]
             gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"), _text, chunk,
                               "collaborate")
             for s in samples:
@@ -183,6 +184,7 @@ def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, c
         chat.prompt_ids(justify_prompt(task, s.example, s.responses)), adapter=True,
         seed=request_seed(cfg.seed, s.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens)) for s in to_ask]
+    check_prompt_lengths(keyed, cfg.cutoff_len, "self-justify")
     gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "justify.jsonl"), _text, chunk,
                       "self-justify")
     for s in to_ask:

@@ -15,6 +15,7 @@ class ModelPreset:
     model_name_or_path: str
     template: str
     train: dict = field(default_factory=dict)  # per-model overrides of the train recipe
+    gpu: bool = True  # its generated recipes infer with the fastest GPU backend (vllm when importable, bf16)
 
 
 TINY_TRAIN = {
@@ -32,7 +33,7 @@ PRESETS: dict[str, ModelPreset] = {
         ModelPreset("llama3.1-8b", "meta-llama/Llama-3.1-8B-Instruct", "llama3"),
         ModelPreset("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "qwen"),
         ModelPreset("gemma2-9b", "google/gemma-2-9b-it", "gemma2"),
-        ModelPreset("tiny", ".cache/tiny-llama", "default", train=TINY_TRAIN),
+        ModelPreset("tiny", ".cache/tiny-llama", "default", train=TINY_TRAIN, gpu=False),
     ]
 }
 DEFAULT_PRESET = "llama3.1-8b"

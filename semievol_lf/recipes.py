@@ -60,28 +60,32 @@ PSEUDOLABEL_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir"],
     "method": ["n", "models", "shots", "temperature", "top_p", "justify", "theta", "k", "embedder"],
-    "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
+    "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
+                  "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
 }
 EVALUATE_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir", "split"],
     "method": ["temperature", "rag_k", "embedder"],
-    "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
+    "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
+                  "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["name", "output_dir", "overwrite_output_dir"],
 }
 RUN_SECTIONS = {
     "model": ["model"],
     "dataset": ["task", "source", "embedder"],
     "method": ["iterations", "n", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl", "no_as"],
-    "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
+    "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
+                  "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["run_dir"],
 }
 CHOICES = {
     "stage": "[pt, sft, rm, ppo, dpo, kto]",
     "finetuning_type": "[full, freeze, lora, oft]",
     "lr_scheduler_type": "[linear, cosine, constant, ...]",
-    "backend": "[hf, vllm, openai]",
+    "backend": "[auto, hf, vllm, openai]",
+    "dtype": "[auto, float32, float16, bfloat16]",
     "justify": "[all, disagreements, vote]",
     "models": "subset of [base, warm]",
     "model": "[llama3.1-8b, qwen2.5-7b, gemma2-9b, tiny]",
@@ -97,6 +101,20 @@ NOTES = {
 # Per-task overrides of the pseudolabel recipe: how long an answer may be.
 TASK_PSEUDOLABEL = {"convfinqa": {"max_new_tokens": 512}, "demo": {"max_new_tokens": 8}}
 TINY_PSEUDOLABEL = {"embedder": PACKAGED_MINILM, "batch_size": 32}
+# GPU presets infer with the fastest backend the environment has (vllm when importable, else hf), in
+# bf16, and a vLLM context of cutoff_len + max_new_tokens (as LlamaFactory's vLLM engine derives it)
+# instead of the model's own (Llama-3.1: 131072 tokens, whose KV cache fails to fit smaller GPUs).
+GPU_INFERENCE = {"backend": "auto", "dtype": "bfloat16", "gpu_memory_utilization": 0.7, "tensor_parallel_size": 1}
+GPU_KEYS = ("dtype", "cutoff_len", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size")
+
+
+def inference_settings(recipe: dict, preset: ModelPreset) -> dict:
+    """`recipe` with the preset's hardware settings: the GPU defaults above, or none of the GPU keys (CPU presets)."""
+    if not preset.gpu:
+        return {k: v for k, v in recipe.items() if k not in GPU_KEYS}
+    recipe = {**recipe, **GPU_INFERENCE}
+    recipe["max_model_len"] = recipe["cutoff_len"] + recipe["max_new_tokens"]
+    return recipe
 TASK_RUN = {"demo": {"source": "generated", "iterations": 2, "rag": True, "justify": "vote"}}
 
 
@@ -135,6 +153,7 @@ def _step_recipe(cls, sections: dict, task: str, preset: ModelPreset, **values) 
     recipe.update(TASK_PSEUDOLABEL.get(task, {}))
     if preset.name == "tiny":
         recipe.update(TINY_PSEUDOLABEL)
+    recipe = inference_settings(recipe, preset)
     shown = {k for keys in sections.values() for k in keys}
     return {k: v for k, v in recipe.items() if k in shown}
 
@@ -163,6 +182,7 @@ def run_recipe(task: str, preset: ModelPreset) -> dict:
     recipe.update(TASK_RUN.get(task, {}))
     if preset.name == "tiny":
         recipe.update(TINY_PSEUDOLABEL)
+    recipe = inference_settings(recipe, preset)
     shown = {k for keys in RUN_SECTIONS.values() for k in keys}
     return {k: v for k, v in recipe.items() if k in shown}
 

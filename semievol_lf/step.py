@@ -27,7 +27,8 @@ from .progress import logger
 
 # Settings of every inference step that change no result: left out of the manifest, so changing
 # them never refuses a resume.
-RESULT_NEUTRAL = frozenset({"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "chat_format"})
+RESULT_NEUTRAL = frozenset({"output_dir", "overwrite_output_dir", "batch_size", "backend_args", "chat_format",
+                            "cutoff_len", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size"})
 
 
 def check_local_path(key: str, value: str | None, must_exist: bool) -> None:
@@ -97,14 +98,25 @@ class StepOutputs:
         return JsonlLog(self.folder / "cache" / f"{stage}.jsonl")
 
 
+def check_prompt_lengths(keyed: list[tuple[str, Any]], cutoff_len: int, stage: str) -> None:
+    """Refuse, before a model sees them, prompts longer than `cutoff_len` tokens (`keyed`: [(key, request)])."""
+    too_long = [(len(req.prompt_ids), key) for key, req in keyed if len(req.prompt_ids) > cutoff_len]
+    if too_long:
+        n, key = max(too_long)
+        raise UserError(f"{stage}: {len(too_long)} prompt(s) are longer than `cutoff_len` ({cutoff_len} tokens), the "
+                        f"longest {n} tokens ({key}); raise `cutoff_len` (with vllm it also sets `max_model_len`), "
+                        "or lower `k` (ICP demonstrations) or `max_new_tokens` (self-justify quotes n responses)")
+
+
 def open_backend(cfg: Any, chat):
     """The step's backend, given what every backend may need from the step and the chat format."""
     from .backends import load_backend
 
-    # backend_kwargs: the checked `backend_args`, vllm's `engine_kwargs` spread out (hparams/backend_args.py)
+    # backend_kwargs: dtype and the vllm GPU settings, the checked `backend_args` (vllm's `engine_kwargs` spread out)
     kwargs = {"stop_ids": chat.stop_ids, "decode": chat.decode, "batch_size": cfg.batch_size, **cfg.backend_kwargs()}
     backend = load_backend(cfg.backend, cfg.model_name_or_path, cfg.adapter_name_or_path, **kwargs)
-    logger.info(getattr(backend, "description", f"{cfg.backend} backend"))
+    logger.info(f"{getattr(backend, 'description', cfg.backend + ' backend')}; chosen by "
+                f"{getattr(cfg, 'backend_reason', '`backend`')}")
     return backend
 
 

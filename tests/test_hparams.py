@@ -56,13 +56,15 @@ BAD_RUN_SETTINGS = [
     (["train_overrides=3"], "`train_overrides: 3`: expected a mapping"),
     (["backend_args=foo"], "`backend_args: 'foo'`: expected a mapping"),
     (["backend_args.base_url=http://x"],
-     "`backend_args.base_url`: unknown key for backend=hf. Known keys: device, dtype"),
+     "`backend_args.base_url`: unknown key for backend=hf. Known keys: device"),
     (["backend=openai", "backend_args.concurency=3"],
      "`backend_args.concurency`: unknown key for backend=openai. Did you mean `concurrency`?"),
     (["backend=openai", "backend_args={timeout: 0}"], "`backend_args.timeout` must be > 0"),
-    (["backend_args.dtype=float64"], "`backend_args.dtype: 'float64'`: expected one of"),
-    (["backend=vllm", "backend_args.gpu_memory_utilization=1.5"], "`backend_args.gpu_memory_utilization` must be in"),
-    (["backend=vllm", "backend_args.tensor_parallel_size=two"], "`backend_args.tensor_parallel_size: 'two'`"),
+    (["dtype=float64"], "`dtype: 'float64'`: expected one of"),
+    (["backend=vllm", "gpu_memory_utilization=1.5"], "`gpu_memory_utilization` must be in (0, 1]"),
+    (["backend=vllm", "tensor_parallel_size=two"], "`tensor_parallel_size: 'two'`"),
+    (["backend=vllm", "max_model_len=8"], "`max_model_len` (8) leaves no room"),
+    (["backend=vllm", "backend_args.max_model_len=512"], "`backend_args.max_model_len`: `max_model_len` is a setting"),
     (["backend_args.batch_size=4"], "`backend_args.batch_size`: `batch_size` is a setting of its own"),
     (["data_sizes.n_labled=5"], "`data_sizes.n_labled`: unknown key. Did you mean `n_labeled`? Known keys: cue_words"),
     (["data_sizes={n_labeled: 0}"], "`data_sizes.n_labeled` must be >= 1"),
@@ -217,10 +219,10 @@ def test_typed_backend_args_are_checked_and_coerced():
     assert check_backend_args("openai", {"timeout": 5, "base_url": "http://x/v1"}) == {"timeout": 5.0,
                                                                                       "base_url": "http://x/v1"}
     assert check_backend_args("hf", {}) == {}
-    assert backend_kwargs("vllm", {"max_model_len": 512, "engine_kwargs": {"enforce_eager": True}}) == {
-        "max_model_len": 512, "enforce_eager": True}
-    with pytest.raises(ValueError, match=r"`backend_args.max_model_len: 'long'`: expected int"):
-        check_backend_args("vllm", {"max_model_len": "long"})
+    assert backend_kwargs("vllm", {"kv_cache_memory_bytes": 512, "engine_kwargs": {"enforce_eager": True}}) == {
+        "kv_cache_memory_bytes": 512, "enforce_eager": True}
+    with pytest.raises(ValueError, match=r"`backend_args.kv_cache_memory_bytes: 'big'`: expected int"):
+        check_backend_args("vllm", {"kv_cache_memory_bytes": "big"})
     with pytest.raises(ValueError, match=r"`backend_args.device`: unknown key for backend=openai"):
         check_backend_args("openai", {"device": "cpu"})
 
@@ -250,16 +252,18 @@ def test_backend_arguments_match_the_constructors(backend):
 
 def test_step_config_carries_the_checked_backend_args():
     cfg = build_config(EvaluateArguments, {"model_name_or_path": "m", "data_dir": "d", "output_dir": "o",
-                                           "backend": "vllm", "backend_args": {"tensor_parallel_size": 2,
-                                                                               "engine_kwargs": {"swap_space": 4}}})
-    assert cfg.backend_args == {"tensor_parallel_size": 2, "engine_kwargs": {"swap_space": 4}}
-    assert cfg.backend_kwargs() == {"tensor_parallel_size": 2, "swap_space": 4}
+                                           "backend": "vllm", "tensor_parallel_size": 2, "max_new_tokens": 64,
+                                           "backend_args": {"engine_kwargs": {"swap_space": 4}}})
+    assert cfg.backend_args == {"engine_kwargs": {"swap_space": 4}}
+    # max_model_len derived as LlamaFactory's vLLM engine does: cutoff_len + max_new_tokens
+    assert cfg.backend_kwargs() == {"dtype": "auto", "max_model_len": 2048 + 64, "gpu_memory_utilization": 0.7,
+                                    "tensor_parallel_size": 2, "swap_space": 4}
 
 
 # ------------------------------------------------------------------------------------------ the run's steps
 
 def test_run_routes_its_parts_into_the_step_configs():
-    run = build_config(RunArguments, {"backend_args": {"dtype": "float16"}, "top_p": 0.9, "temperature": 0.7,
+    run = build_config(RunArguments, {"backend_args": {"device": "cpu"}, "top_p": 0.9, "temperature": 0.7,
                                       "max_new_tokens": 8, "seed": 5})
     p = run.pseudolabel_args("data", "warm", "out", seed=6, exclude_ids_file="ex.json")
     assert (p.model_name_or_path, p.template, p.adapter_name_or_path) == (".cache/tiny-llama", "default", "warm")
@@ -267,7 +271,7 @@ def test_run_routes_its_parts_into_the_step_configs():
     assert (p.models, p.shots, p.n, p.overwrite_output_dir) == (["base", "warm"], [0, 1, 2, 3], 4, True)
     e = run.evaluate_args("SFT", "data", None, "out", rag_k=3, model="/abs/model")
     assert (e.model_name_or_path, e.adapter_name_or_path, e.rag_k, e.name) == ("/abs/model", None, 3, "SFT")
-    assert (e.temperature, e.seed, e.backend_args) == (0.0, 5, {"dtype": "float16"})  # greedy, not the run's 0.7
+    assert (e.temperature, e.seed, e.backend_args) == (0.0, 5, {"device": "cpu"})  # greedy, not the run's 0.7
     assert p.backend_args is not run.backend_args  # a step's settings are its own
 
 
@@ -295,3 +299,18 @@ def test_run_arguments_hold_no_copied_field():
     shared = {f.name for f in dataclasses.fields(PseudolabelArguments)} | {
         f.name for f in dataclasses.fields(EvaluateArguments)}
     assert not set(own) & shared - {"model_name_or_path", "template"}  # the run's: preset overrides, None = preset
+
+
+def test_backend_auto_picks_vllm_only_where_it_is_importable(monkeypatch):
+    import importlib.util
+
+    args = {"model_name_or_path": "m", "data_dir": "d", "output_dir": "o", "backend": "auto", "dtype": "bfloat16"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    cfg = build_config(EvaluateArguments, args)
+    assert cfg.backend == "hf" and "vllm is not installed" in cfg.backend_reason
+    assert cfg.backend_kwargs() == {"dtype": "bfloat16"}  # the vllm GPU settings do not reach hf
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    cfg = build_config(EvaluateArguments, args)
+    assert cfg.backend == "vllm" and "vllm is importable" in cfg.backend_reason
+    assert cfg.backend_kwargs()["max_model_len"] == 2048 + cfg.max_new_tokens

@@ -82,3 +82,17 @@ def test_pseudolabel_recipe_typo_is_caught(sandbox):
     broken.write_text(path.read_text().replace("theta: 0.5", "theta: 1.5"))
     with pytest.raises(UserError, match=r"`theta` must be in \(0, 1\]"):
         validate_recipe(broken)
+
+
+def test_gpu_recipes_infer_with_vllm_in_bf16_and_a_context_that_fits():
+    """GPU presets: vLLM when importable (`auto`), bf16, max_model_len = cutoff_len + max_new_tokens (not
+    Llama-3.1's 131072, whose KV cache does not fit smaller GPUs); the CPU demo keeps hf and no GPU keys."""
+    import yaml
+
+    for task in ("mmlu", "convfinqa"):
+        for stage in ("pseudolabel", "evaluate", "run"):
+            r = yaml.safe_load((ROOT / "recipes" / f"{stage}_{task}.yaml").read_text())
+            assert (r["backend"], r["dtype"], r["gpu_memory_utilization"]) == ("auto", "bfloat16", 0.7), stage
+            assert r["max_model_len"] == r["cutoff_len"] + r["max_new_tokens"] < 131072
+    demo = yaml.safe_load((ROOT / "recipes" / "run_demo.yaml").read_text())
+    assert demo["backend"] == "hf" and not {"dtype", "max_model_len", "gpu_memory_utilization"} & set(demo)

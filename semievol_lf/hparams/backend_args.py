@@ -1,6 +1,6 @@
 """Typed `backend_args`: what each inference backend's constructor accepts, checked before anything loads.
 
-The recipe key stays a plain mapping (`backend_args: {dtype: float16}`, `backend_args.dtype=float16`);
+The recipe key stays a plain mapping (`backend_args: {concurrency: 16}`, `backend_args.concurrency=16`);
 `check_backend_args` validates it against the dataclass of the chosen backend and returns it with
 its values coerced (an int timeout becomes a float). Only the keys the user set reach the backend,
 so the defaults below are the backends' own, shown by `--help`. The fields mirror the keyword
@@ -8,7 +8,6 @@ arguments of `semievol_lf.backends.{hf,vllm,openai}` (a test keeps them in step)
 """
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
 
 from .parser import build_nested
 
@@ -20,9 +19,6 @@ from .parser import build_nested
 class HFBackendArguments:
     """backend=hf: transformers (+ peft) in this process."""
 
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
-        "help": "torch dtype of the weights; auto: bfloat16 on a GPU that has it, float16 on other GPUs, "
-                "float32 on the CPU."})
     device: str | None = field(
         default=None, metadata={"help": "torch device, e.g. cuda:1; default: cuda when available, else cpu."})
 
@@ -31,27 +27,14 @@ class HFBackendArguments:
 class VLLMBackendArguments:
     """backend=vllm: one vLLM engine in this process (`vllm.LLM`), LoRA enabled when there is an adapter."""
 
-    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = field(
-        default="auto", metadata={"help": "Weights' dtype (vllm.LLM `dtype`)."})
-    gpu_memory_utilization: float = field(
-        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use, in (0, 1]."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs to spread the model over."})
-    max_model_len: int | None = field(
-        default=None, metadata={"help": "Context length; default: the model's (smaller saves KV-cache memory)."})
     kv_cache_memory_bytes: int | None = field(
         default=None, metadata={"help": "KV cache size in bytes instead of `gpu_memory_utilization` (CPU builds)."})
     engine_kwargs: dict = field(default_factory=dict, metadata={
         "help": "Any other `vllm.LLM` keyword arguments, e.g. {enforce_eager: true}; vLLM checks them when it starts."})
 
     def __post_init__(self):
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(
-                f"`backend_args.gpu_memory_utilization` must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.tensor_parallel_size < 1:
-            raise ValueError(f"`backend_args.tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}")
-        for key in ("max_model_len", "kv_cache_memory_bytes"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"`backend_args.{key}` must be >= 1, got {getattr(self, key)}")
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
+            raise ValueError(f"`backend_args.kv_cache_memory_bytes` must be >= 1, got {self.kv_cache_memory_bytes}")
         typed = {f.name for f in fields(self)}
         for key in self.engine_kwargs:
             if key in typed:

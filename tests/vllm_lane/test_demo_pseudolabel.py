@@ -85,7 +85,7 @@ def vllm_run(warm, hf_run) -> dict:  # one engine at a time
     out = warm["root"] / "pl_vllm"
     seconds = run([sys.executable, "-m", "semievol_lf.pseudolabel", RECIPE, *warm["args"], f"output_dir={out}",
                    "backend=vllm", f"chat_format={warm['format']}",
-                   "backend_args={dtype: float32, max_model_len: 512, kv_cache_memory_bytes: 268435456}"])
+                   "dtype=float32", "max_model_len=512", "backend_args={kv_cache_memory_bytes: 268435456}"])
     return _result(out, seconds)
 
 
@@ -160,7 +160,7 @@ def hf_eval(warm) -> list[dict]:
 def test_evaluate_in_the_vllm_venv_gives_the_hf_predictions(warm, hf_eval, vllm_run):
     """Greedy evaluation of the warm model: vllm (exported format, no LlamaFactory) against hf."""
     vllm = _evaluate(warm, "eval_vllm", warm["adapter"], "backend=vllm", f"chat_format={warm['format']}",
-                     "backend_args={dtype: float32, max_model_len: 512, kv_cache_memory_bytes: 268435456}",
+                     "dtype=float32", "max_model_len=512", "backend_args={kv_cache_memory_bytes: 268435456}",
                      python=sys.executable)
     _same_predictions(hf_eval, vllm)
 
