@@ -10,6 +10,8 @@ complete and runs alone (LlamaFactory has no `include:`); a test regenerates and
 
 import argparse
 import dataclasses
+import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ from .hparams import (
     build_config,
     load_yaml_with_lines,
 )
-from .io_utils import atomic_write_json, atomic_write_text
+from .io_utils import atomic_write_json, atomic_write_text, json_text
 from .paths import project_root
 from .presets import DEFAULT_PRESET, PRESETS, ModelPreset, get_preset
 from .sources import RELEASED_TASKS, released_source
@@ -209,8 +211,39 @@ def to_yaml(recipe: dict, sections: dict[str, list[str]], what: str, task: str =
     return "".join(lines).rstrip("\n") + "\n"
 
 
-def generate(out: Path, model: str | None = None) -> dict[str, str]:
-    """{file name: text} of every recipe; nothing is written here."""
+# Variants of the GPU fine-tunes, the LlamaFactory way (one key each): DeepSpeed ZeRO-2 / ZeRO-3 to
+# shard optimizer state (and, ZeRO-3, the weights) over several GPUs, QLoRA to fit one small GPU.
+# Each variant keeps the plain recipe's output_dir, so the steps after it find its model.
+TRAIN_VARIANTS = {
+    "ds_z2": {"deepspeed": "recipes/deepspeed/ds_z2_config.json"},
+    "ds_z3": {"deepspeed": "recipes/deepspeed/ds_z3_config.json"},
+    "qlora": {"quantization_bit": 4, "quantization_method": "bnb", "double_quantization": True},
+}
+TRAIN_SECTIONS_VARIANT = {  # where LlamaFactory's examples put these keys
+    **TRAIN_SECTIONS, "model": [*TRAIN_SECTIONS["model"], "quantization_bit", "quantization_method", "double_quantization"],
+    "method": [*TRAIN_SECTIONS["method"], "deepspeed"]}
+# DeepSpeed configs: "auto" lets the HF Trainer fill batch sizes, clipping and precision from the recipe.
+_DS_COMMON = {
+    "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
+    "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+             "hysteresis": 2, "min_loss_scale": 1},
+    "bf16": {"enabled": "auto"},
+}
+DEEPSPEED = {
+    "ds_z2_config.json": {**_DS_COMMON, "zero_optimization": {
+        "stage": 2, "allgather_partitions": True, "allgather_bucket_size": 5e8, "overlap_comm": True,
+        "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True, "round_robin_gradients": True}},
+    "ds_z3_config.json": {**_DS_COMMON, "zero_optimization": {
+        "stage": 3, "overlap_comm": True, "contiguous_gradients": True, "sub_group_size": 1e9,
+        "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+        "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
+        "stage3_max_reuse_distance": 1e9, "stage3_gather_16bit_weights_on_model_save": True}},
+}
+
+
+def generate(model: str | None = None) -> dict[str, str]:
+    """{file name relative to recipes/: text} of every recipe; nothing is written here."""
     files = {}
     for task, preset in task_presets(model):
         what = f"task {task}, model {preset.name}"
@@ -219,6 +252,13 @@ def generate(out: Path, model: str | None = None) -> dict[str, str]:
         files[f"evolve_{task}.yaml"] = to_yaml(train_recipe(task, preset, "evolve"), TRAIN_SECTIONS, what)
         files[f"evaluate_{task}.yaml"] = to_yaml(evaluate_recipe(task, preset), EVALUATE_SECTIONS, what)
         files[f"run_{task}.yaml"] = to_yaml(run_recipe(task, preset), RUN_SECTIONS, what, task)
+        if preset.gpu:
+            for variant, keys in TRAIN_VARIANTS.items():
+                for stage in ("warmup", "evolve"):
+                    files[f"variants/{variant}/{stage}_{task}.yaml"] = to_yaml(
+                        {**train_recipe(task, preset, stage), **keys}, TRAIN_SECTIONS_VARIANT, f"{what}, {variant}")
+    if model is None:
+        files.update({f"deepspeed/{name}": json_text(config) for name, config in DEEPSPEED.items()})
     return files
 
 
@@ -232,7 +272,7 @@ def data_info_entries() -> dict:
 
 def write_all(out: Path, model: str | None = None) -> list[Path]:
     written = []
-    for name, text in generate(out, model).items():
+    for name, text in generate(model).items():
         atomic_write_text(out / name, text)
         written.append(out / name)
     if model is None:
@@ -277,7 +317,8 @@ def validate_recipe(path: str | Path) -> str:
     path = Path(path)
     values, lines = load_yaml_with_lines(path)
     at = lambda key: f"{path}:{lines.get(key, 1)}"  # noqa: E731
-    produced = _produced_by(path.parent)
+    # a variant (recipes/variants/V/) takes its data from the plain recipes' steps
+    produced = _produced_by(path.parents[2] if path.parent.parent.name == "variants" else path.parent)
     if "stage" not in values:  # one of this project's own recipes: run, pseudolabel or evaluate
         kind, cls = (("run", RunArguments) if "run_dir" in values else
                      ("pseudolabel", PseudolabelArguments) if "theta" in values else ("evaluate", EvaluateArguments))
@@ -304,6 +345,15 @@ def validate_recipe(path: str | Path) -> str:
         # bf16/fp16 are hardware checks, not recipe checks: validate the rest on a CPU machine.
         check.update(bf16=False, fp16=False)
         hardware_note = "; bf16 not checked: no GPU here"
+    if check.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        # the Trainer imports deepspeed to read the config: without it, check the file is there and parses
+        config = Path(str(check.pop("deepspeed")))
+        try:
+            json.loads(config.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{at('deepspeed')}: `deepspeed`: cannot read {config} as a DeepSpeed JSON config "
+                            f"({getattr(err, 'strerror', None) or err})") from None
+        hardware_note += "; deepspeed config read as JSON: deepspeed not installed here"
     try:
         get_train_args(check)
     except ValueError as err:

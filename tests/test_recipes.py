@@ -1,5 +1,6 @@
 """The committed recipes are the generator's output, and LlamaFactory's own parser accepts them."""
 
+import json
 import sys
 
 import pytest
@@ -12,12 +13,15 @@ PY = sys.executable
 
 
 def test_committed_recipes_match_the_generator():
-    generated = generate(ROOT / "recipes")
+    generated = generate()
     for name, text in generated.items():
         committed = (ROOT / "recipes" / name).read_text()
         assert committed == text, f"recipes/{name} drifted: run `python -m semievol_lf.recipes`"
     tasks = {"mmlu", "mmlu_pro", "arc", "fpb", "usmle", "pubmedqa", "convfinqa", "demo"}
-    assert {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate", "run")} == set(generated)
+    plain = {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate", "run")}
+    variants = {f"variants/{v}/{stage}_{t}.yaml" for v in ("ds_z2", "ds_z3", "qlora") for t in tasks - {"demo"}
+                for stage in ("warmup", "evolve")}
+    assert plain | variants | {"deepspeed/ds_z2_config.json", "deepspeed/ds_z3_config.json"} == set(generated)
 
 
 def test_paper_settings_and_evolve_from_the_base_model():
@@ -35,10 +39,10 @@ def test_paper_settings_and_evolve_from_the_base_model():
 
 
 def test_other_model_presets(tmp_path):
-    files = generate(tmp_path, model="qwen2.5-7b")
+    files = generate(model="qwen2.5-7b")
     assert "template: qwen\n" in files["warmup_mmlu.yaml"]
     assert "Qwen/Qwen2.5-7B-Instruct" in files["pseudolabel_arc.yaml"]
-    assert "template: gemma2\n" in generate(tmp_path, model="gemma2-9b")["evolve_fpb.yaml"]
+    assert "template: gemma2\n" in generate(model="gemma2-9b")["evolve_fpb.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,29 @@ def test_every_committed_recipe_validates(sandbox):
     files = sorted(str(p.relative_to(sandbox)) for p in (sandbox / "recipes").glob("*_*.yaml"))
     proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
     assert proc.stdout.count(": ok (") == len(files) == 40
+
+
+def test_deepspeed_and_qlora_variants_validate_and_keep_the_plain_output_dir(sandbox):
+    """The variants LlamaFactory's parser accepts (deepspeed: the config is read as JSON where deepspeed is not
+    installed); each writes where the plain recipe writes, so the next step finds its model."""
+    import yaml
+
+    files = [f"recipes/variants/{v}/{stage}_mmlu.yaml" for v in ("ds_z2", "ds_z3", "qlora") for stage in ("warmup", "evolve")]
+    proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
+    assert proc.stdout.count(": ok (") == 6
+    plain = yaml.safe_load((sandbox / "recipes/warmup_mmlu.yaml").read_text())
+    qlora = yaml.safe_load((sandbox / "recipes/variants/qlora/warmup_mmlu.yaml").read_text())
+    z3 = yaml.safe_load((sandbox / "recipes/variants/ds_z3/warmup_mmlu.yaml").read_text())
+    assert qlora["output_dir"] == z3["output_dir"] == plain["output_dir"]
+    assert (qlora["quantization_bit"], qlora["finetuning_type"]) == (4, "lora")
+    assert json.loads((sandbox / z3["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
+    broken = sandbox / "recipes/deepspeed/broken.json"
+    broken.write_text("{not json")
+    bad = sandbox / "recipes/variants/ds_z3/bad_mmlu.yaml"
+    bad.write_text((sandbox / "recipes/variants/ds_z3/warmup_mmlu.yaml").read_text().replace(
+        "ds_z3_config.json", "broken.json"))
+    proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", bad.relative_to(sandbox)], cwd=sandbox, check=False)
+    assert proc.returncode == 2 and "bad_mmlu.yaml:12: `deepspeed`: cannot read recipes/deepspeed/broken.json" in proc.stderr
 
 
 @pytest.mark.parametrize("edit, message", [
