@@ -1,0 +1,103 @@
+"""A fine-tune killed after a checkpoint resumes from it (real LlamaFactory on the tiny model) and ends
+where an uninterrupted fine-tune ends; checkpoints of other inputs are never resumed from."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_sandbox
+from semievol_lf import launcher
+from semievol_lf.presets import get_preset
+from semievol_lf.recipes import train_recipe
+
+pytestmark = pytest.mark.slow
+STEPS_PER_EPOCH = 4  # 30 labeled examples, batch 8
+
+
+def recipe_for(box: Path, out: Path, **overrides) -> dict:
+    recipe = train_recipe("demo", get_preset("tiny"), "warmup")
+    recipe.update(model_name_or_path=str(box / ".cache" / "tiny-llama"), dataset_dir=str(box / "data_info"),
+                  output_dir=str(out), num_train_epochs=10.0, save_steps=4, logging_steps=1)
+    recipe.update(overrides)
+    return recipe
+
+
+def final_loss(out: Path) -> tuple[int, float]:
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "loss" in r][-1]
+    return last["current_steps"], last["loss"]
+
+
+def train_in_child(recipe: dict, box: Path, name: str) -> subprocess.Popen:
+    code = ("import json, sys; from pathlib import Path; from semievol_lf import launcher; "
+            "launcher.train(sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), n_gpus=1)")
+    return subprocess.Popen([sys.executable, "-c", code, name, json.dumps(recipe), str(box / f"{name}.yaml"),
+                             str(box / f"{name}.log")], cwd=box, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory, tiny_model, demo_source) -> Path:
+    return make_sandbox(tmp_path_factory.mktemp("resume"), tiny_model, demo_source)
+
+
+def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
+    ref = launcher.train("ref", recipe_for(box, box / "ref"), box / "ref.yaml", box / "ref.log", n_gpus=1)
+    total, ref_loss = final_loss(ref)
+    assert total == 10 * STEPS_PER_EPOCH
+
+    out = box / "killed"
+    proc = train_in_child(recipe_for(box, out), box, "killed")
+    deadline = time.time() + 300
+    while time.time() < deadline and not launcher.last_checkpoint(out) and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and LlamaFactory under it, mid-training
+    proc.wait()
+    checkpoint = launcher.last_checkpoint(out)
+    assert checkpoint is not None and not (out / "semievol_step.json").exists(), "the kill landed after the end"
+    capsys.readouterr()
+
+    launcher.train("killed", recipe_for(box, out), box / "killed.yaml", box / "killed.log", n_gpus=1)
+    assert f"resuming from {checkpoint}" in capsys.readouterr().out
+    assert "resume_from_checkpoint" in (box / "killed.yaml").read_text()
+    steps, loss = final_loss(out)
+    assert steps == total
+    assert loss == pytest.approx(ref_loss, rel=1e-3, abs=1e-4)
+
+
+def test_checkpoints_of_other_inputs_are_not_resumed_from(box, capsys):
+    out = box / "other"
+    launcher.train("a", recipe_for(box, out, num_train_epochs=2.0), box / "a.yaml", box / "a.log", n_gpus=1)
+    assert launcher.last_checkpoint(out) is not None
+    (out / "semievol_step.json").unlink()  # as if it had been killed before its marker
+    capsys.readouterr()
+    launcher.train("b", recipe_for(box, out, learning_rate=1e-3), box / "b.yaml", box / "b.log", n_gpus=1)
+    assert "resuming" not in capsys.readouterr().out
+    assert "resume_from_checkpoint" not in (box / "b.yaml").read_text()
+
+
+@pytest.mark.parametrize("per_device, grad_acc, gpus, expected", [
+    (1, 8, 1, (1, 8)), (1, 8, 2, (1, 4)), (1, 8, 8, (1, 1)), (4, 2, 4, (2, 1)), (8, 1, 2, (4, 1)),
+])
+def test_the_global_batch_is_kept_on_several_gpus(per_device, grad_acc, gpus, expected):
+    got = launcher.keep_global_batch(per_device, grad_acc, gpus)
+    assert got[:2] == expected and got[2] is None
+    assert got[0] * got[1] * gpus == per_device * grad_acc
+
+
+def test_a_global_batch_that_cannot_be_split_is_a_warning_that_names_the_batch():
+    per_device, grad_acc, warning = launcher.keep_global_batch(1, 8, 3)
+    assert (per_device, grad_acc) == (1, 8) and "becomes 24" in warning and "train_overrides" in warning
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2,5")
+    assert launcher.visible_gpus() == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert launcher.visible_gpus() == 0
