@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import faults
 from .errors import UserError
 from .hparams import InferenceArguments
 from .io_utils import JsonlLog, atomic_write_json, file_digest, read_json
@@ -94,6 +95,7 @@ def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], lo
             results = call([req for _, req in chunk])
             rows = [{"key": k, **encode(r)} for (k, _), r in zip(chunk, results)]
             log.append(rows)
+            faults.chunk_appended(log.path)  # SEMIEVOL_FAULT: the kill tests' exact stop
             done.update({row["key"]: row for row in rows})
             computed += len(chunk)
             bar.update(len(chunk))

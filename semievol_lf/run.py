@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from . import evaluate as evaluate_step
+from . import faults
 from . import pseudolabel as pseudolabel_step
 from .config import as_config, load_config
 from .data_info import DATA_INFO, split_entries
@@ -109,7 +110,7 @@ class Runner:
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as f:
-                proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+                proc = faults.run_training(name, output_dir, cmd, stdout=f, stderr=subprocess.STDOUT)
         except OSError as err:
             raise UserError(f"cannot write {log}: {err.strerror}") from None
         trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))
