@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from . import faults
 from .data_info import DATA_INFO
 from .errors import UserError
 from .io_utils import StepMarker, atomic_write_text, file_digest, fingerprint
@@ -119,7 +120,7 @@ def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | N
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+            proc = faults.run_training(name, output_dir, cmd, stdout=f, stderr=subprocess.STDOUT)
     except OSError as err:
         raise UserError(f"cannot write {log}: {err.strerror}") from None
     trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))

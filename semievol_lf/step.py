@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import faults
 from .errors import UserError
 from .io_utils import JsonlLog, atomic_write_json, file_digest, fingerprint, read_json
 from .progress import logger
@@ -136,6 +137,7 @@ def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], lo
             results = call([req for _, req in chunk])
             rows = [{"key": k, **encode(r)} for (k, _), r in zip(chunk, results)]
             log.append(rows)
+            faults.chunk_appended(log.path)  # SEMIEVOL_FAULT: the kill tests' exact stop
             done.update({row["key"]: row for row in rows})
             computed += len(chunk)
             bar.update(len(chunk))

@@ -1,11 +1,14 @@
-"""Kill the long steps (pseudolabel, evaluate, `semievol-lf run`) with SIGINT and SIGKILL at
-random points, resume, and compare with an uninterrupted run of the same inputs.
+"""Kill the long steps (pseudolabel, evaluate, `semievol-lf run`) with SIGINT and SIGKILL, resume,
+and compare with an uninterrupted run of the same inputs.
+
+Most kills are exact: the fault point (`SEMIEVOL_FAULT`, semievol_lf/faults.py) stops the step
+right after a planned cache chunk or trainer-log line, so every planned kill lands and the cache
+holds exactly the planned rows. One randomized test keeps killing from outside after a seeded
+wall-clock delay, so kills also hit mid-batch and mid-write.
 
 After every kill: each JSON/JSONL/YAML file we write parses completely, each finished output
 equals the uninterrupted run's, and each cache is a prefix of the uninterrupted cache (so no
 finished request is ever logged twice). A SIGINT exits 130 with one "interrupted: ..." line.
-Kills land a seeded random number of cache lines (or trainer-log lines) after a restart, plus
-a seeded random delay, so they hit mid-batch, mid-write and mid-training.
 """
 
 import json
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -97,18 +101,183 @@ class Checker:
             assert ours == theirs, f"missing {theirs - ours}, extra {ours - theirs}"
 
 
+def launch(cmd: list, cwd: Path, log: Path, fault: str | None = None) -> subprocess.Popen:
+    """Start `cmd` in its own process group (so a group kill reaches a training subprocess too)."""
+    env = {**os.environ, "SEMIEVOL_FAULT": fault} if fault else None
+    with open(log, "w") as err:
+        return subprocess.Popen([str(a) for a in cmd], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True, env=env)
+
+
+def reap(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
+    rc = proc.wait(timeout=500)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # nothing of ours may outlive the kill
+    except ProcessLookupError:
+        pass
+    return rc, log.read_text(errors="replace")
+
+
+def assert_stopped_by(sig: int, rc: int, stderr: str) -> None:
+    """SIGKILL: killed, nothing said. SIGINT: exit 130 with the one "interrupted:" line, no traceback."""
+    if sig == signal.SIGKILL:
+        assert rc == -signal.SIGKILL, stderr[-3000:]
+    else:
+        assert rc == 130 and "Traceback" not in stderr, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is saved"), stderr[-3000:]
+
+
+def targets(rng: random.Random, total: int, chunk: int, kills: int) -> list[int]:
+    """`kills` distinct random chunk boundaries, ascending, a chunk or more before the end of `total` lines."""
+    bounds = list(range(chunk, total - chunk, chunk))
+    return sorted(rng.sample(bounds, min(kills, len(bounds))))
+
+
+def signals(rng: random.Random, n: int) -> list[int]:
+    sigs = ([signal.SIGINT, signal.SIGKILL] * n)[:n]  # as many of each, in random order
+    rng.shuffle(sigs)
+    return sigs
+
+
+def report(name, hits, checker, start):
+    print(f"\n{name}: {len(hits)} kills {hits}; {checker.verified} file checks; "
+          f"{len(checker.stray_tmp)} stray temp files; {time.time() - start:.0f}s")
+
+
+# --------------------------------------------------------------------- exact kills (fault point)
+@dataclass(frozen=True)
+class Kill:
+    """Stop after `stage` reached `at`: rows of the cache file `watch`, or lines of the trainer log
+    `watch` for a `train:NAME` stage (see semievol_lf/faults.py)."""
+    stage: str
+    watch: str  # relative to the command's working directory
+    at: int
+
+
+def fault_loop(cmd: list, cwd: Path, plan: list[Kill], chunk: int, checker: Checker, seed) -> list[tuple]:
+    """Run every planned kill through SEMIEVOL_FAULT, each one landing exactly, then resume to the end."""
+    hits = []
+    for i, (kill, sig) in enumerate(zip(plan, signals(random.Random(seed), len(plan)))):
+        watch = cwd / kill.watch
+        if kill.stage.startswith("train:"):
+            n = kill.at  # every attempt trains from the start (overwrite_output_dir, no checkpoints)
+        else:  # chunks this attempt must append: the cache resumes where the last kill left it
+            todo = kill.at - lines(watch.parent, watch.name)
+            assert todo > 0 and todo % chunk == 0, (kill, todo)
+            n = todo // chunk
+        fault = f"{kill.stage}:{n}:{'sigint' if sig == signal.SIGINT else 'sigkill'}"
+        log = checker.out.parent / f"stderr_{i}.log"
+        rc, stderr = reap(launch(cmd, cwd, log, fault), log)
+        assert f"fault injected: SEMIEVOL_FAULT={fault}" in stderr, f"{fault} did not land:\n{stderr[-3000:]}"
+        assert_stopped_by(sig, rc, stderr)
+        if kill.stage.startswith("train:"):
+            assert lines(watch.parent, watch.name) >= kill.at and not (watch.parent / "semievol_step.json").exists()
+        else:
+            assert lines(watch.parent, watch.name) == kill.at, f"{fault}: the cache must end at row {kill.at}"
+        hits.append((kill.stage, signal.Signals(sig).name))
+        checker.check()
+    run_cmd(cmd, cwd)
+    checker.check(final=True)
+    return hits
+
+
+@dataclass(frozen=True)
+class Step:
+    args: list  # after `python -m`
+    chunk: int  # requests per cache chunk (the hf backend: batch_size)
+    kills: tuple  # (cache stage, kills)
+
+
+STEPS = {
+    # justify=disagreements: all three caches. max_new_tokens=32: the random base configurations never
+    # stop early, so a batch lasts long enough for the wall-clock test's kills to land inside it.
+    "pseudolabel": Step(["semievol_lf.pseudolabel", "recipes/pseudolabel_demo.yaml", "justify=disagreements",
+                         "batch_size=4", "max_new_tokens=32"], 4,
+                        (("collaborate", 3), ("justify", 1), ("score", 2))),
+    "evaluate": Step(["semievol_lf.evaluate", "recipes/evaluate_demo.yaml", "adapter_name_or_path=null",
+                      "batch_size=2"], 2, (("generate", 2), ("score", 2))),
+}
+
+
+@pytest.fixture(scope="module")
+def reference(trained_sandbox):
+    """name -> the uninterrupted run of STEPS[name] in the trained sandbox, made once."""
+    made = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = trained_sandbox / f"saves/interrupts/{name}_ref"
+            run_cmd([PY, "-m", *STEPS[name].args, f"output_dir={made[name]}"], trained_sandbox)
+        return made[name]
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STEPS)
+def test_step_survives_exact_kills(trained_sandbox, reference, name):
+    start, box, step = time.time(), trained_sandbox, STEPS[name]
+    base = [PY, "-m", *step.args]
+    ref, out = reference(name), box / f"saves/interrupts/{name}_killed"
+    rng, plan = random.Random(name), []
+    for stage, kills in step.kills:
+        watch = f"saves/interrupts/{name}_killed/cache/{stage}.jsonl"
+        plan += [Kill(stage, watch, t) for t in targets(rng, lines(ref / "cache", f"{stage}.jsonl"), step.chunk, kills)]
+    checker = Checker(ref, out)
+    hits = fault_loop([*base, f"output_dir={out}"], box, plan, step.chunk, checker, seed=name)
+    report(name, hits, checker, start)
+    assert len(hits) == len(plan) >= 4 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
+
+
+@pytest.mark.slow
+def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
+    """Kills land in both trainings, the baselines' and SemiEvol's evaluations and pseudo-labeling."""
+    start = time.time()
+
+    def cmd(run_dir):
+        return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
+                f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
+                "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}",
+                f"train_overrides={{num_train_epochs: {EPOCHS}, logging_steps: 2}}"]
+
+    # Both runs use the same run_dir: manifests and step markers hash the paths they are given.
+    ref, out = tmp_path / "ref", tmp_path / "demo"
+    run_cmd(cmd(out), tmp_path)
+    out.rename(ref)
+    rng = random.Random(3)
+
+    def cache(folder: str, stage: str, kills: int) -> list[Kill]:
+        return [Kill(f"{folder}/cache/{stage}", f"demo/{folder}/cache/{stage}.jsonl", t)
+                for t in targets(rng, lines(ref / folder / "cache", f"{stage}.jsonl"), 2, kills)]
+
+    # Trainer logs get a line every 2 of 80 steps; evaluations log 12 + 12 rows, collaborate 48, 2 a batch.
+    plan = [Kill("train:round_1_warmup", "demo/round_1/warmup/trainer_log.jsonl", rng.randint(3, 20)),
+            *cache("eval/vanilla", "generate", 1), *cache("eval/sft", "score", 1),
+            *cache("round_1/pseudolabel", "collaborate", 1), *cache("round_1/pseudolabel", "score", 1),
+            Kill("train:round_1_evolve", "demo/round_1/evolve/trainer_log.jsonl", rng.randint(3, 20)),
+            *cache("round_1/eval/semievol", "generate", 1)]
+    checker = Checker(ref, out)
+    hits = fault_loop(cmd(out), tmp_path, plan, 2, checker, seed=3)
+    report("run", hits, checker, start)
+    assert len(hits) == len(plan) == 7 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
+    steps = {next(s for s in ("warmup", "evolve", "pseudolabel", "eval") if s in w) for w, _ in hits}
+    assert steps == {"warmup", "evolve", "pseudolabel", "eval"}
+    a, b = (json.loads((d / "summary.json").read_text())["rounds"] for d in (ref, out))
+    assert [{k: v["correct"] for k, v in r["results"].items()} for r in a] == \
+           [{k: v["correct"] for k, v in r["results"].items()} for r in b]
+    assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]
+
+
+# --------------------------------------------------------------- randomized wall-clock kills (smoke)
 def kill_after(cmd: list, cwd: Path, watch: str, target: int, delay: float, sig: int, log: Path,
                finished: Path) -> bool:
     """Start `cmd`; `delay` s after the files matching `watch` (relative to `cwd`) have grown since the
-    start and hold `target` lines, send `sig` to its process group (Ctrl-C reaches the training
-    subprocess too). True when it hit a running process; `finished` marks a completed step."""
-    with open(log, "w") as err:
-        proc = subprocess.Popen([str(a) for a in cmd], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+    start and hold `target` lines, send `sig` to its process group. True when it hit a running process;
+    `finished` marks a completed step."""
+    proc = launch(cmd, cwd, log)
     low, fire_at, deadline = None, None, time.time() + 500
     while proc.poll() is None and time.time() < deadline:
         n = lines(cwd, watch)
-        low = n if low is None else min(low, n)  # a restarted training first deletes its old log
+        low = n if low is None else min(low, n)
         if fire_at is None and n > low and n >= target:
             fire_at = time.time() + delay
         if fire_at is not None and time.time() >= fire_at:
@@ -118,137 +287,35 @@ def kill_after(cmd: list, cwd: Path, watch: str, target: int, delay: float, sig:
                 pass
             break
         time.sleep(0.05)
-    rc = proc.wait(timeout=120)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # nothing of ours may outlive the kill
-    except ProcessLookupError:
-        pass
-    stderr = log.read_text(errors="replace")
+    rc, stderr = reap(proc, log)
     if rc == 0 or (rc == -signal.SIGINT and finished.is_file()):
         return False  # finished before the signal (Python restores the default SIGINT handler while exiting)
-    if sig == signal.SIGKILL:
-        assert rc == -signal.SIGKILL, stderr[-3000:]
-    else:
-        assert rc == 130 and "Traceback" not in stderr, stderr[-3000:]
-        assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is saved"), stderr[-3000:]
+    assert_stopped_by(sig, rc, stderr)
     return True
 
 
-def kill_loop(cmd, cwd: Path, plan: list[tuple[str, int]], checker: Checker, seed: int,
-              finished: str) -> list[tuple[str, str]]:
-    """Run `plan` [(watched glob, target lines)] with seeded delays (within about a batch) and signals;
-    resume to the end; check. A kill that misses has let the step finish, which would make every later
-    kill a no-op on a fast machine: the next attempt then starts over from an empty output folder."""
-    rng = random.Random(seed)
-    sigs = ([signal.SIGINT, signal.SIGKILL] * len(plan))[:len(plan)]  # as many of each, in random order
-    rng.shuffle(sigs)
-    hits = []
-    for i, (watch, target) in enumerate(plan):
-        sig = sigs[i]
-        if kill_after(cmd, cwd, watch, target, rng.uniform(0, 0.1), sig, checker.out.parent / f"stderr_{i}.log",
-                      checker.out / finished):
-            hits.append((watch, signal.Signals(sig).name))
+@pytest.mark.slow
+def test_pseudolabel_survives_random_wall_clock_kills(trained_sandbox, reference):
+    """Kills from outside, a seeded random delay after a seeded random cache line: mid-batch, mid-write.
+    A kill that misses lets the step finish; the next attempt then starts over from an empty folder."""
+    start, box = time.time(), trained_sandbox
+    base = [PY, "-m", *STEPS["pseudolabel"].args]
+    ref, out = reference("pseudolabel"), box / "saves/interrupts/wall_killed"
+    rng = random.Random(1)
+    plan = targets(rng, lines(ref / "cache", "collaborate.jsonl"), 4, 4)
+    checker, hits = Checker(ref, out), []
+    for i, (target, sig) in enumerate(zip(plan, signals(rng, len(plan)))):
+        if kill_after([*base, f"output_dir={out}"], box, f"{out.relative_to(box)}/cache/collaborate.jsonl", target,
+                      rng.uniform(0, 0.1), sig, out.parent / f"wall_stderr_{i}.log", out / "stats.json"):
+            hits.append((target, signal.Signals(sig).name))
             checker.check()
         else:
             checker.check(final=True)  # it finished: all of it must equal the uninterrupted run
-            if i + 1 < len(plan):
-                shutil.rmtree(checker.out)
-    run_cmd(cmd, cwd)
+            shutil.rmtree(out)
+    run_cmd([*base, f"output_dir={out}"], box)
     checker.check(final=True)
-    return hits
-
-
-def targets(rng: random.Random, total: int, chunk: int, kills: int) -> list[int]:
-    """`kills` distinct random chunk boundaries, ascending, a chunk or more before the end of `total` lines."""
-    bounds = list(range(chunk, total - chunk, chunk))
-    return sorted(rng.sample(bounds, min(kills, len(bounds))))
-
-
-def report(name, hits, checker, start):
-    print(f"\n{name}: {len(hits)} kills {hits}; {checker.verified} file checks; "
-          f"{len(checker.stray_tmp)} stray temp files; {time.time() - start:.0f}s")
-
-
-# Pseudolabel and evaluate: 3 caches / 2 caches, batch 4 / 2, so many chunks per stage.
-@pytest.mark.slow
-def test_pseudolabel_survives_kills(trained_sandbox):
-    start = time.time()
-    box = trained_sandbox
-    # max_new_tokens=32: the random base configurations never stop early, so each batch takes long
-    # enough for a kill to land inside the step even on an idle machine.
-    base = [PY, "-m", "semievol_lf.pseudolabel", "recipes/pseudolabel_demo.yaml", "justify=disagreements",
-            "batch_size=4", "max_new_tokens=32"]
-    run_cmd([*base, "output_dir=saves/interrupts/pl_ref"], box)
-    ref, out = box / "saves/interrupts/pl_ref", box / "saves/interrupts/pl_killed"
-    rng = random.Random(1)
-    plan = []
-    # Extra collaborate kills: the short justify and score stages may finish inside a kill's delay
-    # on a fast machine, so the long stage carries the count.
-    for name, kills in (("collaborate", 7), ("justify", 2), ("score", 2)):
-        plan += [(f"saves/interrupts/pl_killed/cache/{name}.jsonl", k)
-                 for k in targets(rng, lines(ref, f"cache/{name}.jsonl"), 4, kills)]
-    checker = Checker(ref, out)
-    hits = kill_loop([*base, f"output_dir={out}"], box, plan, checker, seed=1, finished="stats.json")
-    report("pseudolabel", hits, checker, start)
-    assert len(hits) >= 6 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
-    assert "collaborate" in {Path(w).stem for w, _ in hits}  # justify and score are short: may finish first
-
-
-@pytest.mark.slow
-def test_evaluate_survives_kills(trained_sandbox):
-    start = time.time()
-    box = trained_sandbox
-    # The untrained base never stops early: 32 tokens a question keep each batch long enough to be hit.
-    base = [PY, "-m", "semievol_lf.evaluate", "recipes/evaluate_demo.yaml", "adapter_name_or_path=null",
-            "batch_size=2", "max_new_tokens=32"]
-    run_cmd([*base, "output_dir=saves/interrupts/ev_ref"], box)
-    ref, out = box / "saves/interrupts/ev_ref", box / "saves/interrupts/ev_killed"
-    rng = random.Random(2)
-    plan = []
-    for name, kills in (("generate", 7), ("score", 2)):
-        plan += [(f"saves/interrupts/ev_killed/cache/{name}.jsonl", k)
-                 for k in targets(rng, lines(ref, f"cache/{name}.jsonl"), 2, kills)]
-    checker = Checker(ref, out)
-    hits = kill_loop([*base, f"output_dir={out}"], box, plan, checker, seed=2, finished="results.json")
-    report("evaluate", hits, checker, start)
-    # Evaluate is short (24 generations in about 0.3 s), so kills do miss; each miss restarts the step
-    # (kill_loop), and 6 of the 9 landed in runs on an idle machine.
-    assert len(hits) >= 2 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
-
-
-@pytest.mark.slow
-def test_run_survives_kills_in_every_step(tmp_path, tiny_model):
-    """Kills land in both trainings, the baselines' and SemiEvol's evaluations and pseudo-labeling."""
-    start = time.time()
-
-    def cmd(run_dir):
-        return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
-                f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
-                "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}", "max_new_tokens=32",
-                f"train_overrides={{num_train_epochs: {EPOCHS}, logging_steps: 2}}"]
-
-    # Both runs use the same run_dir: manifests and step markers hash the paths they are given.
-    ref, out = tmp_path / "ref", tmp_path / "demo"
-    run_cmd(cmd(out), tmp_path)
-    out.rename(ref)
-    rng = random.Random(3)
-    # Trainer logs get a line every 2 of 80 steps; evaluations log 12 + 12 rows, collaborate 48, 2 a batch.
-    plan = [("demo/round_1/warmup/trainer_log.jsonl", rng.randint(3, 20)),
-            ("demo/eval/vanilla/cache/*.jsonl", rng.randrange(2, 20, 2)),
-            ("demo/eval/sft/cache/*.jsonl", rng.randrange(2, 20, 2)),
-            *[("demo/round_1/pseudolabel/cache/*.jsonl", t) for t in targets(rng, 48, 2, 3)],
-            ("demo/round_1/evolve/trainer_log.jsonl", rng.randint(3, 20)),
-            ("demo/round_1/eval/semievol/cache/*.jsonl", rng.randrange(2, 20, 2))]
-    checker = Checker(ref, out)
-    hits = kill_loop(cmd(out), tmp_path, plan, checker, seed=3, finished="summary.json")
-    report("run", hits, checker, start)
-    assert len(hits) >= 6 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
-    steps = {next(s for s in ("warmup", "evolve", "pseudolabel", "eval") if f"/{s}/" in w) for w, _ in hits}
-    assert steps == {"warmup", "evolve", "pseudolabel", "eval"}
-    a, b = (json.loads((d / "summary.json").read_text())["rounds"] for d in (ref, out))
-    assert [{k: v["correct"] for k, v in r["results"].items()} for r in a] == \
-           [{k: v["correct"] for k, v in r["results"].items()} for r in b]
-    assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]
+    report("wall-clock", hits, checker, start)
+    assert len(hits) >= 3 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
 
 
 # Someone else's dataset_info.json: a merge killed at any moment leaves the old or the new file.
