@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import UserError, closest
-from .extraction import (LETTERS, NO_ANSWER, REL_TOL, Extraction, extract_number, format_number, numbers_match,
+from .extraction import (LETTERS, NO_ANSWER, Extraction, extract_number, format_number, numbers_match,
                          parse_value, read_letter)
 
 
@@ -21,7 +21,6 @@ class Task:
     category_field: str | None = field(default=None, metadata={"help": "Column used for per-category accuracy."})
     id_field: str | None = field(default=None, metadata={"help": "Column with a stable row id, if the data has one."})
     max_options: int = 10
-    description: str = ""
 
     @property
     def has_options(self) -> bool:
@@ -63,19 +62,15 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("mmlu", "mmlu.jinja", category_field="Subject", max_options=4,
-             description="MMLU: 57 subjects, 4 options"),
-        Task("mmlu_pro", "mmlu_pro.jinja", category_field="category", id_field="question_id",
-             description="MMLU-Pro: 14 categories, up to 10 options"),
-        Task("arc", "arc.jinja", description="ARC-Challenge grade-school science"),
-        Task("fpb", "fpb.jinja", description="Financial PhraseBank sentiment"),
-        Task("usmle", "usmle.jinja", description="USMLE (MedQA) medical licensing questions"),
-        Task("pubmedqa", "pubmedqa.jinja", description="PubMedQA yes/no/maybe"),
-        Task("convfinqa", "convfinqa.jinja", answer_type="number",
-             description=f"ConvFinQA numeric reasoning over financial reports (correct within a relative {REL_TOL:g}; "
-                         "a % means /100)"),
-        Task("demo", "demo.jinja", max_options=3,
-             description="generated three-way sentiment over invented words (CPU demo and benchmark)"),
+        Task("mmlu", "mmlu.jinja", category_field="Subject", max_options=4),  # 57 subjects, 4 options
+        Task("mmlu_pro", "mmlu_pro.jinja", category_field="category", id_field="question_id"),  # 14 categories
+        Task("arc", "arc.jinja"),  # ARC-Challenge grade-school science
+        Task("fpb", "fpb.jinja"),  # Financial PhraseBank sentiment
+        Task("usmle", "usmle.jinja"),  # USMLE (MedQA) medical licensing questions
+        Task("pubmedqa", "pubmedqa.jinja"),  # yes/no/maybe
+        # numeric reasoning over financial reports: correct within a relative REL_TOL, a % means /100
+        Task("convfinqa", "convfinqa.jinja", answer_type="number"),
+        Task("demo", "demo.jinja", max_options=3),  # generated three-way sentiment over invented words
     ]
 }
 

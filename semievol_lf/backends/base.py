@@ -25,7 +25,6 @@ class GenerationRequest:
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     max_new_tokens: int = 64
-    choices: tuple[str, ...] | None = None  # constrain the output to one of these strings, where supported
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ writes a whole model, no adapter_config.json); it is then loaded as a second mod
 Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off and
 run in left-padded batches. Sampling is done by this module, one torch.Generator per
 request seeded by `request.seed`, so a request's sample does not depend on its batch
-neighbours. Not handled: choice-constrained decoding (`choices` is ignored here), multi-GPU.
+neighbours. Not handled: multi-GPU.
 """
 
 from collections.abc import Callable, Iterator

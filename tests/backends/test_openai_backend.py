@@ -54,13 +54,7 @@ def test_generation_payload_carries_the_requests_own_seed_and_settings():
     p = generation_payload(base, BASE, stop_ids=(2, 128009))
     assert p["model"] == BASE and p["prompt"] == [0, 6] and p["seed"] == 12 and p["temperature"] == 0.0
     assert p["max_tokens"] == 64 and p["stop_token_ids"] == [2, 128009]
-    assert "structured_outputs" not in p
     json.dumps(p)  # plain JSON: lists, not tuples
-
-
-def test_choices_are_sent_as_structured_outputs():
-    req = GenerationRequest((0,), adapter=False, seed=0, choices=("A", "B"))
-    assert generation_payload(req, BASE)["structured_outputs"] == {"choice": ["A", "B"]}
 
 
 def test_score_payload_is_prompt_then_response_with_prompt_logprobs():

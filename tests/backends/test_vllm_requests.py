@@ -14,7 +14,6 @@ from semievol_lf.backends.vllm import (
     build_engine_kwargs,
     build_lora_requests,
     build_sampling_kwargs,
-    choice_kwargs,
     lora_target_modules,
     max_lora_rank_for,
     score_in_one_call,
@@ -57,31 +56,6 @@ def test_temperature_zero_is_passed_through_as_greedy():
 
 
 # -- choice constraint: new name first, old name as fallback ---------------------------------------
-
-class _Params:
-    def __init__(self, choice):
-        self.choice = choice
-
-
-def test_choices_use_structured_outputs_when_vllm_has_it():
-    new = SimpleNamespace(StructuredOutputsParams=_Params, GuidedDecodingParams=None)  # both: the new one wins
-    kw = choice_kwargs(("A", "B"), new)
-    assert list(kw) == ["structured_outputs"]
-    assert kw["structured_outputs"].choice == ["A", "B"]  # a list, as vLLM's dataclass expects
-
-
-def test_choices_fall_back_to_guided_decoding_on_old_vllm():
-    old = SimpleNamespace(GuidedDecodingParams=_Params)
-    kw = choice_kwargs(("yes", "no"), old)
-    assert list(kw) == ["guided_decoding"] and kw["guided_decoding"].choice == ["yes", "no"]
-
-
-def test_no_choices_add_nothing_and_a_vllm_without_either_class_is_refused():
-    assert choice_kwargs(None, SimpleNamespace()) == {}
-    assert choice_kwargs((), SimpleNamespace()) == {}
-    with pytest.raises(UserError, match="neither"):
-        choice_kwargs(("A",), SimpleNamespace())
-
 
 # -- scoring --------------------------------------------------------------------------------------
 
