@@ -2,7 +2,7 @@
 
 A fenced block with `<!-- readme-test -->` on the line before it (an HTML comment: invisible on
 GitHub) runs as written, with bash, in a sandbox laid out like the repository: a copy of the
-package, templates/, recipes/ and data_info/, the tiny model at .cache/tiny-llama, the demo data
+package (its templates inside), recipes/ and data_info/, the tiny model at .cache/tiny-llama, the demo data
 prepared in data/demo, the venv's bin/ first on PATH and HOME inside the sandbox. Mark only blocks
 that run here (no GPU, no vLLM, no hub models, no `make test`, no pip). Every block, marked or not,
 is checked without running it: each `python -m semievol_lf.X` names a runnable module, each
@@ -123,7 +123,6 @@ def readme_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
     the checkout) and a HOME holding a LlamaFactory checkout's data/dataset_info.json."""
     box = make_sandbox(tmp_path_factory.mktemp("readme"), tiny_model, demo_source)
     shutil.copytree(ROOT / "semievol_lf", box / "semievol_lf", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "templates", box / "templates")
     for name in ("setup.cfg", "pyproject.toml"):
         shutil.copy(ROOT / name, box / name)
     lf_data = box / "home" / "LLaMA-Factory" / "data"
