@@ -81,18 +81,20 @@ CHOICES = {
 }
 # Why a generated value differs from the paper's, written beside it.
 NOTES = {
-    ("demo", "model"): "the demo's step recipes (warmup_demo.yaml, ...) use `tiny` (LoRA); this run uses `tiny-word`, a "
-                       "fully fine-tuned word-level tiny model, where SemiEvol's gain over SFT is real (bench/RESULTS.md)",
-    ("demo", "k"): "one in-context example: neighbours of invented words share the class only ~43% of the time, so more "
-                   "examples add noise; and with n=4 all of {base, warm} x {0, 1 shot} collaborate, so no seed draws "
-                   "only base configurations (this random base never answers)",
+    ("demo", "model"): "the demo's step recipes (warmup_demo.yaml, ...) use `tiny` (LoRA); this run uses "
+                       "`tiny-word`, a fully fine-tuned word-level tiny model, where SemiEvol's gain over SFT "
+                       "is real (bench/RESULTS.md)",
+    ("demo", "k"): "one in-context example: neighbours of invented words share the class only ~43% of the "
+                   "time, so more examples add noise; and with n=4 all of {base, warm} x {0, 1 shot} "
+                   "collaborate, so no seed draws only base configurations (this random base never answers)",
     ("demo", "justify"): "the tiny model cannot follow the self-justify instruction (it only saw \"Answer: X\"); "
                          "real models use the paper's `all`",
 }
 # Per-task overrides of the pseudolabel recipe: how long an answer may be.
 TASK_PSEUDOLABEL = {"convfinqa": {"max_new_tokens": 512}, "demo": {"max_new_tokens": 8}}
 TINY_PSEUDOLABEL = {"embedder": PACKAGED_MINILM, "batch_size": 32}
-TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "source": "generated", "iterations": 2, "rag": True, "justify": "vote"}}
+TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "source": "generated", "iterations": 2, "rag": True,
+                     "justify": "vote"}}
 
 
 def task_presets(model: str | None) -> list[tuple[str, ModelPreset]]:

@@ -54,5 +54,5 @@ def test_bad_sizes_and_missing_files_are_user_errors(released, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         write_slice(tmp_path / "nowhere", tmp_path / "out", {"test": 2})
     proc = subprocess.run([sys.executable, "-m", "semievol_lf.slices", "--source", str(released), "--out",
-                           str(tmp_path / "o"), "--sizes", "tests=3"], capture_output=True, text=True)
+                           str(tmp_path / "o"), "--sizes", "tests=3"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
