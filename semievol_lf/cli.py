@@ -9,6 +9,7 @@
     semievol-lf data-info merge --into PATH/TO/dataset_info.json [--force]
     semievol-lf demo build-model --out .cache/tiny-llama [--seed 0] [--tokenizer bpe|word]
     semievol-lf demo data --out DIR [--seed 0]
+    semievol-lf model build smollm2-135m [--out DIR]
 """
 
 import argparse
@@ -61,6 +62,19 @@ def _demo(argv: list[str]) -> None:
         print(f"demo data in {write_demo_data(args.out, DemoSpec(seed=args.seed))}")
 
 
+def _model(argv: list[str]) -> None:
+    from .model_build import build_preset_model
+    from .presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="semievol-lf model",
+                                     description="Build a preset's local model folder (offline, once).")
+    parser.add_argument("action", choices=["build"])
+    parser.add_argument("preset", choices=[name for name, p in PRESETS.items() if p.build])
+    parser.add_argument("--out", default=None, help="folder (default: the preset's, e.g. .cache/smollm2-135m)")
+    args = parser.parse_args(argv)
+    print(f"{args.preset} model in {build_preset_model(args.preset, args.out)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -99,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             _data_info(rest)
         elif command == "demo":
             _demo(rest)
+        elif command == "model":
+            _model(rest)
         else:
             print(f"error: unknown command {command!r}\nusage:\n{USAGE}", file=sys.stderr)
             raise SystemExit(2)

@@ -55,7 +55,7 @@ class Runner:
     # ------------------------------------------------------------------ the method
     def run(self) -> dict:
         cfg, layout = self.cfg, self.layout
-        self.model = ensure_model(cfg.model, self.model, explicit=bool(cfg.model_name_or_path))
+        self.model = ensure_model(self.preset, self.model, explicit=bool(cfg.model_name_or_path))
         data = prepare_data(cfg.task, cfg.source, layout, cfg.data_seed, cfg.data_sizes)
         summary = {"task": cfg.task, "model": cfg.model, "run_dir": str(layout.root), "config": dataclasses.asdict(cfg),
                    "rounds": []}

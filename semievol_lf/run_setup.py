@@ -1,4 +1,4 @@
-"""What a run needs before its first fine-tune: the model (the tiny demo model is built on first
+"""What a run needs before its first fine-tune: the model (a preset's local model is built on first
 use) and the prepared data folder (the demo task's files are generated for `source: generated`).
 Both are skipped when already made from the same inputs."""
 
@@ -6,19 +6,19 @@ from pathlib import Path
 
 from .errors import UserError
 from .io_utils import StepMarker, file_digest, fingerprint
+from .presets import ModelPreset
 from .progress import banner
 from .run_layout import RunLayout
 
 
-def ensure_model(preset_name: str, model: str, explicit: bool) -> str:
-    """The model path to train and serve; the `tiny` preset's model is built here when missing."""
-    if preset_name != "tiny":
+def ensure_model(preset: ModelPreset, model: str, explicit: bool) -> str:
+    """The model path to train and serve; a preset's local model (`build`) is built here when missing."""
+    if not preset.build:
         return model
-    if not explicit and not Path(model).is_dir():
-        from .demo_model import build_model
+    if not explicit:
+        from .model_build import build_preset_model
 
-        banner(f"Build the tiny demo model ({model})")
-        build_model(model, seed=0)
+        build_preset_model(preset, model)
     return str(Path(model).resolve())
 
 

@@ -35,10 +35,10 @@ BAD_RUN_SETTINGS = [
     (["top_p=0"], "`top_p` must be in (0, 1]"),
     (["theta=1.5"], "`theta` must be in (0, 1]"),
     (["theta=abc"], "`theta: 'abc'`: expected a number"),
-    (["n=9"], "`models` x `shots` gives 8 configurations, got `n`=9"),
-    (["n=0"], "`n` must be between 1 and 8"),
+    (["n=9"], "`models` x `shots` gives 4 configurations, got `n`=9"),  # run_demo.yaml: shots [0, 1]
+    (["n=0"], "`n` must be between 1 and 4"),
     (["iterations=0"], "`iterations` must be >= 1"),
-    (["k=2"], "`shots` asks for 3 examples but `k` retrieves only 2"),
+    (["k=0"], "`shots` asks for 1 examples but `k` retrieves only 0"),
     (["shots=0,-1"], "`shots` must be a non-empty list"),
     (["batch_size=0"], "`batch_size` must be >= 1"),
     (["justify=votes"], "`justify: 'votes'`: expected one of ['all', 'disagreements', 'vote']. Did you mean `vote`?"),

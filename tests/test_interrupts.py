@@ -235,7 +235,7 @@ def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
 
     def cmd(run_dir):
         return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
-                f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
+                "model=tiny", f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
                 "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}",
                 f"train_overrides={{num_train_epochs: {EPOCHS}, logging_steps: 2}}"]
 

@@ -17,7 +17,7 @@ SIZES = "data_sizes={n_labeled: 30, n_unlabeled: 36, n_test: 24}"
 
 def run_args(run_dir, tiny_model):
     return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
-            f"model_name_or_path={tiny_model}", SIZES, f"train_overrides={{num_train_epochs: {EPOCHS}}}"]
+            "model=tiny", f"model_name_or_path={tiny_model}", SIZES, f"train_overrides={{num_train_epochs: {EPOCHS}}}"]
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def warm(tmp_path_factory) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     run([MAIN_PYTHON, Path(__file__).with_name("make_fixtures.py"), "--out", root / "fixtures"], env=env)
     model = root / "fixtures" / "model"
-    run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", f"model_name_or_path={model}",
+    run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny", f"model_name_or_path={model}",
          f"run_dir={root / 'run'}", f"data_sizes={SIZES}", "stop_after=warmup"], env=env)
     paths = {"root": root, "model": model, "adapter": root / "run" / "round_1" / "warmup",
              "data": root / "run" / "data", "format": root / "chat_format"}
@@ -172,7 +172,8 @@ def test_a_whole_run_over_one_server_uses_each_steps_own_adapter(warm, hf_eval, 
                     lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     server.start()
     try:
-        run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", f"model_name_or_path={warm['model']}",
+        run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny",
+             f"model_name_or_path={warm['model']}",
              f"run_dir={warm['root'] / 'run'}", f"data_sizes={SIZES}", "iterations=1", "rag=false",
              "backend=openai", f"backend_args={{base_url: '{server.url}'}}"],
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
