@@ -439,11 +439,11 @@ def test_a_failed_fine_tune_still_wakes_the_server(tmp_path):
 
 
 @pytest.mark.parametrize("sleep_mode, error", [
-    (None, r"has no sleep endpoints \(GET /is_sleeping: HTTP 404\): start the server with VLLM_SERVER_DEV_MODE=1 "
-           r"and --enable-sleep-mode \(`scripts/serve_vllm.py --sleep-mode` does both\), or set "
-           r"`backend_args.sleep_while_training=false`"),
-    ("off", r"was started without --enable-sleep-mode, so /sleep would free no GPU memory: start the server with "
-            r"VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode"),
+    (None, (r"has no sleep endpoints \(GET /is_sleeping: HTTP 404\): start the server with VLLM_SERVER_DEV_MODE=1 "
+            r"and --enable-sleep-mode \(`scripts/serve_vllm.py --sleep-mode` does both\), or set "
+            r"`backend_args.sleep_while_training=false`")),
+    ("off", (r"was started without --enable-sleep-mode, so /sleep would free no GPU memory: start the server with "
+             r"VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode")),
 ])
 def test_a_server_that_cannot_sleep_is_refused_before_training(tmp_path, sleep_mode, error):
     server = FakeServer(sleep_mode=sleep_mode)
