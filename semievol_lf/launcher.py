@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import yaml
@@ -86,8 +87,11 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | None = None) -> Path:
-    """Run one fine-tune of `recipe` (a complete LlamaFactory recipe); return its output_dir."""
+def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | None = None,
+          while_training: AbstractContextManager | None = None) -> Path:
+    """Run one fine-tune of `recipe` (a complete LlamaFactory recipe); return its output_dir.
+    `while_training` is entered around the training subprocess only, not for a finished fine-tune
+    (`backends.while_training`: a vLLM server sleeps meanwhile)."""
     output_dir = Path(recipe["output_dir"])
     key = fingerprint({"recipe": recipe, "data": [file_digest(f) for f in dataset_files(
         Path(recipe["dataset_dir"]), recipe["dataset"])], "model": model_identity(recipe["model_name_or_path"])})
@@ -119,7 +123,7 @@ def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | N
     cmd = [llamafactory_cli(), "train", str(recipe_path)]
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as f:
+        with open(log, "w") as f, while_training or nullcontext():
             proc = faults.run_training(name, output_dir, cmd, stdout=f, stderr=subprocess.STDOUT)
     except OSError as err:
         raise UserError(f"cannot write {log}: {err.strerror}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import evaluate as evaluate_step
 from . import launcher
 from . import pseudolabel as pseudolabel_step
+from .backends import while_training
 from .data_info import DATA_INFO, split_entries
 from .errors import UserError, exit_on_user_error
 from .hparams import RunArguments, as_config, load_config
@@ -43,7 +44,9 @@ class Runner:
         recipe.update(model_name_or_path=self.model, template=self.template, dataset_dir=str(dataset_dir),
                       dataset=dataset, output_dir=str(output_dir), seed=self.cfg.seed)
         recipe.update(self.cfg.train_overrides)
-        return launcher.train(name, recipe, self.layout.recipe(name), self.layout.log(name))
+        # the run's inference must not hold the GPU the fine-tune needs (a vLLM server sleeps meanwhile)
+        gpu = while_training(self.cfg.backend, self.cfg.backend_kwargs(), f"{name} trains")
+        return launcher.train(name, recipe, self.layout.recipe(name), self.layout.log(name), while_training=gpu)
 
     def evaluate(self, name: str, data: Path, adapter: Path | None, out: Path, rag_k: int = 0) -> dict:
         return evaluate_step.main(self.cfg.evaluate_args(name, data, adapter, out, rag_k=rag_k, model=self.model))

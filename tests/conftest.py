@@ -61,3 +61,20 @@ def trained_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
     box = make_sandbox(tmp_path_factory.mktemp("sandbox"), tiny_model, demo_source)
     run_cmd([BIN / "llamafactory-cli", "train", "recipes/warmup_demo.yaml", *FAST_TRAIN], cwd=box)
     return box
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # e.g. a stripped environment: no torch, no CUDA
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests (tests/gpu, `make test-gpu`) are skipped on a machine without a CUDA device,
+    with that reason: reported as skipped, never as passed. torch is imported only when some are collected."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not cuda_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device"))

@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,46 @@ def test_killed_run_resumes_without_redoing_finished_steps(clean_run, tmp_path, 
     assert [{k: r["results"][k]["correct"] for k in r["results"]} for r in a] == \
            [{k: r["results"][k]["correct"] for k in r["results"]} for r in b]
     assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]
+
+
+def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path, tiny_model, trained_sandbox,
+                                                                         monkeypatch):
+    """backend=hf (vllm runs the same steps): every step closes its backend before the next fine-tune.
+    A run on the tiny model, in-process, with each backend's opening and closing and each fine-tune
+    recorded in order. The steps are real; `llamafactory-cli train` is replaced by a copy of the
+    adapter it trained for `trained_sandbox` (the same model and task), to keep the test short."""
+    import shutil
+
+    import yaml
+
+    from semievol_lf import backends, launcher
+    from semievol_lf import run as run_step
+
+    adapter = trained_sandbox / "saves" / "tiny" / "demo" / "warmup"
+    events, opened = [], []
+    real_load = backends.load_backend
+
+    def load_backend(name, *args, **kwargs):
+        backend = real_load(name, *args, **kwargs)
+        close = backend.close
+        backend.close = lambda: (events.append("close"), close())[1]
+        opened.append(backend)
+        events.append("open")
+        return backend
+
+    def llamafactory_cli_train(cmd, **kwargs):
+        holding = [b for b in opened if b.model is not None]  # hf's close drops the model (and empties CUDA's cache)
+        events.append(("train", len(holding)))
+        out = Path(yaml.safe_load(Path(cmd[2]).read_text())["output_dir"])
+        shutil.copytree(adapter, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*"))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(backends, "load_backend", load_backend)
+    monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli_train)
+    monkeypatch.chdir(tmp_path)
+    summary = run_step.main(argv=[str(ROOT / "recipes" / "run_demo.yaml"), f"run_dir={tmp_path / 'demo'}",
+                                  f"model_name_or_path={tiny_model}", "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 8}",
+                                  "iterations=1", "rag=false"])
+    assert summary["rounds"][0]["pseudolabel"]["kept"] > 0
+    # warm-up, Vanilla, SFT, pseudolabel, evolve, SemiEvol
+    assert events == [("train", 0), "open", "close", "open", "close", "open", "close", ("train", 0), "open", "close"]

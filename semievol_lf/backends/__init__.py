@@ -7,6 +7,7 @@ importing this package loads neither torch nor vLLM (each backend's module is im
 """
 
 import importlib
+from contextlib import AbstractContextManager, nullcontext
 
 from .base import Backend, Generation, GenerationRequest, ScoreRequest
 
@@ -26,4 +27,22 @@ def load_backend(name: str, model_name_or_path: str, adapter_name_or_path: str |
     return getattr(importlib.import_module(module), cls)(model_name_or_path, adapter_name_or_path, **kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "Generation", "GenerationRequest", "ScoreRequest", "load_backend"]
+def while_training(name: str, backend_args: dict, what: str = "a fine-tune runs") -> AbstractContextManager:
+    """What backend `name` does with the GPU while `semievol-lf run` fine-tunes (entered around the
+    `llamafactory-cli train` subprocess only).
+
+    hf and vllm hold nothing then: they run in the run's own process, and every step closes its backend
+    before it returns (hf drops the model and empties the CUDA cache, vllm shuts its engine down).
+    openai talks to a server that outlives the steps: with `sleep_while_training` it is put to sleep
+    (vLLM sleep mode, level 1) and woken afterwards; without it, it keeps its GPU memory, so it must
+    run on other GPUs than the fine-tunes (README, "GPU memory").
+    """
+    if name == "openai" and backend_args.get("sleep_while_training"):
+        from .openai import DEFAULT_BASE_URL
+        from .sleep import ServerSleep
+
+        return ServerSleep.for_backend({"base_url": DEFAULT_BASE_URL, **backend_args}).asleep(what)
+    return nullcontext()
+
+
+__all__ = ["BACKENDS", "Backend", "Generation", "GenerationRequest", "ScoreRequest", "load_backend", "while_training"]

@@ -47,22 +47,17 @@ Does not handle:
 """
 
 import hashlib
-import http.client
-import json
 import os
 import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..errors import UserError
 from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
+from .http_client import HTTPClient, _Unreachable, backoff_delay, retryable_status  # noqa: F401 (the retry policy's home)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-MAX_BACKOFF = 30.0  # seconds between two tries, at most
 SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER"
 
 
@@ -156,89 +151,6 @@ def parse_score(answer: dict, req: ScoreRequest, url: str = "the server") -> lis
     return response_logprobs(as_ids, req)
 
 
-def backoff_delay(attempt: int, backoff: float, retry_after: str | None = None, cap: float = MAX_BACKOFF) -> float:
-    """Seconds to wait before try `attempt + 2`: backoff x 2^attempt, or the server's Retry-After; at most `cap`.
-
-    (0, 1.0) -> 1.0;  (3, 1.0) -> 8.0;  (9, 1.0) -> 30.0;  (0, 1.0, "5") -> 5.0
-    """
-    if retry_after is not None:
-        try:
-            return min(cap, max(0.0, float(retry_after)))
-        except ValueError:  # an HTTP date: fall back to our own schedule
-            pass
-    return min(cap, backoff * 2 ** attempt)
-
-
-def retryable_status(status: int) -> bool:
-    """429 (rate limit) and 5xx (server error, overloaded, restarting) are worth another try."""
-    return status == 429 or status >= 500
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP with retries
-# ---------------------------------------------------------------------------------------------
-
-class _Unreachable(Exception):
-    """Retries exhausted (or aborted because another request exhausted them); args[0] says why."""
-
-
-def _error_message(body: bytes) -> str:
-    """The server's own message from an OpenAI-style error body, else the body itself (shortened)."""
-    text = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-        error = data.get("error", data)
-        return str(error.get("message", error) if isinstance(error, dict) else error)
-    except (ValueError, AttributeError):
-        return text[:300]
-
-
-class HTTPClient:
-    """POST/GET JSON with retries, backoff and a per-request time limit (stdlib only).
-
-    `abort` is set by the first request that gives up, so the others stop retrying at once.
-    """
-
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, max_retries: int, backoff: float,
-                 sleep: Callable[[threading.Event, float], None] | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
-        self.abort = threading.Event()
-        self._sleep = sleep or (lambda event, seconds: event.wait(seconds))
-
-    def request(self, path: str, payload: dict | None = None) -> dict:
-        url = f"{self.base_url}{path}"
-        data = None if payload is None else json.dumps(payload).encode()
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if self.abort.is_set():
-                raise _Unreachable(last or "stopped: another request gave up")
-            retry_after = None
-            try:
-                req = urllib.request.Request(url, data=data, headers=self.headers)  # POST when there is data
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    body = resp.read()
-                try:
-                    return json.loads(body)
-                except ValueError:  # e.g. /v1/load_lora_adapter answers in plain text
-                    return {"text": body.decode("utf-8", "replace")}
-            except urllib.error.HTTPError as err:
-                message = _error_message(err.read())
-                if not retryable_status(err.code):
-                    raise UserError(f"server at {url} refused the request (HTTP {err.code}): {message}") from None
-                last, retry_after = f"HTTP {err.code}: {message}", err.headers.get("Retry-After")
-            except TimeoutError:
-                last = f"no answer within `timeout`={self.timeout:g} s"
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-                last = str(getattr(err, "reason", err)) or type(err).__name__
-            if attempt < self.max_retries:
-                self._sleep(self.abort, backoff_delay(attempt, self.backoff, retry_after))
-        raise _Unreachable(last)
-
-
 # ---------------------------------------------------------------------------------------------
 # The backend
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +162,9 @@ class OpenAIBackend:
     are stale); at start its served name is looked up in `/v1/models`, or the adapter is loaded,
     unless `adapter_model` names it. With no adapter, requests for the adapter are refused. `api_key`
     defaults to $OPENAI_API_KEY (`vllm serve --api-key`); none is sent when neither is set.
+    `sleep_while_training`: `semievol-lf run` puts the server to sleep around each fine-tune
+    (`backends.while_training`, sleep.py); a backend that finds the server asleep (a run stopped
+    during a fine-tune) wakes it before its first request.
     """
 
     name = "openai"
@@ -258,10 +173,10 @@ class OpenAIBackend:
                  base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
                  adapter_model: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
                  backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, batch_size: int = 1,
-                 decode: Any = None, **unknown: Any):
+                 decode: Any = None, sleep_while_training: bool = False, **unknown: Any):
         if unknown:
             known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
-                     "backoff", "check_models"]
+                     "backoff", "check_models", "sleep_while_training"]
             raise UserError(f"unknown `backend_args` for the openai backend: {', '.join(sorted(unknown))}. "
                             f"Known: {', '.join(known)}")
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
@@ -278,6 +193,10 @@ class OpenAIBackend:
         self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                                  timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(concurrency, thread_name_prefix="openai")
+        if sleep_while_training:  # a sleeping server queues requests until they time out: wake it first
+            from .sleep import ServerSleep
+
+            ServerSleep(self.base_url, api_key, max_retries=max_retries, backoff=backoff).wake_if_sleeping()
         if check_models:
             self.check_models()
         elif self.adapter_path and self.adapter_model is None:

