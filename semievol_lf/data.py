@@ -188,7 +188,8 @@ def load_examples(path: str | Path, task: Task, split: str, repeated: list[str] 
             raise UserError(f"{where}: question: empty")
         options = parse_options(row[_column(row, "options")], where) if task.has_options else []
         if task.has_options and len(options) > task.max_options:
-            raise UserError(f"{where}: options: {len(options)} options, task {task.name} has at most {task.max_options}")
+            raise UserError(f"{where}: options: {len(options)} options, "
+                            f"task {task.name} has at most {task.max_options}")
         if repeated is not None and len(set(options)) != len(options):
             repeated.append(where)
         answer = None

@@ -226,7 +226,8 @@ def file_digest(path: str | os.PathLike) -> str:
     if path.is_dir():
         files = sorted(
             p for p in path.iterdir()
-            if p.is_file() and (p.suffix in {".safetensors", ".bin"} or p.name in {"adapter_config.json", "config.json"})
+            if p.is_file() and (p.suffix in {".safetensors", ".bin"}
+                                or p.name in {"adapter_config.json", "config.json"})
         )
     else:
         files = [path]

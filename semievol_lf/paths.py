@@ -1,7 +1,7 @@
 """Where the templates (package data), the recipes and data_info are: recipes and data_info from a
 checkout first, else the copies installed with the package."""
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -21,12 +21,12 @@ def templates_dir() -> Path:
     return _PACKAGE / "templates"
 
 
-@lru_cache(maxsize=None)
+@cache
 def recipes_dir() -> Path:
     return _resolve("recipes", "recipes_pack")
 
 
-@lru_cache(maxsize=None)
+@cache
 def data_info_dir() -> Path:
     return _resolve("data_info", "data_info_pack")
 

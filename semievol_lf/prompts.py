@@ -1,10 +1,11 @@
-"""Task prompts, in-context demonstrations and self-justify prompts, rendered from semievol_lf/templates/ (package data).
+"""Task prompts, in-context demonstrations and self-justify prompts, rendered from semievol_lf/templates/
+(package data).
 
 This renders plain text only; wrapping it in the model's chat format is `chat_format.py`'s job,
 so the text here is exactly the `instruction` the LlamaFactory fine-tunes see.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import jinja2
 
@@ -14,7 +15,7 @@ from .paths import templates_dir
 from .tasks import Task
 
 
-@lru_cache(maxsize=None)
+@cache
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),

@@ -96,7 +96,8 @@ class Runner:
             summary["rounds"].append({
                 "round": r,
                 "results": {**baselines, "SemiEvol": semievol},
-                "predictions": {name: os.path.relpath(p / "predictions.jsonl", layout.root) for name, p in evals.items()},
+                "predictions": {name: os.path.relpath(p / "predictions.jsonl", layout.root)
+                                for name, p in evals.items()},
                 "pseudolabel": stats,
                 "candidates": os.path.relpath(layout.pseudolabel(r) / "candidates.jsonl", layout.root),
             })

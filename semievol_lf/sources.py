@@ -1,7 +1,8 @@
 """Where a task's data comes from: a local folder, or a folder of a Hugging Face dataset.
 
     resolve_source("SemiEvol/mmlu", "mmlu")               -> Path("SemiEvol/mmlu")
-    resolve_source("hf://luojunyu/SemiEvol/mmlu", "mmlu") -> $HF_HOME/hub/datasets--luojunyu--SemiEvol/snapshots/SHA/mmlu
+    resolve_source("hf://luojunyu/SemiEvol/mmlu", "mmlu")
+        -> $HF_HOME/hub/datasets--luojunyu--SemiEvol/snapshots/SHA/mmlu
 
 `hf://OWNER/NAME/FOLDER` downloads only FOLDER's files of the dataset repository OWNER/NAME
 into the Hugging Face cache (once; offline, `HF_HUB_OFFLINE=1`, the cached copy is used).

@@ -9,8 +9,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import UserError, closest
-from .extraction import (LETTERS, NO_ANSWER, Extraction, extract_number, format_number, numbers_match,
-                         parse_value, read_letter)
+from .extraction import (
+    LETTERS,
+    NO_ANSWER,
+    Extraction,
+    extract_number,
+    format_number,
+    numbers_match,
+    parse_value,
+    read_letter,
+)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ run reads the released data and SmolLM2's tokenizer; see README "The cost of a r
 import importlib.util
 
 import pytest
-
 from conftest import ROOT
+
 from semievol_lf.data import Example
 from semievol_lf.prompts import task_prompt
 from semievol_lf.tasks import get_task

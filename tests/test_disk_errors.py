@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, TEST_SIZES
 
 PY = sys.executable

@@ -1,9 +1,16 @@
 import pytest
 
-from semievol_lf.extraction import (AMBIGUOUS, NO_ANSWER, extract_letter, extract_number, numbers_match, parse_number,
-                                    read_letter)
-from semievol_lf.tasks import TASKS, get_task
 from semievol_lf.errors import UserError
+from semievol_lf.extraction import (
+    AMBIGUOUS,
+    NO_ANSWER,
+    extract_letter,
+    extract_number,
+    numbers_match,
+    parse_number,
+    read_letter,
+)
+from semievol_lf.tasks import TASKS, get_task
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 
 from semievol_lf.data import load_examples
 from semievol_lf.errors import UserError
-from semievol_lf.extraction import (AMBIGUOUS, LETTERS, NO_ANSWER, extract_letter, extract_number, format_number,
-                                    parse_number, read_letter)
+from semievol_lf.extraction import (
+    AMBIGUOUS,
+    LETTERS,
+    NO_ANSWER,
+    extract_letter,
+    extract_number,
+    format_number,
+    parse_number,
+    read_letter,
+)
 from semievol_lf.tasks import TASKS, get_task
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

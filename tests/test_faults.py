@@ -10,8 +10,8 @@ import pytest
 
 from semievol_lf import faults
 from semievol_lf.errors import UserError
-from semievol_lf.step import run_cached
 from semievol_lf.io_utils import JsonlLog
+from semievol_lf.step import run_cached
 
 # A fake trainer: one trainer-log line every 50 ms, 40 in all.
 TRAINER = """

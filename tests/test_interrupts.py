@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, EPOCHS, ROOT, run_cmd
 
 PY = sys.executable

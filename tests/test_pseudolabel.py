@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import BIN, EPOCHS, FAST_TRAIN, run_cmd
 
 pytestmark = pytest.mark.slow
@@ -95,8 +94,10 @@ def test_adapter_toggle_changes_the_model(trained_sandbox):
     backend = load_backend("hf", path, str(trained_sandbox / "saves/tiny/demo/warmup"), stop_ids=chat.stop_ids,
                            decode=chat.decode)
     prompts = [chat.prompt_ids(f"Sentiment of: word{i}\nA. negative\nB. neutral\nC. positive") for i in range(4)]
-    on = backend.generate([GenerationRequest(p, adapter=True, seed=0, temperature=0, max_new_tokens=6) for p in prompts])
-    off = backend.generate([GenerationRequest(p, adapter=False, seed=0, temperature=0, max_new_tokens=6) for p in prompts])
+    on = backend.generate([GenerationRequest(p, adapter=True, seed=0, temperature=0, max_new_tokens=6)
+                           for p in prompts])
+    off = backend.generate([GenerationRequest(p, adapter=False, seed=0, temperature=0, max_new_tokens=6)
+                            for p in prompts])
     assert [g.text for g in on] != [g.text for g in off]
     assert all(g.text.startswith("Answer:") for g in on)  # the warm-up taught the format
     p, r = chat.encode("Sentiment of: x", "Answer: A")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, ROOT, make_sandbox
 
 README = ROOT / "README.md"

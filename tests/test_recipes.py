@@ -4,10 +4,10 @@ import json
 import sys
 
 import pytest
-
-from semievol_lf.recipes import generate, validate_recipe
-from semievol_lf.errors import UserError
 from conftest import ROOT, make_sandbox, run_cmd
+
+from semievol_lf.errors import UserError
+from semievol_lf.recipes import generate, validate_recipe
 
 PY = sys.executable
 
@@ -61,7 +61,8 @@ def test_deepspeed_and_qlora_variants_validate_and_keep_the_plain_output_dir(san
     installed); each writes where the plain recipe writes, so the next step finds its model."""
     import yaml
 
-    files = [f"recipes/variants/{v}/{stage}_mmlu.yaml" for v in ("ds_z2", "ds_z3", "qlora") for stage in ("warmup", "evolve")]
+    files = [f"recipes/variants/{v}/{stage}_mmlu.yaml" for v in ("ds_z2", "ds_z3", "qlora")
+             for stage in ("warmup", "evolve")]
     proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
     assert proc.stdout.count(": ok (") == 6
     plain = yaml.safe_load((sandbox / "recipes/warmup_mmlu.yaml").read_text())
@@ -76,13 +77,15 @@ def test_deepspeed_and_qlora_variants_validate_and_keep_the_plain_output_dir(san
     bad.write_text((sandbox / "recipes/variants/ds_z3/warmup_mmlu.yaml").read_text().replace(
         "ds_z3_config.json", "broken.json"))
     proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", bad.relative_to(sandbox)], cwd=sandbox, check=False)
-    assert proc.returncode == 2 and "bad_mmlu.yaml:12: `deepspeed`: cannot read recipes/deepspeed/broken.json" in proc.stderr
+    assert proc.returncode == 2
+    assert "bad_mmlu.yaml:12: `deepspeed`: cannot read recipes/deepspeed/broken.json" in proc.stderr
 
 
 @pytest.mark.parametrize("edit, message", [
     (("lora_rank: 16", "lora_rnak: 16"), r"warmup_demo.yaml:10: unknown key `lora_rnak`"),
     (("dataset: demo_labeled", "dataset: demo_labelled"), r"warmup_demo.yaml:16: `dataset`: .*demo_labelled"),
-    (("template: default", "template: defualt"), r"warmup_demo.yaml:17: `template`: unknown LlamaFactory template 'defualt'; did you mean 'default'\?"),
+    (("template: default", "template: defualt"),
+     r"warmup_demo.yaml:17: `template`: unknown LlamaFactory template 'defualt'; did you mean 'default'\?"),
     (("model_name_or_path: .cache/tiny-llama", "model_name_or_path: .cache/tiny-lama"),
      r"warmup_demo.yaml:3: `model_name_or_path`: .cache/tiny-lama does not exist"),
 ])

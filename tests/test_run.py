@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, EPOCHS, ROOT, run_cmd
+
 from semievol_lf.evaluate import accuracy_table
 from semievol_lf.run_layout import RunLayout
 
@@ -143,7 +143,8 @@ def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path
     monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli_train)
     monkeypatch.chdir(tmp_path)
     summary = run_step.main(argv=[str(ROOT / "recipes" / "run_demo.yaml"), f"run_dir={tmp_path / 'demo'}",
-                                  f"model_name_or_path={tiny_model}", "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 8}",
+                                  "model=tiny", f"model_name_or_path={tiny_model}",
+                                  "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 8}",
                                   "iterations=1", "rag=false"])
     assert summary["rounds"][0]["pseudolabel"]["kept"] > 0
     # warm-up, Vanilla, SFT, pseudolabel, evolve, SemiEvol

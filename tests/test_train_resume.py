@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_sandbox
+
 from semievol_lf import launcher
 from semievol_lf.presets import get_preset
 from semievol_lf.recipes import train_recipe

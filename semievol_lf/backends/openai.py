@@ -208,7 +208,8 @@ class OpenAIBackend:
         models = self._get_models()
         served = [m.get("id") for m in models]
         if self.base_model not in served:
-            raise UserError(f"server at {self.base_url} does not serve {self.base_model!r} (`backend_args.base_model`); "
+            raise UserError(f"server at {self.base_url} does not serve {self.base_model!r} "
+                            "(`backend_args.base_model`); "
                             f"it serves: {', '.join(map(str, served)) or 'nothing'}. Start it with `{SERVE_HINT}`")
         if self.adapter_path is None:
             return

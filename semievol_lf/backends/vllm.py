@@ -218,7 +218,8 @@ class VLLMBackend:
                                      lora_ranks=_vllm_lora_ranks(), **engine_kwargs)
         self.description = (f"vllm backend: dtype {kwargs.get('dtype')}, max_model_len {kwargs.get('max_model_len')}, "
                             f"gpu_memory_utilization {kwargs.get('gpu_memory_utilization')}, "
-                            f"tensor_parallel_size {kwargs.get('tensor_parallel_size')}, on {'CPU' if on_cpu else 'GPU'}")
+                            f"tensor_parallel_size {kwargs.get('tensor_parallel_size')}, "
+                            f"on {'CPU' if on_cpu else 'GPU'}")
         self._score_in_one_call = score_in_one_call(kwargs, on_cpu)
         self._llm = vllm.LLM(**kwargs)
         self._warm = (LoRARequest(WARM_LORA_NAME, WARM_LORA_ID, str(adapter_name_or_path))

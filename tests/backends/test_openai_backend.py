@@ -29,8 +29,8 @@ from semievol_lf.backends.openai import (
     served_model,
 )
 from semievol_lf.errors import UserError
-from semievol_lf.step import run_cached
 from semievol_lf.io_utils import JsonlLog
+from semievol_lf.step import run_cached
 
 BASE = "saves/base"
 

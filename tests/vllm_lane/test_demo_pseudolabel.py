@@ -58,7 +58,8 @@ def warm(tmp_path_factory) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     run([MAIN_PYTHON, Path(__file__).with_name("make_fixtures.py"), "--out", root / "fixtures"], env=env)
     model = root / "fixtures" / "model"
-    run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny", f"model_name_or_path={model}",
+    run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny",
+         f"model_name_or_path={model}",
          f"run_dir={root / 'run'}", f"data_sizes={SIZES}", "stop_after=warmup"], env=env)
     paths = {"root": root, "model": model, "adapter": root / "run" / "round_1" / "warmup",
              "data": root / "run" / "data", "format": root / "chat_format"}

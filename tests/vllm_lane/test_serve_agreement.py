@@ -29,8 +29,8 @@ from lane import MAIN_PYTHON, REPO, Server, load_script, tiny  # noqa: F401 (tin
 
 from semievol_lf.backends.openai import OpenAIBackend
 from semievol_lf.errors import UserError
-from semievol_lf.step import run_cached
 from semievol_lf.io_utils import JsonlLog
+from semievol_lf.step import run_cached
 
 EOS = 1  # the tiny model's </s>: vLLM keeps it at the end of token_ids, hf drops it
 ENGINE = {"dtype": "float32", "max_model_len": 256, "seed": 0}

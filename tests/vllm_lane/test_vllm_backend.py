@@ -22,10 +22,10 @@ pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs the vLLM venv: bash scripts/make_vllm_env.sh")
 
 from lane import tiny  # noqa: F401 (a fixture)
+
 from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.vllm import VLLMBackend
 from semievol_lf.errors import UserError
-
 
 
 def _prompts(n: int, seed: int = 0, length: int = 12) -> list[tuple[int, ...]]:
