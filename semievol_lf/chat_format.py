@@ -47,6 +47,17 @@ class _Rendering:
     def prompt_ids(self, prompt: str) -> tuple[int, ...]:
         return self.encode(prompt)[0]
 
+    @cached_property
+    def end_of_turn(self) -> tuple[int, ...]:
+        """The ids the template puts after an answer's content (`default`: `</s>` and a newline; llama3:
+        `<|eot_id|>`): the fine-tunes train on them and Eq. 6 scores them, so evaluate's entropy counts them
+        too. Read as what two answers' ids end with alike (a template may also put ids before the content)."""
+        a, b = self.encode("", "A")[1], self.encode("", "B")[1]
+        n = 0
+        while n < min(len(a), len(b)) and a[len(a) - 1 - n] == b[len(b) - 1 - n]:
+            n += 1
+        return tuple(a[len(a) - n:])
+
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
