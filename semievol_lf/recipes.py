@@ -59,7 +59,7 @@ TRAIN_SECTIONS = {
 PSEUDOLABEL_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir"],
-    "method": ["n", "models", "shots", "temperature", "top_p", "justify", "theta", "k", "embedder"],
+    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "theta", "k", "embedder"],
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
 }
@@ -73,7 +73,8 @@ EVALUATE_SECTIONS = {
 RUN_SECTIONS = {
     "model": ["model"],
     "dataset": ["task", "source", "embedder"],
-    "method": ["iterations", "n", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl", "no_as"],
+    "method": ["iterations", "n", "draw", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl",
+               "no_as"],
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["run_dir"],
 }
@@ -83,6 +84,7 @@ CHOICES = {
     "lr_scheduler_type": "[linear, cosine, constant, ...]",
     "backend": "[hf, vllm, openai]",
     "justify": "[all, disagreements, vote]",
+    "draw": "[paper, stratified]",
     "models": "subset of [base, warm]",
     "model": "[llama3.1-8b, qwen2.5-7b, gemma2-9b, tiny]",
 }

@@ -25,7 +25,7 @@ class MethodArguments(RetrievalArguments):
         default_factory=lambda: ["base", "warm"], metadata={"help": "Models the configurations draw from."})
     shots: list[int] = field(
         default_factory=lambda: [0, 1, 2, 3], metadata={"help": "In-context example counts to draw from."})
-    draw: Literal["paper", "stratified"] = field(default="paper", metadata={
+    draw: Literal["paper", "stratified"] = field(default="stratified", metadata={
         "help": "How the n configurations are drawn from `models` x `shots`, once per run seed: paper = n "
                 "distinct ones at random (seed 42: three base, one warm, no 3-shot); stratified = the models "
                 "in turn (n=4: base and warm twice each), the shot counts spread over `shots`."})
