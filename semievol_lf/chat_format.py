@@ -47,6 +47,17 @@ class _Rendering:
     def prompt_ids(self, prompt: str) -> tuple[int, ...]:
         return self.encode(prompt)[0]
 
+    @cached_property
+    def end_of_turn(self) -> tuple[int, ...]:
+        """The ids the template puts after an answer's content (`default`: `</s>` and a newline; llama3:
+        `<|eot_id|>`): the fine-tunes train on them and Eq. 6 scores them, so evaluate's entropy counts them
+        too. Read as what two answers' ids end with alike (a template may also put ids before the content)."""
+        a, b = self.encode("", "A")[1], self.encode("", "B")[1]
+        n = 0
+        while n < min(len(a), len(b)) and a[len(a) - 1 - n] == b[len(b) - 1 - n]:
+            n += 1
+        return tuple(a[len(a) - n:])
+
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
@@ -55,17 +66,17 @@ class ChatFormat(_Rendering):
     """The recipe's LlamaFactory template, applied by LlamaFactory itself."""
 
     def __init__(self, model_name_or_path: str, template: str):
-        from transformers import AutoTokenizer
-
         from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
+        from transformers import AutoTokenizer
 
         if template not in TEMPLATES:
             raise UserError(f"`template`: unknown LlamaFactory template {template!r}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=True)
         except OSError as err:
-            raise UserError(f"`model_name_or_path`: cannot load a tokenizer from {model_name_or_path!r} ({err})") from None
+            raise UserError(
+                f"`model_name_or_path`: cannot load a tokenizer from {model_name_or_path!r} ({err})") from None
         self.model_name_or_path = model_name_or_path
         self.template_name = template
         self.template = get_template_and_fix_tokenizer(self.tokenizer, DataArguments(template=template))
@@ -179,8 +190,9 @@ class ExportedChatFormat(_Rendering):
 
     def check_matches(self, model_name_or_path: str, template: str) -> None:
         """The export must be of the recipe's template and model (its tokenizer is the model's)."""
-        for key, mine, theirs in [("template", template, self.spec["template"]),
-                                  ("model_name_or_path", _model_key(model_name_or_path), self.spec["model_name_or_path"])]:
+        for key, mine, theirs in [
+                ("template", template, self.spec["template"]),
+                ("model_name_or_path", _model_key(model_name_or_path), self.spec["model_name_or_path"])]:
             if mine != theirs:
                 raise UserError(f"`chat_format`: {self.folder} was exported for {key} {theirs!r}, but the recipe's "
                                 f"`{key}` is {mine!r}; export it again from this recipe")

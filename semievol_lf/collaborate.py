@@ -9,27 +9,76 @@ from dataclasses import dataclass
 
 from .extraction import NO_ANSWER
 
+DRAWS = ("paper", "stratified")
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
     model: str  # "base" or "warm"
     shots: int  # in-context examples prepended (ICP)
+    copy: int = 1  # 2, 3, ... for a configuration drawn again (w/o ICP): its own name, so its own seeds
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.shots}shot"
+        base = f"{self.model}-{self.shots}shot"
+        return base if self.copy == 1 else f"{base}#{self.copy}"
 
 
-def sample_configs(models: list[str], shots: list[int], n: int, seed: int) -> list[InferenceConfig]:
-    """n configurations drawn without repetition from models x shots, in a seeded order.
+def sample_configs(models: list[str], shots: list[int], n: int, seed: int, draw: str = "paper",
+                   repeat: bool = False) -> list[InferenceConfig]:
+    """n configurations from models x shots, in a seeded order.
+
+    draw="paper": n distinct configurations drawn at random (the paper); one draw fixes the ensemble of the
+    run, e.g. seed 42 gives three base configurations, one warm, no 3-shot. draw="stratified": the models take
+    turns (n=4: base and warm twice each) and the shot counts are spread over `shots` (n=4: 0, 1, 2, 3 once
+    each), the pairing drawn by seed. n > len(models x shots) needs `repeat` (w/o ICP: 4 collaborators, all
+    0-shot): configurations then repeat as evenly as n allows, a repeat named `warm-0shot#2`.
 
     >>> sorted(c.name for c in sample_configs(["base", "warm"], [0, 1], 4, seed=0))  # n = all 4
     ['base-0shot', 'base-1shot', 'warm-0shot', 'warm-1shot']
+    >>> sorted(c.name for c in sample_configs(["base", "warm"], [0], 4, seed=0, repeat=True))
+    ['base-0shot', 'base-0shot#2', 'warm-0shot', 'warm-0shot#2']
     """
-    grid = [InferenceConfig(m, s) for m in models for s in shots]
-    if not 1 <= n <= len(grid):
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {', '.join(DRAWS)}, got {draw!r}")
+    grid = [(m, s) for m in models for s in shots]
+    if n < 1 or (n > len(grid) and not repeat):
         raise ValueError(f"n={n} but only {len(grid)} configurations exist")
-    return random.Random(seed).sample(grid, n)
+    rng = random.Random(seed)
+    if draw == "paper":
+        pairs = []
+        while len(pairs) < n:  # whole shuffled grids, then the remainder without repetition
+            pairs += rng.sample(grid, min(len(grid), n - len(pairs)))
+    else:
+        pairs = _stratified(models, shots, n, rng)
+    copies: Counter = Counter()
+    out = []
+    for m, s in pairs:
+        copies[m, s] += 1
+        out.append(InferenceConfig(m, s, copies[m, s]))
+    return out
+
+
+def _stratified(models: list[str], shots: list[int], n: int, rng: random.Random) -> list[tuple[str, int]]:
+    """Models in a seeded turn order; each takes the shot count it has used least, then the one used least
+    overall, ties by a seeded order. So the models split n evenly, the shot counts are spread evenly, and
+    no configuration repeats while an unused one of that model is left.
+
+    >>> sorted(_stratified(["base", "warm"], [0, 1, 2, 3], 4, random.Random(0)))
+    [('base', 1), ('base', 3), ('warm', 0), ('warm', 2)]
+    """
+    turn = rng.sample(models, len(models))
+    order = rng.sample(shots, len(shots))
+    used: Counter = Counter()
+    shot_used: Counter = Counter()
+    pairs = []
+    for i in range(n):
+        m = turn[i % len(turn)]
+        s = min(order, key=lambda s: (used[m, s], shot_used[s], order.index(s)))
+        used[m, s] += 1
+        shot_used[s] += 1
+        pairs.append((m, s))
+    return pairs
 
 
 def request_seed(seed: int, *parts: object) -> int:

@@ -4,7 +4,8 @@
 
 Greedy decoding by default, so two runs give the same numbers. Prompts are rendered with
 the recipe's LlamaFactory template. Writes predictions.jsonl (one row per question: response,
-extracted answer, gold, correct, entropy of the response under the same model) and
+extracted answer, gold, correct, entropy of the response and the template's end of turn under the
+same model: the tokens Eq. 6 scores for a pseudo-response) and
 results.json (accuracy, per-category accuracy, extraction-failure rate, mean entropy).
 `rag_k > 0` prepends the k nearest labeled examples (the paper's RAG baseline).
 """
@@ -23,8 +24,15 @@ from .io_utils import atomic_write_json, atomic_write_jsonl, read_json
 from .progress import banner, setup_logging
 from .prompts import icp_prompt
 from .selection import mean_nll
-from .step import (RESULT_NEUTRAL, StepOutputs, check_local_path, check_prompt_lengths, open_backend, run_cached,
-                   step_manifest)
+from .step import (
+    RESULT_NEUTRAL,
+    StepOutputs,
+    check_local_path,
+    check_prompt_lengths,
+    open_backend,
+    run_cached,
+    step_manifest,
+)
 from .tasks import get_task
 
 
@@ -56,6 +64,13 @@ def _strip_stop(ids, stop_ids) -> list[int]:
     while ids and ids[-1] in stop_ids:
         ids.pop()
     return ids
+
+
+def scored_ids(answer_ids, chat) -> tuple[int, ...]:
+    """The tokens whose mean NLL is an answer's entropy (paper Fig. 4): the answer's own tokens, then the
+    template's end of turn. The same tokens as Eq. 6 scores for a pseudo-response (`chat.encode(prompt,
+    response)[1]`), so the test-set and the pseudo-label entropies are one measure."""
+    return (*answer_ids, *chat.end_of_turn)
 
 
 def evaluate(cfg: EvaluateArguments) -> dict:
@@ -94,8 +109,8 @@ def evaluate(cfg: EvaluateArguments) -> dict:
         gens = run_cached(backend.generate, keyed, step.cache("generate"),
                           lambda g: {"text": g.text, "token_ids": _strip_stop(g.token_ids, chat.stop_ids)},
                           backend.chunk_size, "generate")
-        # Entropy of the model's own answer (paper Fig. 4), on the generated token ids.
-        keyed = [(e.uid, ScoreRequest(prompts[e.uid], tuple(gens[e.uid]["token_ids"]), adapter=adapter))
+        # Entropy of the model's own answer (paper Fig. 4): its generated ids and the end of turn, as Eq. 6.
+        keyed = [(e.uid, ScoreRequest(prompts[e.uid], scored_ids(gens[e.uid]["token_ids"], chat), adapter=adapter))
                  for e in examples if gens[e.uid]["token_ids"]]
         scores = run_cached(backend.score, keyed, step.cache("score"),
                             lambda lp: {"logprobs": lp}, backend.chunk_size, "entropy")

@@ -65,8 +65,9 @@ class Sample:
 
     example: Example
     responses: list[str] = field(default_factory=list)  # one per configuration, in `configs` order
+    prompt_tokens: list[int] = field(default_factory=list)  # length of each configuration's prompt (ICP shows)
     answers: list[str] = field(default_factory=list)  # extracted from `responses`
-    justified: str | None = None  # the self-justified response, where the warm model was asked
+    justified: str | None = None  # the self-justified response, where `judge_model` was asked
     pseudo: str = NO_ANSWER  # the pseudo answer y~ (letter or number)
     entropy: float | None = None  # Eq. 6, for extractable pseudo answers
     kept: bool = False
@@ -81,12 +82,14 @@ class Sample:
 
     def to_row(self) -> dict:
         """What a shard hands to the merge: everything but the selection."""
-        return {"id": self.uid, "responses": self.responses, "answers": self.answers, "justified": self.justified,
-                "pseudo_answer": self.pseudo, "entropy": self.entropy}
+        return {"id": self.uid, "responses": self.responses, "prompt_tokens": self.prompt_tokens,
+                "answers": self.answers, "justified": self.justified, "pseudo_answer": self.pseudo,
+                "entropy": self.entropy}
 
     @classmethod
     def from_row(cls, example: Example, row: dict) -> "Sample":
-        return cls(example, row["responses"], row["answers"], row["justified"], row["pseudo_answer"], row["entropy"])
+        return cls(example, row["responses"], row.get("prompt_tokens", []), row["answers"], row["justified"],
+                   row["pseudo_answer"], row["entropy"])
 
 
 def _text(gen) -> dict:
@@ -122,19 +125,23 @@ def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabel
         with timer("collaborate"):
             gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"), _text, chunk,
                               "collaborate")
+            prompt_tokens = {key: len(req.prompt_ids) for key, req in keyed}
             for s in samples:
                 s.responses = [gens[f"{s.uid}|{c.name}"]["text"] for c in configs]
+                s.prompt_tokens = [prompt_tokens[f"{s.uid}|{c.name}"] for c in configs]
                 s.answers = [task.extract(r, _n_options(task, s), s.example.options) for r in s.responses]
 
         banner(f"Pseudo-label: self-justify ({cfg.justify})")
         with timer("justify"):
             _justify(cfg, task, samples, chat, backend, out, chunk)
 
-        banner("Pseudo-label: entropy under the warm model")
+        banner(f"Pseudo-label: entropy under the {cfg.judge_model} model")
         with timer("score"):
             valid = [s for s in samples if s.pseudo != NO_ANSWER]
+            # Eq. 6 over the response as the fine-tune trains it: `Answer: X` and the template's end of turn
             keyed = [(f"{s.uid}|{s.pseudo}", ScoreRequest(*chat.encode(task_prompt(task, s.example),
-                                                                        task.target(s.pseudo)), adapter=True))
+                                                                        task.target(s.pseudo)),
+                                                          adapter=cfg.judge_model == "warm"))
                      for s in valid]
             scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
                                 lambda lp: {"logprobs": lp}, chunk, "score")
@@ -160,7 +167,7 @@ def select_and_write(cfg: PseudolabelArguments, task: Task, labeled: list[Exampl
 
 
 def _configs(cfg: PseudolabelArguments) -> list[InferenceConfig]:
-    return sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed)
+    return sample_configs(cfg.models, cfg.shots, cfg.n, cfg.seed, cfg.draw, cfg.repeat_configs)
 
 
 def _n_options(task: Task, s: Sample) -> int:
@@ -168,7 +175,8 @@ def _n_options(task: Task, s: Sample) -> int:
 
 
 def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, chunk: int) -> None:
-    """Set each sample's pseudo answer: self-justify (Eq. 5), the agreed answer, or a majority vote."""
+    """Set each sample's pseudo answer: self-justify (Eq. 5) by the `judge_model`, the agreed answer, or a
+    majority vote."""
     to_ask = []
     for s in samples:
         agreed = agreed_answer(s.answers)
@@ -181,7 +189,7 @@ def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, c
         else:
             to_ask.append(s)
     keyed = [(s.uid, GenerationRequest(
-        chat.prompt_ids(justify_prompt(task, s.example, s.responses)), adapter=True,
+        chat.prompt_ids(justify_prompt(task, s.example, s.responses)), adapter=cfg.judge_model == "warm",
         seed=request_seed(cfg.seed, s.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens)) for s in to_ask]
     check_prompt_lengths(keyed, cfg.cutoff_len, "self-justify")
@@ -206,7 +214,11 @@ def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str],
         "unlabeled": n,
         "excluded_already_selected": len(excluded),
         "configs": [c.name for c in configs],
+        "draw": cfg.draw,
         "justify": cfg.justify,
+        # which model wrote the self-justified responses (None: none was asked) and scored the entropies
+        "justified_by": cfg.judge_model if asked else None,
+        "scored_by": cfg.judge_model,
         "agreement_rate": round(sum(agreed_answer(s.answers) is not None for s in samples) / n, 4) if n else None,
         "extraction_failures": {
             "collaborate": failures,
@@ -230,8 +242,10 @@ def _stats(cfg, task: Task, configs, samples: list[Sample], excluded: list[str],
 def _write_outputs(cfg, task: Task, out: Path, configs, samples: list[Sample], stats: dict) -> None:
     candidates = [{
         "id": s.uid,
-        "candidates": [{"config": c.name, "response": r, "answer": a}
-                       for c, r, a in zip(configs, s.responses, s.answers)],
+        "candidates": [{"config": c.name, "model": c.model, "shots": c.shots,
+                        "seed": request_seed(cfg.seed, s.uid, c.name), "prompt_tokens": t, "response": r, "answer": a}
+                       for c, t, r, a in zip(configs, s.prompt_tokens or [None] * len(configs), s.responses,
+                                             s.answers)],
         "justified": s.justified,
         "pseudo_answer": s.pseudo,
         "entropy": s.entropy,

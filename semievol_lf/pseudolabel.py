@@ -4,8 +4,8 @@
 
 1. ICP: the k nearest labeled examples of every unlabeled question (FAISS, one search).
 2. CL: n configurations {base, warm} x {0..3 shots} answer every question at temperature 1.
-3. Self-justify: the warm model reads the n responses and writes the pseudo-response (Eq. 5).
-4. AS: entropy of each pseudo-response under the warm model (Eq. 6), keep H <= tau (Eq. 7-8).
+3. Self-justify: the warm model (`judge_model`) reads the n responses and writes the pseudo-response (Eq. 5).
+4. AS: entropy of each pseudo-response under the warm model (`judge_model`, Eq. 6), keep H <= tau (Eq. 7-8).
 
 Outputs in `output_dir`: selected.json + dataset_info.json (what `recipes/evolve_<task>.yaml`
 trains on, with the labeled set), candidates.jsonl, stats.json, index/, cache/.

@@ -61,7 +61,7 @@ TRAIN_SECTIONS = {
 PSEUDOLABEL_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir"],
-    "method": ["n", "models", "shots", "temperature", "top_p", "justify", "theta", "k", "embedder"],
+    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "theta", "k", "embedder"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
                   "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
@@ -77,8 +77,8 @@ EVALUATE_SECTIONS = {
 RUN_SECTIONS = {
     "model": ["model"],
     "dataset": ["task", "source", "embedder"],
-    "method": ["iterations", "n", "shots", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl",
-               "no_as"],
+    "method": ["iterations", "n", "shots", "draw", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp",
+               "no_cl", "no_as"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
                   "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["run_dir"],
@@ -90,6 +90,7 @@ CHOICES = {
     "backend": "[auto, hf, vllm, openai]",
     "dtype": "[auto, float32, float16, bfloat16]",
     "justify": "[all, disagreements, vote]",
+    "draw": "[paper, stratified]",
     "models": "subset of [base, warm]",
     "model": f"[{', '.join(PRESETS)}]",
 }
@@ -230,7 +231,8 @@ TRAIN_VARIANTS = {
     "qlora": {"quantization_bit": 4, "quantization_method": "bnb", "double_quantization": True},
 }
 TRAIN_SECTIONS_VARIANT = {  # where LlamaFactory's examples put these keys
-    **TRAIN_SECTIONS, "model": [*TRAIN_SECTIONS["model"], "quantization_bit", "quantization_method", "double_quantization"],
+    **TRAIN_SECTIONS,
+    "model": [*TRAIN_SECTIONS["model"], "quantization_bit", "quantization_method", "double_quantization"],
     "method": [*TRAIN_SECTIONS["method"], "deepspeed"]}
 # DeepSpeed configs: "auto" lets the HF Trainer fill batch sizes, clipping and precision from the recipe.
 _DS_COMMON = {
@@ -243,7 +245,8 @@ _DS_COMMON = {
 DEEPSPEED = {
     "ds_z2_config.json": {**_DS_COMMON, "zero_optimization": {
         "stage": 2, "allgather_partitions": True, "allgather_bucket_size": 5e8, "overlap_comm": True,
-        "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True, "round_robin_gradients": True}},
+        "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True,
+        "round_robin_gradients": True}},
     "ds_z3_config.json": {**_DS_COMMON, "zero_optimization": {
         "stage": 3, "overlap_comm": True, "contiguous_gradients": True, "sub_group_size": 1e9,
         "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",

@@ -83,3 +83,14 @@ def test_readme_architecture_names_every_module():
     named_files = {n for n in named if n.endswith(".py")}
     assert named_files == {n for n in on_disk if n.endswith(".py")}, \
         f"missing: {sorted(on_disk - named)}; gone: {sorted(named_files - on_disk)}"
+
+
+def test_ruff_passes():
+    """The linter configuration in pyproject.toml holds for the whole tree (ruff comes with the test extra)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = Path(sys.executable).with_name("ruff")
+    proc = subprocess.run([str(ruff), "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -79,3 +79,39 @@ def test_keep_variant_copies_round_outputs(tmp_path):
     q.keep_variant(run_dir, dest)  # again: replaces
     assert (dest / "round_1" / "pseudolabel" / "candidates.jsonl").read_text() == "{}\n"
     assert (dest / "summary.json").is_file() and not (dest / "round_1" / "warmup").exists()
+
+
+def test_gap_share_per_draw_over_the_run_seeds():
+    q = _quality()
+    recs = [{"variant": "SemiEvol", "data_seed": 0, "seed": s, "acc": a, "sft": 60.0}
+            for s, a in [(0, 70.0), (1, 80.0)]]
+    recs += [{"variant": "Oracle", "data_seed": 0, "seed": s, "acc": 90.0, "sft": 60.0} for s in (0, 1)]
+    recs += [{"variant": "SemiEvol", "data_seed": 1, "seed": 0, "acc": 50.0, "sft": 50.0}]  # no Oracle on draw 1
+    got = q.draw_summary(recs, "SemiEvol")
+    assert got[0]["acc"] == 75.0 and got[0]["oracle"] == 90.0 and got[0]["share"] == 0.5
+    assert got[1]["acc"] == 50.0 and got[1]["share"] != got[1]["share"]  # nan: nothing to compare with
+    assert q.gap_share(55.0, 60.0, 80.0) == -0.25  # worse than SFT: a negative share
+    table = q.format_table(recs)
+    assert "| SemiEvol | 66.7 ± 15.0 (3) | 75.0 / 50.0 | 0.50 / - | 0.50 |" in table
+    assert "| Oracle | 90.0 ± 0.0 (2) | 90.0 / - | 1.00 / - | 1.00 |" in table
+    assert q.variant_dir("justify all, T=1") == "justify_all_t1" and q.variant_dir("w/o ICP") == "no_icp"
+
+
+def test_oracle_trains_on_the_true_answers(tmp_path):
+    from semievol_lf.data import load_task_split
+    from semievol_lf.prepare import prepare
+    from semievol_lf.tasks import get_task
+
+    q = _quality()
+    source = write_demo_data(tmp_path / "source", DemoSpec(seed=2, n_labeled=6, n_unlabeled=8, n_test=3))
+    prepare("demo", source, tmp_path / "data")
+    task = get_task("demo")
+    unlabeled = load_task_split(tmp_path / "data", task, "unlabeled")
+    assert all(u.answer is None for u in unlabeled)  # the method's copy has no answers
+    answers = q.source_answers(source / "unlabeled.csv")
+    out = q.oracle_data(task, unlabeled, answers, tmp_path / "data" / "labeled.json", tmp_path / "oracle")
+    rows = json.loads((out / "selected.json").read_text())
+    assert [r["output"] for r in rows] == [f"Answer: {answers[u.question]}" for u in unlabeled]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["demo_labeled"]["file_name"] == "../data/labeled.json"
+    assert info["demo_selected"]["file_name"] == "selected.json"

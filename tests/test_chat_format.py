@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import run_cmd
 
 PY = sys.executable
@@ -130,3 +129,22 @@ def test_export_refuses_an_unknown_template_and_keeps_the_old_export(sandbox, fo
     assert proc.returncode == 2 and "unknown LlamaFactory template" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads((sandbox / "formats/default/format.json").read_text())["template"] == "default"
+
+
+def test_evaluate_scores_the_end_of_turn_as_eq6_does(formats):
+    """Fig. 4's entropy (evaluate, on the generated ids) counts the tokens Eq. 6 counts (pseudolabel, on
+    `encode(prompt, "Answer: X")`): the answer and the template's end of turn, whether the backend returns
+    the stop token (vllm, openai) or not (hf)."""
+    from semievol_lf.chat_format import ExportedChatFormat
+    from semievol_lf.evaluate import _strip_stop, scored_ids
+
+    for name, (chat, folder) in formats.items():
+        eq6 = chat.encode("Sentiment of: x", "Answer: A")[1]
+        assert chat.end_of_turn and eq6[-len(chat.end_of_turn):] == chat.end_of_turn, name
+        assert ExportedChatFormat(folder).end_of_turn == chat.end_of_turn, name
+        answer = chat.tokenizer.encode("Answer: A", add_special_tokens=False)
+        for generated in (answer, [*answer, chat.stop_ids[0]]):  # hf, vllm
+            scored = scored_ids(_strip_stop(generated, chat.stop_ids), chat)
+            if name not in ("qwen3", "mistral"):  # these put ids before the content: an empty thought, a space
+                assert scored == eq6, name
+            assert scored[-len(chat.end_of_turn):] == chat.end_of_turn, name

@@ -4,6 +4,7 @@ and the step configurations a run builds."""
 
 import dataclasses
 import inspect
+import re
 import subprocess
 import sys
 
@@ -275,17 +276,41 @@ def test_run_routes_its_parts_into_the_step_configs():
     assert p.backend_args is not run.backend_args  # a step's settings are its own
 
 
-@pytest.mark.parametrize("switches, models, shots, n", [
-    ({}, ["base", "warm"], [0, 1, 2, 3], 4),
-    ({"no_iwp": True}, ["base"], [0, 1, 2, 3], 4),
-    ({"no_icp": True}, ["base", "warm"], [0], 2),  # today's w/o ICP: 2 configurations
-    ({"no_iwp": True, "no_icp": True}, ["base"], [0], 1),
-    ({"no_cl": True}, ["warm"], [0, 1, 2, 3], 1),
-    ({"no_icp": True, "n": 1}, ["base", "warm"], [0], 1),
+@pytest.mark.parametrize("switches, models, shots, n, repeat, judge", [
+    ({}, ["base", "warm"], [0, 1, 2, 3], 4, False, "warm"),
+    ({"no_iwp": True}, ["base"], [0, 1, 2, 3], 4, False, "base"),  # the base model does everything
+    ({"no_icp": True}, ["base", "warm"], [0], 4, True, "warm"),  # n=4 kept: configurations repeat
+    ({"no_iwp": True, "no_icp": True}, ["base"], [0], 4, True, "base"),
+    ({"no_cl": True}, ["warm"], [3], 1, False, "warm"),  # the warm model with the k-shot prompt
+    ({"no_cl": True, "k": 2, "shots": [0, 1, 2]}, ["warm"], [2], 1, False, "warm"),
+    ({"no_icp": True, "n": 1}, ["base", "warm"], [0], 1, True, "warm"),
 ])
-def test_ablation_switches(switches, models, shots, n):
+def test_ablation_switches(switches, models, shots, n, repeat, judge):
     p = build_config(RunArguments, switches).pseudolabel_args("d", "w", "o", seed=0)
-    assert (p.models, p.shots, p.n) == (models, shots, n)
+    assert (p.models, p.shots, p.n, p.repeat_configs, p.judge_model) == (models, shots, n, repeat, judge)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"no_iwp": True, "n": 5}, "`no_iwp` leaves 4 configurations (base x `shots`) for `n`=5 collaborators"),
+    ({"n": 9}, "`n` must be between 1 and 8"),  # not lowered to fit
+])
+def test_an_n_the_switches_cannot_honour_is_an_error(values, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config(RunArguments, values)
+
+
+def test_repeat_configs_allows_more_collaborators_than_configurations():
+    base = {"model_name_or_path": "m", "adapter_name_or_path": "a", "data_dir": "d", "output_dir": "o",
+            "models": ["warm"], "shots": [0], "n": 3}
+    with pytest.raises(UserError, match=r"`n` must be between 1 and 1.*`repeat_configs=true`"):
+        build_config(PseudolabelArguments, base)
+    assert build_config(PseudolabelArguments, {**base, "repeat_configs": True}).n == 3
+
+
+def test_w_o_iwp_runs_alone_without_an_adapter():
+    cfg = build_config(PseudolabelArguments, {"model_name_or_path": "m", "data_dir": "d", "output_dir": "o",
+                                              "models": ["base"], "judge_model": "base"})
+    assert cfg.adapter_name_or_path is None
 
 
 def test_no_as_keeps_every_pseudo_label():

@@ -21,6 +21,34 @@ def test_configs_are_distinct_seeded_and_cover_the_grid():
         sample_configs(["base"], [0], 2, seed=0)
 
 
+def test_paper_draw_is_todays_draw():
+    """draw=paper is the draw the project always made: seed 42 gives three base configurations, one warm."""
+    names = [c.name for c in sample_configs(["base", "warm"], [0, 1, 2, 3], 4, seed=42, draw="paper")]
+    assert names == ["base-1shot", "base-0shot", "warm-1shot", "base-2shot"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("n", [2, 4, 6, 8])
+def test_stratified_draw_mixes_models_and_spreads_shots(seed, n):
+    configs = sample_configs(["base", "warm"], [0, 1, 2, 3], n, seed=seed, draw="stratified")
+    assert len(set(configs)) == n and all(c.copy == 1 for c in configs)  # no repeats within the grid
+    assert [c.model for c in configs].count("base") == n // 2  # base and warm n/2 times each
+    per_shot = [[c.shots for c in configs].count(s) for s in range(4)]
+    assert max(per_shot) - min(per_shot) <= 1  # n=4: 0, 1, 2, 3 once each
+    assert configs == sample_configs(["base", "warm"], [0, 1, 2, 3], n, seed=seed, draw="stratified")
+
+
+@pytest.mark.parametrize("draw", ["paper", "stratified"])
+def test_repeated_configurations_get_their_own_names_and_seeds(draw):
+    """w/o ICP: 4 collaborators from {base, warm} x {0 shots}: each configuration twice, named apart."""
+    configs = sample_configs(["base", "warm"], [0], 4, seed=3, draw=draw, repeat=True)
+    assert sorted(c.name for c in configs) == ["base-0shot", "base-0shot#2", "warm-0shot", "warm-0shot#2"]
+    assert len({request_seed(42, "u1", c.name) for c in configs}) == 4
+    assert len(sample_configs(["warm"], [0], 3, seed=0, draw=draw, repeat=True)) == 3
+    with pytest.raises(ValueError, match="only 2 configurations"):
+        sample_configs(["base", "warm"], [0], 4, seed=3, draw=draw)  # repetition only when asked for
+
+
 def test_request_seed_depends_on_identity_only():
     assert request_seed(42, "u1", "warm-0shot") == request_seed(42, "u1", "warm-0shot")
     assert request_seed(42, "u1", "warm-0shot") != request_seed(42, "u2", "warm-0shot")

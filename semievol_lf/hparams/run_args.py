@@ -44,10 +44,13 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
     run_dir: str = field(default="runs/demo", metadata=_section("output", "Everything the run writes goes here."))
     iterations: int = field(default=1, metadata=_section("method", "SemiEvol rounds (paper 4.3.7)."))
     no_iwp: bool = field(default=False, metadata=_section(
-        "method", "Ablation: collaboration uses the base model only."))
-    no_icp: bool = field(default=False, metadata=_section("method", "Ablation: 0 shots only."))
+        "method", "Ablation w/o IWP: the base model does all the warm model does (collaboration, self-justify, "
+                  "entropy): models=[base], judge_model=base."))
+    no_icp: bool = field(default=False, metadata=_section(
+        "method", "Ablation w/o ICP: n collaborators, all 0-shot (repeated configurations, each request its own "
+                  "seed)."))
     no_cl: bool = field(default=False, metadata=_section(
-        "method", "Ablation: n=1 (the warm model), no self-justify."))
+        "method", "Ablation w/o CL: one collaborator, the warm model with the k-shot prompt, no self-justify."))
     no_as: bool = field(default=False, metadata=_section("method", "Ablation: theta=1.0, keep every pseudo-label."))
     rag: bool = field(default=False, metadata=_section(
         "method", "Also evaluate the RAG baseline (base + k examples)."))
@@ -71,6 +74,7 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
         if self.source == "generated" and self.task != "demo":
             raise ValueError("`source: generated` makes demo data; set `task: demo` or point `source` at files")
         self.data_sizes = check_data_sizes(self.data_sizes)
+        self._check_collaboration()
         self._step_configs()
 
     # ------------------------------------------------------------------ derived settings
@@ -87,22 +91,30 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
         return self.template or self.preset.template
 
     def collaboration(self) -> dict:
-        """`models`, `shots` and `n` after the ablation switches.
+        """The method settings the ablation switches change (paper Table 2), for the pseudolabel step.
 
-        w/o IWP: base model only; w/o ICP: 0 shots only; w/o CL: one configuration, the warm model.
-        A switch that leaves fewer than `n` configurations lowers `n` to all of them (w/o ICP: 2);
-        `n` itself was checked against `models` x `shots`.
+        w/o CL: one collaborator, the warm model with the k-shot prompt (shots = k); n=1 means no self-justify.
+        w/o ICP: all collaborators 0-shot, `n` kept (configurations repeat, each with its own seeds).
+        w/o IWP: the base model replaces the warm model everywhere: collaboration, self-justify, entropy.
+        Nothing is lowered to fit: an `n` the switches cannot honour is an error (`_check_collaboration`).
         """
         models, shots, n = list(self.models), list(self.shots), self.n
-        if self.no_iwp:
-            models = ["base"]
-        if self.no_icp:
-            shots = [0]
+        repeat, judge = self.repeat_configs, self.judge_model
         if self.no_cl:
-            models, n = ["warm"], 1
-        if self.no_iwp or self.no_icp:
-            n = min(n, len(models) * len(shots))
-        return {"models": models, "shots": shots, "n": n}
+            models, shots, n = ["warm"], [self.k], 1
+        if self.no_icp:
+            shots, repeat = [0], True
+        if self.no_iwp:
+            models, judge = ["base"], "base"
+        return {"models": models, "shots": shots, "n": n, "repeat_configs": repeat, "judge_model": judge}
+
+    def _check_collaboration(self) -> None:
+        """w/o IWP keeps `n` but draws from the base model's configurations only: too few is an error."""
+        c = self.collaboration()
+        grid = len(c["models"]) * len(c["shots"])
+        if not c["repeat_configs"] and c["n"] > grid:
+            raise ValueError(f"`no_iwp` leaves {grid} configuration{'s' if grid > 1 else ''} (base x `shots`) for "
+                             f"`n`={self.n} collaborators; lower `n` or add shot counts to `shots`")
 
     # ------------------------------------------------------------------ step configurations
     def _routed(self, *parts: type) -> dict:

@@ -34,10 +34,11 @@ class PseudolabelArguments(OutputArguments, InferenceArguments, MethodArguments,
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.adapter_name_or_path:  # no setting of `models` or `justify` avoids it (step 4)
+        uses_warm = "warm" in self.models or self.judge_model == "warm"
+        if not self.adapter_name_or_path and uses_warm:  # `justify` does not avoid it: step 4 scores with it
             raise ValueError("`adapter_name_or_path` is required: pseudo-labeling measures the entropy of every "
-                             "pseudo-label under the warm model (the warm-up's output_dir), whatever `models` and "
-                             "`justify` say")
+                             "pseudo-label under the warm model (the warm-up's output_dir), whatever `justify` "
+                             "says; only `models=[base]` with `judge_model=base` (w/o IWP) runs without it")
         if self.num_shards < 1:
             raise ValueError(f"`num_shards` must be >= 1, got {self.num_shards}")
         if self.shard is not None and self.num_shards == 1:
