@@ -59,7 +59,8 @@ TRAIN_SECTIONS = {
 PSEUDOLABEL_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir"],
-    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "theta", "k", "embedder"],
+    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "justify_temperature", "theta", "k",
+               "embedder"],
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
 }
@@ -73,8 +74,8 @@ EVALUATE_SECTIONS = {
 RUN_SECTIONS = {
     "model": ["model"],
     "dataset": ["task", "source", "embedder"],
-    "method": ["iterations", "n", "draw", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp", "no_cl",
-               "no_as"],
+    "method": ["iterations", "n", "draw", "theta", "k", "justify", "justify_temperature", "temperature", "rag", "no_iwp",
+               "no_icp", "no_cl", "no_as"],
     "inference": ["backend", "batch_size", "max_new_tokens", "seed"],
     "output": ["run_dir"],
 }
