@@ -61,7 +61,8 @@ TRAIN_SECTIONS = {
 PSEUDOLABEL_SECTIONS = {
     "model": ["model_name_or_path", "adapter_name_or_path", "template"],
     "dataset": ["task", "data_dir"],
-    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "theta", "k", "embedder"],
+    "method": ["n", "models", "shots", "draw", "temperature", "top_p", "justify", "justify_temperature", "theta", "k",
+               "embedder"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
                   "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["output_dir", "overwrite_output_dir"],
@@ -77,8 +78,8 @@ EVALUATE_SECTIONS = {
 RUN_SECTIONS = {
     "model": ["model"],
     "dataset": ["task", "source", "embedder"],
-    "method": ["iterations", "n", "shots", "draw", "theta", "k", "justify", "temperature", "rag", "no_iwp", "no_icp",
-               "no_cl", "no_as"],
+    "method": ["iterations", "n", "shots", "draw", "theta", "k", "justify", "justify_temperature", "temperature", "rag",
+               "no_iwp", "no_icp", "no_cl", "no_as"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
                   "gpu_memory_utilization", "tensor_parallel_size", "seed"],
     "output": ["run_dir"],

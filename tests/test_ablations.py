@@ -133,6 +133,7 @@ def answering_base(trained_sandbox, tiny, tmp_path_factory):
 
 
 def test_without_iwp_the_base_model_collaborates_justifies_and_scores(trained_sandbox, answering_base):
+    from semievol_lf.collaborate import request_seed
     from semievol_lf.prompts import justify_prompt
 
     stats, rows = pseudolabel_for(trained_sandbox, answering_base, "no_iwp", no_iwp=True)  # justify: all
@@ -152,7 +153,8 @@ def test_without_iwp_the_base_model_collaborates_justifies_and_scores(trained_sa
             assert replay.zero_shot(cand, row["id"]) == cand["response"]  # sampled by the base model
             prompt = justify_prompt(replay.task, replay.unlabeled[row["id"]],
                                     [c["response"] for c in row["candidates"]])
-            assert replay.generate(prompt, False, 0, 0.0) == row["justified"]  # greedy: the seed plays no part
+            seed = request_seed(42, row["id"], "justify")
+            assert replay.generate(prompt, False, seed, 1.0) == row["justified"]  # justify_temperature 1.0
         for row in scored:  # Eq. 6 under the base model, not under the warm adapter
             assert row["entropy"] == pytest.approx(replay.entropy(row["id"], row["pseudo_answer"], False), abs=1e-5)
         assert any(abs(row["entropy"] - replay.entropy(row["id"], row["pseudo_answer"], True)) > 1e-3

@@ -2,10 +2,11 @@
 
 The "adapter" may also be a fully fine-tuned model (LlamaFactory `finetuning_type: full`
 writes a whole model, no adapter_config.json); it is then loaded as a second model.
-Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off and
-run in left-padded batches. Sampling is done by this module, one torch.Generator per
-request seeded by `request.seed`, so a request's sample does not depend on its batch
-neighbours. Not handled: multi-GPU.
+Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off;
+generation runs in left-padded batches, scoring one sequence at a time (a padded batch's shape
+moves scores in the 7th digit, so a shard would not equal the unsharded run byte for byte).
+Sampling is done by this module, one torch.Generator per request seeded by `request.seed`, so a
+request's sample does not depend on its batch neighbours. Not handled: multi-GPU.
 """
 
 from collections.abc import Callable, Iterator
@@ -159,20 +160,22 @@ class HFBackend:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        """One sequence per forward pass: in a padded batch the float sums depend on the batch's shape (the
+        7th digit of an entropy moved with the chunk's neighbours), and a score must not depend on which
+        requests share its chunk (a shard scores what the unsharded run scores). One forward per pseudo-label
+        is small beside generation."""
         torch = self.torch
         out: list[list[float] | None] = [None] * len(requests)
         for flag, idx in self._batches(requests):
-            seqs = [requests[i].prompt_ids + requests[i].response_ids for i in idx]
-            ids, mask = self._left_pad(seqs)
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
             with self._adapter(flag), torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = ids[:, 1:]
-            token_lp = logprobs.gather(-1, targets[..., None])[..., 0].cpu()
-            for row, i in enumerate(idx):
-                n = len(requests[i].response_ids)
-                out[i] = token_lp[row, token_lp.shape[1] - n:].tolist() if n else []
+                for i in idx:
+                    seq = requests[i].prompt_ids + requests[i].response_ids
+                    ids = torch.tensor([seq], dtype=torch.long, device=self.device)
+                    logits = self.model(input_ids=ids).logits.float()
+                    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
+                    token_lp = logprobs.gather(-1, ids[0, 1:, None])[:, 0].cpu()
+                    n = len(requests[i].response_ids)
+                    out[i] = token_lp[len(token_lp) - n:].tolist() if n else []
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
