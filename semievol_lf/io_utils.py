@@ -9,6 +9,7 @@ import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +222,7 @@ def file_digest(path: str | os.PathLike) -> str:
     Logs and checkpoints inside a training output folder are left out: they change
     between identical trainings and say nothing about the weights.
     """
-    path = Path(path)
-    h = hashlib.sha256()
+    path = Path(path).resolve()
     if path.is_dir():
         files = sorted(
             p for p in path.iterdir()
@@ -231,9 +231,24 @@ def file_digest(path: str | os.PathLike) -> str:
         )
     else:
         files = [path]
-    for p in files:
-        h.update(p.name.encode())
-        h.update(_canonical_config(p) if path.is_dir() and p.suffix == ".json" else p.read_bytes())
+    # A run digests the same base model for every step and fine-tune: files unchanged since the last
+    # digest (same size and mtime) are not read again.
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _digest(path, stamp)
+
+
+@lru_cache(maxsize=256)
+def _digest(path: Path, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in stamp:
+        p = path / name if path.is_dir() else path
+        h.update(name.encode())
+        if path.is_dir() and p.suffix == ".json":
+            h.update(_canonical_config(p))
+        else:
+            with open(p, "rb") as f:  # in blocks: 16 GB of weights are never held in memory at once
+                while block := f.read(1 << 20):
+                    h.update(block)
     return h.hexdigest()[:16]
 
 
