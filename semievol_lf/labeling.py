@@ -20,13 +20,13 @@ from .data_info import DATA_INFO, alpaca_entry
 from .errors import UserError
 from .extraction import NO_ANSWER
 from .hparams import PseudolabelArguments
-from .io_utils import JsonlLog, atomic_write_json, atomic_write_jsonl, read_json
+from .io_utils import atomic_write_json, atomic_write_jsonl, read_json
 from .prepare import to_alpaca
 from .progress import Timer, banner
 from .prompts import icp_prompt, justify_prompt, task_prompt
 from .selection import mean_nll, select
 from .step import RESULT_NEUTRAL as STEP_NEUTRAL
-from .step import check_local_path, check_prompt_lengths, open_backend, run_cached, step_manifest
+from .step import check_local_path, check_prompt_lengths, open_backend, run_cached, stage_cache, step_manifest
 from .tasks import Task, get_task
 
 # `num_shards`/`shard` change no result either: a merge gives the unsharded result (a shard's manifest
@@ -123,7 +123,7 @@ def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabel
     try:
         banner(f"Pseudo-label: collaborate ({', '.join(c.name for c in configs)})")
         with timer("collaborate"):
-            gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "collaborate.jsonl"), _text, chunk,
+            gens = run_cached(backend.generate, keyed, stage_cache(out, "collaborate"), _text, chunk,
                               "collaborate")
             prompt_tokens = {key: len(req.prompt_ids) for key, req in keyed}
             for s in samples:
@@ -143,7 +143,7 @@ def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabel
                                                                         task.target(s.pseudo)),
                                                           adapter=cfg.judge_model == "warm"))
                      for s in valid]
-            scores = run_cached(backend.score, keyed, JsonlLog(out / "cache" / "score.jsonl"),
+            scores = run_cached(backend.score, keyed, stage_cache(out, "score"),
                                 lambda lp: {"logprobs": lp}, chunk, "score")
             for s in valid:
                 s.entropy = mean_nll(scores[f"{s.uid}|{s.pseudo}"]["logprobs"])
@@ -193,7 +193,7 @@ def _justify(cfg, task: Task, samples: list[Sample], chat, backend, out: Path, c
         seed=request_seed(cfg.seed, s.uid, "justify"), temperature=cfg.justify_temperature, top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens)) for s in to_ask]
     check_prompt_lengths(keyed, cfg.cutoff_len, "self-justify")
-    gens = run_cached(backend.generate, keyed, JsonlLog(out / "cache" / "justify.jsonl"), _text, chunk,
+    gens = run_cached(backend.generate, keyed, stage_cache(out, "justify"), _text, chunk,
                       "self-justify")
     for s in to_ask:
         s.justified = gens[s.uid]["text"]

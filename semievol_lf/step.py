@@ -96,7 +96,12 @@ class StepOutputs:
         return False
 
     def cache(self, stage: str) -> JsonlLog:
-        return JsonlLog(self.folder / "cache" / f"{stage}.jsonl")
+        return stage_cache(self.folder, stage)
+
+
+def stage_cache(folder: str | Path, stage: str) -> JsonlLog:
+    """The resumable request log of one stage of a step writing to `folder`: cache/STAGE.jsonl."""
+    return JsonlLog(Path(folder) / "cache" / f"{stage}.jsonl")
 
 
 def check_prompt_lengths(keyed: list[tuple[str, Any]], cutoff_len: int, stage: str) -> None:
