@@ -10,15 +10,17 @@ STAGE is what to count:
     appended its N-th chunk to a matching cache (chunks reused from an earlier run do not count;
     several matching caches count together). Example: `collaborate:3`.
   - `train:NAME`, a fine-tune of `semievol-lf run` (`train:round_1_warmup`, `train:round_2_evolve`):
-    fires once LlamaFactory's `trainer_log.jsonl` holds N lines written by this attempt (one line
-    per `logging_steps` training steps), or when the training ends with at least N. The watcher
-    polls the file, so a fast trainer may have logged a line more by then. Example:
-    `train:round_1_warmup:5`.
+    the trainer stops itself after exactly N optimizer steps of this attempt, before step N is logged
+    or checkpointed (a TrainerCallback: the fine-tune then runs as `python -m semievol_lf.faults
+    RECIPE`, LlamaFactory's `run_exp` in one process, instead of `llamafactory-cli train RECIPE`).
+    Example: `train:round_1_warmup:5`.
 MODE is how to stop:
   - `sigkill` (default): os.kill(own pid, SIGKILL), like `kill -9`: nothing is cleaned up, no
-    `finally` runs. A training subprocess is SIGKILLed first, as `kill -9` of the process group.
+    `finally` runs. A trainer SIGKILLs itself, then the process that started it, as `kill -9` of the
+    process group would.
   - `sigint`: raise KeyboardInterrupt where the fault fires, like Ctrl-C: the step prints its
-    `interrupted:` line and exits 130. A training subprocess gets SIGINT first and is waited for.
+    `interrupted:` line and exits 130. A trainer raises it inside its training loop, then the
+    process that started it.
 
 Before stopping it prints `fault injected: SEMIEVOL_FAULT=...` on stderr, so a test can tell an
 injected stop from a crash. Unset, the hooks cost one environment lookup per chunk and nothing per
@@ -29,7 +31,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,6 @@ from .errors import UserError
 
 ENV = "SEMIEVOL_FAULT"
 MODES = ("sigkill", "sigint")
-POLL_S = 0.02
 
 _appended: dict[str, int] = {}  # spec -> chunks appended to matching caches by this process
 
@@ -82,46 +82,49 @@ def chunk_appended(cache: Path) -> None:
         _stop(fault)
 
 
-def run_training(name: str, output_dir: Path, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Hook: `subprocess.run(cmd, **kwargs)` for the fine-tune `name` into `output_dir`; under a
-    `train:NAME:N` fault, stop once its `trainer_log.jsonl` holds N lines of this attempt."""
+def run_training(name: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Hook: `subprocess.run(cmd, **kwargs)` for the fine-tune `name`, `cmd` being
+    `llamafactory-cli train RECIPE`; under a `train:NAME:N` fault the trainer stops after N steps."""
     fault = current()
     if fault is None or fault.stage != f"train:{name}":
         return subprocess.run(cmd, check=False, **kwargs)
-    trainer_log = Path(output_dir) / "trainer_log.jsonl"
-    # An earlier attempt's log: LlamaFactory deletes it (overwrite_output_dir) or appends to it.
-    low = _lines(trainer_log)
-    proc = subprocess.Popen(cmd, **kwargs)
-    while True:
-        finished = proc.poll() is not None
-        n = _lines(trainer_log)
-        low = min(low, n)
-        if n - low >= fault.n:
-            _stop(fault, proc)
-        if finished:
-            return subprocess.CompletedProcess(cmd, proc.returncode)
-        time.sleep(POLL_S)
+    proc = subprocess.run([sys.executable, "-m", __name__, cmd[-1]], check=False, **kwargs)
+    if proc.returncode in (-signal.SIGKILL, -signal.SIGINT, 130):  # the trainer stopped itself
+        _stop(fault)
+    return proc
 
 
-def _lines(path: Path) -> int:
+def _train_until_fault(recipe: Path) -> None:
+    """Train `recipe` like `llamafactory-cli train` on one device, stopping at the current fault."""
+    import yaml
+    from llamafactory.train.tuner import run_exp
+    from transformers import TrainerCallback
+
+    fault = current()
+
+    class StopAfterSteps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.first = state.global_step  # a resumed attempt counts from its checkpoint
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step - self.first == fault.n:
+                print(f"fault injected: {ENV}={fault.spec} at step {state.global_step}", file=sys.stderr, flush=True)
+                if fault.mode == "sigint":
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGKILL)
+
     try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
+        run_exp(yaml.safe_load(recipe.read_text()), callbacks=[StopAfterSteps()])
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
-def _stop(fault: Fault, child: subprocess.Popen | None = None) -> None:
+def _stop(fault: Fault) -> None:
     print(f"fault injected: {ENV}={fault.spec}", file=sys.stderr, flush=True)
     if fault.mode == "sigint":
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGINT)  # Ctrl-C reaches the whole foreground group
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
         raise KeyboardInterrupt
-    if child is not None:
-        child.kill()
-        child.wait()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    _train_until_fault(Path(sys.argv[1]))

@@ -124,7 +124,7 @@ def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | N
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f, while_training or nullcontext():
-            proc = faults.run_training(name, output_dir, cmd, stdout=f, stderr=subprocess.STDOUT)
+            proc = faults.run_training(name, cmd, stdout=f, stderr=subprocess.STDOUT)
     except OSError as err:
         raise UserError(f"cannot write {log}: {err.strerror}") from None
     trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))
