@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,13 @@ def final_loss(out: Path) -> tuple[int, float]:
     return last["current_steps"], last["loss"]
 
 
-def train_in_child(recipe: dict, box: Path, name: str) -> subprocess.Popen:
+def train_killed_at_step(recipe: dict, box: Path, name: str, step: int) -> subprocess.CompletedProcess:
+    """`launcher.train` in a child whose trainer is SIGKILLed at `step`, the child with it (SEMIEVOL_FAULT)."""
     code = ("import json, sys; from pathlib import Path; from semievol_lf import launcher; "
             "launcher.train(sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), n_gpus=1)")
-    return subprocess.Popen([sys.executable, "-c", code, name, json.dumps(recipe), str(box / f"{name}.yaml"),
-                             str(box / f"{name}.log")], cwd=box, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-c", code, name, json.dumps(recipe), str(box / f"{name}.yaml"),
+                           str(box / f"{name}.log")], cwd=box, capture_output=True, text=True, check=False,
+                          env={**os.environ, "SEMIEVOL_FAULT": f"train:{name}:{step}:sigkill"})
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +53,10 @@ def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
     assert total == 10 * STEPS_PER_EPOCH
 
     out = box / "killed"
-    proc = train_in_child(recipe_for(box, out), box, "killed")
-    deadline = time.time() + 300
-    while time.time() < deadline and not launcher.last_checkpoint(out) and proc.poll() is None:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and LlamaFactory under it, mid-training
-    proc.wait()
-    checkpoint = launcher.last_checkpoint(out)
-    assert checkpoint is not None and not (out / "semievol_step.json").exists(), "the kill landed after the end"
+    proc = train_killed_at_step(recipe_for(box, out), box, "killed", 2 * STEPS_PER_EPOCH + 2)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    checkpoint = launcher.last_checkpoint(out)  # saved every 4 steps: 4 and 8, not 10 (killed first)
+    assert checkpoint == out / f"checkpoint-{2 * STEPS_PER_EPOCH}" and not (out / "semievol_step.json").exists()
     capsys.readouterr()
 
     launcher.train("killed", recipe_for(box, out), box / "killed.yaml", box / "killed.log", n_gpus=1)
