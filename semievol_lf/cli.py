@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import exit_on_user_error
+from .errors import UserError, exit_on_user_error
 from .progress import setup_logging
 
 USAGE = __doc__.split("\n\n", 1)[1]
@@ -35,6 +35,8 @@ def _data_info(argv: list[str]) -> None:
     parser.add_argument("--force", action="store_true", help="replace entries of the same name (a backup is kept)")
     args = parser.parse_args(argv)
     source = Path(args.source)
+    if not source.is_file():  # a missing target is a new file; a missing source is a typo
+        raise UserError(f"--from {source}: no such file (a dataset_info.json whose entries to merge)")
     entries = absolutise(read_data_info(source), source.parent)
     changed = merge_into(args.into, entries, force=args.force)
     print(f"merged {len(changed)} entr{'y' if len(changed) == 1 else 'ies'} into {args.into}"

@@ -49,3 +49,15 @@ def test_corrupt_target_is_reported_not_overwritten(tmp_path):
     with pytest.raises(UserError, match="dataset_info.json:1: not valid JSON"):
         merge_into(target, {"a": {"file_name": "x"}})
     assert target.read_text() == "{not json"
+
+
+def test_cli_missing_source_is_an_error_and_the_target_is_untouched(tmp_path, capsys):
+    target = tmp_path / "dataset_info.json"
+    target.write_text(json.dumps({"identity": {"file_name": "identity.json"}}))
+    with pytest.raises(SystemExit) as stop:
+        cli(["data-info", "merge", "--from", str(tmp_path / "missing.json"), "--into", str(target)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --from {tmp_path / 'missing.json'}: no such file") and err.count("\n") == 1
+    assert json.loads(target.read_text()) == {"identity": {"file_name": "identity.json"}}
+    assert not (tmp_path / "dataset_info.json.bak").exists()
