@@ -219,15 +219,16 @@ def fingerprint(obj: Any) -> str:
 def file_digest(path: str | os.PathLike) -> str:
     """Content hash of a file, or of the weights and configs of a model/adapter folder.
 
-    Logs and checkpoints inside a training output folder are left out: they change
-    between identical trainings and say nothing about the weights.
+    Logs, checkpoints and `training_args.bin` inside a training output folder are left out: they
+    change between identical trainings (a resumed one records its checkpoint) and say nothing about
+    the weights.
     """
     path = Path(path).resolve()
     if path.is_dir():
         files = sorted(
             p for p in path.iterdir()
-            if p.is_file() and (p.suffix in {".safetensors", ".bin"}
-                                or p.name in {"adapter_config.json", "config.json"})
+            if p.is_file() and p.name != "training_args.bin" and (
+                p.suffix in {".safetensors", ".bin"} or p.name in {"adapter_config.json", "config.json"})
         )
     else:
         files = [path]

@@ -12,6 +12,7 @@ import pytest
 from conftest import make_sandbox
 
 from semievol_lf import launcher
+from semievol_lf.io_utils import file_digest
 from semievol_lf.presets import get_preset
 from semievol_lf.recipes import train_recipe
 
@@ -65,6 +66,24 @@ def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
     steps, loss = final_loss(out)
     assert steps == total
     assert loss == pytest.approx(ref_loss, rel=1e-3, abs=1e-4)
+
+
+def test_killed_after_its_last_checkpoint_resumes_to_the_same_weights_and_digest(box, capsys):
+    """A kill after the end-of-training checkpoint, before the weights were saved: the resumed run
+    trains no step and its adapter, weights and digest, is the uninterrupted one (the steps built on
+    it keep their caches)."""
+    out = box / "late"
+    launcher.train("late", recipe_for(box, out, num_train_epochs=2.0), box / "late.yaml", box / "late.log", n_gpus=1)
+    last = launcher.last_checkpoint(out)
+    assert last == out / f"checkpoint-{2 * STEPS_PER_EPOCH}"  # saved at the end whatever save_steps says
+    weights, digest = (out / "adapter_model.safetensors").read_bytes(), file_digest(out)
+    for f in ("adapter_model.safetensors", "adapter_config.json", "training_args.bin", "semievol_step.json"):
+        (out / f).unlink()
+    capsys.readouterr()
+    launcher.train("late", recipe_for(box, out, num_train_epochs=2.0), box / "late.yaml", box / "late.log", n_gpus=1)
+    assert f"resuming from {last}" in capsys.readouterr().out
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
+    assert file_digest(out) == digest
 
 
 def test_checkpoints_of_other_inputs_are_not_resumed_from(box, capsys):
