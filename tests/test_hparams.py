@@ -70,6 +70,8 @@ BAD_RUN_SETTINGS = [
     (["data_sizes.n_labled=5"], "`data_sizes.n_labled`: unknown key. Did you mean `n_labeled`? Known keys: cue_words"),
     (["data_sizes={n_labeled: 0}"], "`data_sizes.n_labeled` must be >= 1"),
     (["data_sizes.seed=3"], "`data_sizes.seed`: set `data_seed` instead"),
+    (["data_seed=1"], "`data_seed`=1: `model: tiny-word` knows only the words of the demo data of `data_seed` 0"),
+    (["data_sizes.fillers=9"], "`data_sizes.fillers`: `model: tiny-word` knows only the words"),
 ]
 # Steps that need an adapter, run alone: the run always passes one.
 BAD_STEP_SETTINGS = [

@@ -74,6 +74,7 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
         if self.source == "generated" and self.task != "demo":
             raise ValueError("`source: generated` makes demo data; set `task: demo` or point `source` at files")
         self.data_sizes = check_data_sizes(self.data_sizes)
+        self._check_word_vocabulary()
         self._check_collaboration()
         self._step_configs()
 
@@ -107,6 +108,18 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
         if self.no_iwp:
             models, judge = ["base"], "base"
         return {"models": models, "shots": shots, "n": n, "repeat_configs": repeat, "judge_model": judge}
+
+    def _check_word_vocabulary(self) -> None:
+        """A word-level demo model (`tiny-word`) knows the words of one generated task only: other
+        demo data would reach it as <unk> tokens and nothing could be learned."""
+        if self.preset.build_args.get("tokenizer") != "word" or self.model_name_or_path or self.source != "generated":
+            return
+        vocab = {"cue_words", "fillers"} & set(self.data_sizes)
+        if self.data_seed != DemoSpec.seed or vocab:
+            what = f"`data_seed`={self.data_seed}" if self.data_seed != DemoSpec.seed else f"`data_sizes.{min(vocab)}`"
+            raise ValueError(f"{what}: `model: {self.model}` knows only the words of the demo data of `data_seed` "
+                             f"{DemoSpec.seed} with the default cue_words and fillers (its tokenizer is word-level); "
+                             "use `model: tiny` (byte-level BPE) for other demo data")
 
     def _check_collaboration(self) -> None:
         """w/o IWP keeps `n` but draws from the base model's configurations only: too few is an error."""
