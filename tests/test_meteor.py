@@ -19,7 +19,7 @@ from semievol_lf.hparams import build_config
 from semievol_lf.io_utils import read_json, read_jsonl
 from semievol_lf.meteor.chat import ChatRequest, EndpointChat, preflight
 from semievol_lf.meteor.config import ChatModelArguments, MeteorArguments
-from semievol_lf.meteor.judge import parse_scores, summarize
+from semievol_lf.meteor.judge import expected_score, parse_scores, summarize
 from semievol_lf.meteor.preferences import best_of
 from semievol_lf.meteor.questions import demo_questions, load_questions, split_questions
 from semievol_lf.meteor.refine import parse_verdict, rounds_due
@@ -47,6 +47,12 @@ def test_rounds_due_one_per_interval():
 def test_best_of_picks_the_highest_non_empty():
     assert best_of(["a", "b", ""], [-2.0, -1.0, 0.0]) == 1
     assert best_of(["a", "b"], [-1.0, -1.0]) == 0 and best_of(["", ""], [0.0, 0.0]) == -1
+
+
+def test_expected_score():
+    inf = float("-inf")
+    assert expected_score([0.0] + [inf] * 9) == 1.0 and expected_score([-1.0] * 10) == 5.5
+    assert expected_score([inf] * 8 + [-0.7, -0.7]) == 9.5
 
 
 def test_parse_scores_and_win_rates():
@@ -95,7 +101,7 @@ def test_demo_questions_and_split():
 def test_config_errors_name_the_key():
     with pytest.raises(UserError, match=r"`teacher.kindd`: unknown key.*Did you mean `kind`"):
         build_config(MeteorArguments, {"teacher": {"kindd": "openai"}})
-    with pytest.raises(UserError, match=r"`model` is required for kind openai"):
+    with pytest.raises(UserError, match=r"`teacher`: `model` is required for kind openai"):
         build_config(MeteorArguments, {"teacher": {"kind": "openai"}})
     with pytest.raises(UserError, match=r"`student`: unknown preset 'smollm3'"):
         build_config(MeteorArguments, {"student": "smollm3", "teacher": {"preset": "smollm2-135m"}})
@@ -339,8 +345,11 @@ def test_the_judges_table_recounts_from_its_scores(demo_run):
     results = read_json(d / "judge" / "results.json")
     assert results == json.loads(json.dumps(summarize(rows, ["w/o METEOR", "w/ METEOR"])))
     assert len(rows) == 2 * demo_run["cfg"]["n_test"]
-    for row in rows:
-        assert row["scores"] == parse_scores(row["judgment"])
+    for row in rows:  # the demo's local judge scores by likelihood: the expected score of each distribution
+        dist = row["judgment"]["logprobs_1_to_10"]
+        assert row["scores"] == {s: expected_score(dist[s]) for s in dist}
+        assert all(1 <= v <= 10 for v in row["scores"].values())
+    assert results["scores"]["w/ METEOR"]["valid"] == results["scores"]["w/o METEOR"]["valid"] == len(rows) // 2
     report = (d / "report.md").read_text()
     assert "| Model | Accuracy | Completeness | Relevance | Coherence | Reliability | Overall |" in report
     assert "| w/o METEOR |" in report and "| w/ METEOR |" in report and (d / "plots" / "judge_scores.png").is_file()

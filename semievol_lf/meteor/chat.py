@@ -84,14 +84,21 @@ class LocalChat:
                               temperature=r.temperature, max_new_tokens=r.max_new_tokens) for r in requests])
         return [g.text.strip() for g in gens]
 
-    def mean_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """The model's own judgment of each (prompt, answer): the mean log-probability of the answer's tokens
-        and the template's end of turn (as the fine-tunes score them)."""
+    def logprobs(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
+        """Per-token log-probabilities of each (prompt, answer)'s answer tokens and the template's end of turn
+        (the tokens the fine-tunes train on)."""
         from ..backends import ScoreRequest
 
         encoded = [self.chat_format.encode(p, a) for p, a in pairs]
-        scores = self.backend.score([ScoreRequest(p, r, adapter=bool(self.adapter)) for p, r in encoded])
-        return [sum(s) / len(s) if s else float("-inf") for s in scores]
+        return self.backend.score([ScoreRequest(p, r, adapter=bool(self.adapter)) for p, r in encoded])
+
+    def mean_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """The model's own judgment of each (prompt, answer): the mean log-probability of the answer."""
+        return [sum(s) / len(s) if s else float("-inf") for s in self.logprobs(pairs)]
+
+    def total_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """log P(answer | prompt) of each pair (a judge's score candidates: "1" ... "10")."""
+        return [sum(s) for s in self.logprobs(pairs)]
 
     def close(self) -> None:
         if self._backend is not None:
@@ -198,8 +205,11 @@ def cached_chat(chat, keyed: list[tuple[str, ChatRequest]], log: JsonlLog, desc:
     return {key: done[key]["text"] for key, _ in keyed}
 
 
-def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str) -> dict:
-    """key -> mean log-probability of each (prompt, answer) under `chat`'s model, cached like `cached_chat`."""
-    done = run_cached(chat.mean_logprob, keyed, log, lambda s: {"score": s}, chat.chunk_size, desc)
+def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str,
+                  total: bool = False) -> dict:
+    """key -> mean (or `total`) log-probability of each (prompt, answer) under `chat`'s model, cached like
+    `cached_chat`."""
+    call = chat.total_logprob if total else chat.mean_logprob
+    done = run_cached(call, keyed, log, lambda s: {"score": s}, chat.chunk_size, desc)
     return {key: done[key]["score"] for key, _ in keyed}
 

@@ -56,13 +56,15 @@ class MeteorRunner:
         preflight(cfg.teacher_args, "teacher")  # before anything expensive
         if cfg.judge_args != cfg.teacher_args:
             preflight(cfg.judge_args, "judge")
+        names = {"teacher": cfg.teacher_args.preset or cfg.teacher_args.model,
+                 "judge_model": cfg.judge_args.preset or cfg.judge_args.model}
         self._local_models()
         questions = demo_questions() if cfg.questions == "generated" else load_questions(cfg.questions)
         domain, test = split_questions(questions, cfg.n_test, cfg.n_questions)
         atomic_write_json(layout.questions, {"domain": [q.to_dict() for q in domain],
                                              "test": [q.to_dict() for q in test]})
-        summary = {"student": cfg.student, "teacher": cfg.teacher_args.model or cfg.teacher_args.preset,
-                   "judge_model": cfg.judge_args.model or cfg.judge_args.preset, "domain_questions": len(domain),
+        summary = {"student": cfg.student, **names, "judge_scoring": cfg.judge_args.scoring,
+                   "domain_questions": len(domain),
                    "test_questions": len(test), "meteor_dir": str(layout.root)}
 
         # Stage 1: weak-to-strong distillation

@@ -64,4 +64,7 @@ def train(name: str, recipe: dict, layout, validate: bool = False) -> Path:
         path = layout.recipe(name)
         atomic_write_text(path, yaml.safe_dump(recipe, sort_keys=False))
         print(validate_recipe(path))
+        import transformers
+
+        transformers.logging.set_verbosity_warning()  # LlamaFactory's parser turned it up to info
     return launcher.train(name, recipe, layout.recipe(name), layout.log(name))
