@@ -148,7 +148,7 @@ METEOR_CPU_TRAIN = {"num_train_epochs": 1.0, "cutoff_len": 384, "per_device_trai
                     "gradient_accumulation_steps": 1, "logging_steps": 1}
 METEOR_DEMO = {
     "student": "smollm2-135m", "teacher": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
-    "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
+    "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 40},
     "questions": "generated", "n_questions": 8, "n_test": 3,
     "max_iterations": 2, "fine_tune_interval": 3, "high_compute": "best_of_k", "k": 3, "low_max_new_tokens": 32,
     "backend": "hf", "dtype": "auto", "batch_size": 8, "max_new_tokens": 48, "seed": 42,

@@ -36,6 +36,9 @@ class ChatRequest:
     seed: int
     temperature: float = 0.0  # 0: greedy
     max_new_tokens: int = 256
+    # The start of the reply, written for a local model (its template's assistant turn begins with it, and
+    # the text returned starts with it); an endpoint gets the prompt alone, which must ask for the format.
+    prefill: str = ""
 
 
 class LocalChat:
@@ -80,9 +83,15 @@ class LocalChat:
         from ..backends import GenerationRequest
 
         gens = self.backend.generate([
-            GenerationRequest(self.chat_format.prompt_ids(r.prompt), adapter=bool(self.adapter), seed=r.seed,
+            GenerationRequest(self._prompt_ids(r), adapter=bool(self.adapter), seed=r.seed,
                               temperature=r.temperature, max_new_tokens=r.max_new_tokens) for r in requests])
-        return [g.text.strip() for g in gens]
+        return [(r.prefill + g.text).strip() for r, g in zip(requests, gens)]
+
+    def _prompt_ids(self, r: ChatRequest) -> tuple[int, ...]:
+        ids = self.chat_format.prompt_ids(r.prompt)
+        if r.prefill:
+            ids += tuple(self.chat_format.tokenizer.encode(r.prefill, add_special_tokens=False))
+        return ids
 
     def logprobs(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
         """Per-token log-probabilities of each (prompt, answer)'s answer tokens and the template's end of turn
@@ -95,10 +104,6 @@ class LocalChat:
     def mean_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
         """The model's own judgment of each (prompt, answer): the mean log-probability of the answer."""
         return [sum(s) / len(s) if s else float("-inf") for s in self.logprobs(pairs)]
-
-    def total_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """log P(answer | prompt) of each pair (a judge's score candidates: "1" ... "10")."""
-        return [sum(s) for s in self.logprobs(pairs)]
 
     def close(self) -> None:
         if self._backend is not None:
@@ -205,11 +210,8 @@ def cached_chat(chat, keyed: list[tuple[str, ChatRequest]], log: JsonlLog, desc:
     return {key: done[key]["text"] for key, _ in keyed}
 
 
-def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str,
-                  total: bool = False) -> dict:
-    """key -> mean (or `total`) log-probability of each (prompt, answer) under `chat`'s model, cached like
-    `cached_chat`."""
-    call = chat.total_logprob if total else chat.mean_logprob
-    done = run_cached(call, keyed, log, lambda s: {"score": s}, chat.chunk_size, desc)
+def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str) -> dict:
+    """key -> mean log-probability of each (prompt, answer) under `chat`'s model, cached like `cached_chat`."""
+    done = run_cached(chat.mean_logprob, keyed, log, lambda s: {"score": s}, chat.chunk_size, desc)
     return {key: done[key]["score"] for key, _ in keyed}
 

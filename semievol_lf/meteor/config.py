@@ -43,11 +43,7 @@ class ChatModelArguments:
     backoff: float = field(default=1.0, metadata={"help": "openai: first retry delay in seconds, doubled each retry."})
     max_new_tokens: int = field(default=512, metadata={"help": "Length limit of each answer, verdict or score."})
     temperature: float = field(default=0.0, metadata={"help": "0: greedy (local), or the API's most deterministic."})
-    scoring: Literal["auto", "generate", "likelihood"] = field(default="auto", metadata={
-        "help": "judge: generate: the judge writes its six scores, which are parsed; likelihood (local models only, "
-                "G-Eval style): per criterion, the expected score under the judge's probabilities of the answers "
-                "\"1\" ... \"10\" (always valid, even from a small judge); auto: likelihood for a local judge, "
-                "generate for an endpoint."})
+
 
     def __post_init__(self):
         if self.kind == "openai":
@@ -61,11 +57,6 @@ class ChatModelArguments:
         for key in ("concurrency", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
-        if self.scoring == "auto":
-            self.scoring = "generate" if self.kind == "openai" else "likelihood"
-        if self.scoring == "likelihood" and self.kind == "openai":
-            raise ValueError("`scoring: likelihood` needs a local model (kind hf or vllm): a chat endpoint gives no "
-                             "probabilities of given answers")
         if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
             raise ValueError("`max_retries` must be >= 0, `timeout` > 0, `backoff` >= 0")
 

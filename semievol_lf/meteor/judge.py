@@ -7,43 +7,25 @@ Both students answer the held-out test questions greedily; the judge scores each
 (absolute scores, so the order two answers are shown in cannot bias it), and the win rate per
 criterion compares the two models question by question (ties count half), as METEOR's main table.
 
-`judge.scoring` says how a score is read:
-  generate    the judge writes the six scores in a fixed format (`JUDGE_PROMPT`); a judgment whose six
-              scores cannot all be read is counted as invalid and left out of the means.
-  likelihood  (a local judge) one prompt per criterion (`CRITERION_PROMPT`); the judge's probability of
-              each answer "1" ... "10", renormalized over the ten, gives the expected score (G-Eval's
-              probability-weighted score). Always valid, so a judge too small to follow a format still
-              ranks two answers by what it finds more likely.
+The judge writes the six scores in a fixed format (`JUDGE_PROMPT`); a local judge's reply is started
+with "Accuracy:" (a 135M judge needs it to keep the format; an endpoint is asked by the prompt alone).
+A judgment whose six scores cannot all be read is counted as invalid and left out of the means.
 Not handled: several judges, or position-swapped pairwise judging.
 """
 
-import math
 import re
 
 from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
 from ..progress import banner
 from ..step import StepOutputs
-from .chat import ChatRequest, cached_chat, cached_scores, chat_identity, request_seed
+from .chat import ChatRequest, cached_chat, chat_identity, request_seed
 
 CRITERIA = ("accuracy", "completeness", "relevance", "coherence", "reliability")
 SCORES = (*CRITERIA, "overall")
 JUDGE_PROMPT = ("Question: {question}\n\nAnswer: {answer}\n\nRate this answer on each criterion from 1 (poor) "
                 "to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\n"
                 "Accuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N")
-
-CRITERION_PROMPT = ("Question: {question}\n\nAnswer: {answer}\n\nRate the {criterion} of this answer from 1 (poor) "
-                    "to 10 (excellent). Reply with the number only.")
-CRITERION_WORDS = {**{c: c for c in CRITERIA}, "overall": "overall quality"}
-
-
-def expected_score(logprobs: list[float]) -> float:
-    """The probability-weighted score from log P("1") ... log P("10"), renormalized over the ten.
-
-    [0.0, -inf, ..., -inf] -> 1.0;  ten equal values -> 5.5
-    """
-    top = max(logprobs)
-    weights = [math.exp(lp - top) for lp in logprobs]
-    return sum(w * (i + 1) for i, w in enumerate(weights)) / sum(weights)
+PREFILL = "Accuracy:"  # a local judge's reply starts here (an endpoint's is asked for by the prompt alone)
 
 
 def parse_scores(text: str) -> dict[str, float] | None:
@@ -87,7 +69,7 @@ def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
     from .refine import ANSWER_PROMPT
 
     manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens"), "judge_tokens": j.max_new_tokens,
-                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT],
+                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, PREFILL],
                                          "judge_temperature": j.temperature}),
                 "questions": fingerprint([q.to_dict() for q in questions]), "judge": chat_identity(j),
                 "students": {name: s.identity for name, s in students.items()}}
@@ -104,27 +86,14 @@ def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
             answers[name] = cached_chat(student, keyed, step.cache(f"answer_{i}"), f"answer ({name})")
         finally:
             student.close()
-    if j.scoring == "likelihood":
-        keyed = [(f"{name}|{q.uid}|{s}|{v}", (CRITERION_PROMPT.format(question=q.question, answer=answers[name][q.uid],
-                                                                      criterion=CRITERION_WORDS[s]), str(v)))
-                 for name in students for q in questions for s in SCORES for v in range(1, 11)]
-        lp = cached_scores(judge_chat, keyed, step.cache("judge_likelihood"), "judge (likelihood)", total=True)
-        rows = []
-        for name in students:
-            for q in questions:
-                dist = {s: [lp[f"{name}|{q.uid}|{s}|{v}"] for v in range(1, 11)] for s in SCORES}
-                rows.append({"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
-                             "judgment": {"logprobs_1_to_10": dist},
-                             "scores": {s: expected_score(dist[s]) for s in SCORES}})
-    else:
-        keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
-                                                 request_seed(cfg.seed, name, q.uid, "judge"), j.temperature,
-                                                 j.max_new_tokens))
-                 for name in students for q in questions]
-        judged = cached_chat(judge_chat, keyed, step.cache("judge"), "judge")
-        rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
-                 "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
-                for name in students for q in questions]
+    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
+                                             request_seed(cfg.seed, name, q.uid, "judge"), j.temperature,
+                                             j.max_new_tokens, prefill=PREFILL))
+             for name in students for q in questions]
+    judged = cached_chat(judge_chat, keyed, step.cache("judge"), "judge")
+    rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
+             "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
+            for name in students for q in questions]
     results = summarize(rows, list(students))
     atomic_write_jsonl(folder / "scores.jsonl", rows)
     atomic_write_json(folder / "results.json", results)  # last

@@ -63,7 +63,7 @@ class MeteorRunner:
         domain, test = split_questions(questions, cfg.n_test, cfg.n_questions)
         atomic_write_json(layout.questions, {"domain": [q.to_dict() for q in domain],
                                              "test": [q.to_dict() for q in test]})
-        summary = {"student": cfg.student, **names, "judge_scoring": cfg.judge_args.scoring,
+        summary = {"student": cfg.student, **names,
                    "domain_questions": len(domain),
                    "test_questions": len(test), "meteor_dir": str(layout.root)}
 

@@ -77,8 +77,7 @@ def render_markdown(summary: dict) -> str:
     results = summary["judge"]
     parts = [f"# METEOR: {summary['student']} taught by {summary['teacher']}\n",
              "## Stages\n", _markdown(stages_table(summary)),
-             f"\n## The judge ({summary['judge_model']}, scoring by {summary['judge_scoring']}) on "
-             f"{summary['test_questions']} test questions\n",
+             f"\n## The judge ({summary['judge_model']}) on {summary['test_questions']} test questions\n",
              _markdown(judge_table(results))]
     wins = win_table(results)
     if wins:
