@@ -207,6 +207,26 @@ def test_endpoint_chat_protocol_key_and_retries(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+def test_a_teacher_that_never_accepts_stops_each_question_at_max_iterations(tmp_path, tiny_model):
+    """The random tiny model as student and teacher (real LlamaFactory SFT of stage 1 included): it never
+    answers "Correct", so every question is revised exactly `max_iterations` times, then dropped; no SFT
+    round runs, because nothing was accepted."""
+    out = tmp_path / "run"
+    teacher = f"teacher={{kind: hf, model: '{tiny_model}', template: default, max_new_tokens: 12}}"
+    run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={out}", "student=tiny",
+             f"student_model_name_or_path={tiny_model}", teacher, "n_questions=4", "max_new_tokens=12",
+             "max_iterations=2", "fine_tune_interval=2", "stop_after=refine", "train_overrides={num_train_epochs: 1}"],
+            cwd=ROOT)
+    trace = list(read_jsonl(out / "refine" / "trace.jsonl"))
+    stats = read_json(out / "refine" / "stats.json")
+    assert stats["verdicts"] == {"correct": 0, "feedback": 4 * 3} and stats["dropped"] == 4 and not stats["rounds"]
+    for uid in {t["id"] for t in trace}:
+        assert [t["iteration"] for t in trace if t["id"] == uid] == [0, 1, 2]
+    revised = _cache(out / "refine", "revise")
+    assert len(revised) == 4 * 2 and not list((out / "refine").glob("round_*"))
+    assert stats["adapter"] == str(out / "sft")  # the student stays the stage-1 one
+
+
 FAULT = "refine/cache/judge:2"  # killed (SIGKILL) right after the second chunk of the teacher's verdicts
 SMALLER = ["n_questions=6", "n_test=2", "k=2"]  # the demo with fewer questions: minutes, not more
 
@@ -225,7 +245,8 @@ def demo_run(tmp_path_factory):
     wall = time.monotonic() - start
     again = run_cmd(cmd, cwd=ROOT)
     cfg = yaml.safe_load((ROOT / "recipes" / "meteor_demo.yaml").read_text())
-    cfg.update(yaml.safe_load(o.replace("=", ": ", 1)) for o in SMALLER)
+    for override in SMALLER:
+        cfg.update(yaml.safe_load(override.replace("=", ": ", 1)))
     return {"dir": out, "before": before, "resumed": resumed, "again": again, "wall": wall, "cfg": cfg}
 
 

@@ -75,9 +75,9 @@ def plot_scores(path: Path, results: dict) -> None:
 
 def render_markdown(summary: dict) -> str:
     results = summary["judge"]
-    parts = [f"# METEOR: {summary['student']} taught by {summary['teacher']}\n",
-             "## Stages\n", _markdown(stages_table(summary)),
-             f"\n## The judge ({summary['judge_model']}) on {summary['test_questions']} test questions\n",
+    parts = [f"# METEOR: {summary['student']} taught by {summary['teacher']}\n\n",
+             f"## Stages ({summary['domain_questions']} domain questions)\n\n", _markdown(stages_table(summary)),
+             f"\n## The judge ({summary['judge_model']}) on {summary['test_questions']} test questions\n\n",
              _markdown(judge_table(results))]
     wins = win_table(results)
     if wins:
