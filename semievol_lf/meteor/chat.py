@@ -1,6 +1,6 @@
 """Text in, text out: the student, the teacher and the judge behind one call, with a resumable cache.
 
-    teacher = open_chat(cfg.teacher_args, batch_size=8)            # an endpoint or a local model
+    teacher = open_chat(cfg.teacher_args, "teacher", batch_size=8)  # an endpoint or a local model
     answers = cached_chat(teacher, keyed, stage_cache(folder, "teacher"), "distill")   # key -> text
 
 `ChatRequest` is one user turn (the prompt) with its sampling settings and seed. A local model
