@@ -1,6 +1,7 @@
 """The `semievol-lf` command: one entry point for every step.
 
     semievol-lf run recipes/run_demo.yaml [key=value ...]
+    semievol-lf meteor run recipes/meteor_demo.yaml [key=value ...]
     semievol-lf prepare --task mmlu --source DIR --out data/mmlu
     semievol-lf pseudolabel recipes/pseudolabel_mmlu.yaml
     semievol-lf evaluate recipes/evaluate_mmlu.yaml
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
             from . import run
 
             run.main(argv=rest)
+        elif command == "meteor":
+            from .meteor.pipeline import cli
+
+            cli(rest)
         elif command == "prepare":
             from . import prepare
 

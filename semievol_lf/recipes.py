@@ -132,6 +132,45 @@ TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "shots": [0, 1], "source": "g
                      "rag": True, "justify": "vote"}}
 
 
+# `semievol-lf meteor run recipes/meteor_demo.yaml`: every METEOR stage for real on the CPU in minutes:
+# SmolLM2-135M-Instruct as student, teacher and judge (hf backend), a few generated domain questions,
+# short answers, one epoch per fine-tune. A real run points `teacher` at an endpoint (README, METEOR).
+METEOR_SECTIONS = {
+    "model": ["student", "teacher", "judge"],
+    "dataset": ["questions", "n_questions", "n_test"],
+    "method": ["max_iterations", "fine_tune_interval", "high_compute", "k", "sample_temperature",
+               "low_max_new_tokens", "high_max_new_tokens"],
+    "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "seed"],
+    "output": ["meteor_dir"],
+    "train": ["train_overrides", "dpo_overrides"],
+}
+METEOR_CPU_TRAIN = {"num_train_epochs": 1.0, "cutoff_len": 384, "per_device_train_batch_size": 4,
+                    "gradient_accumulation_steps": 1, "logging_steps": 1}
+METEOR_DEMO = {
+    "student": "smollm2-135m", "teacher": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
+    "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 40},
+    "questions": "generated", "n_questions": 8, "n_test": 3,
+    "max_iterations": 2, "fine_tune_interval": 3, "high_compute": "best_of_k", "k": 3, "low_max_new_tokens": 32,
+    "backend": "hf", "dtype": "auto", "batch_size": 8, "max_new_tokens": 48, "seed": 42,
+    "meteor_dir": "runs/meteor_demo",
+    "train_overrides": METEOR_CPU_TRAIN,
+    "dpo_overrides": {**METEOR_CPU_TRAIN, "per_device_train_batch_size": 2, "learning_rate": 5.0e-5},
+}
+NOTES[("meteor", "teacher")] = ("the CPU demo's teacher and judge are SmolLM2-135M-Instruct itself; a real run: "
+                                "{kind: openai, model: gpt-4o, api_key_env: OPENAI_API_KEY} or a `vllm serve` URL")
+CHOICES["high_compute"] = "[best_of_k, long_budget]"
+
+
+def meteor_recipe() -> dict:
+    """recipes/meteor_demo.yaml: MeteorArguments' defaults with the demo's settings (only the listed keys)."""
+    from .meteor.config import MeteorArguments
+
+    recipe = {f.name: f.default for f in dataclasses.fields(MeteorArguments) if f.default is not dataclasses.MISSING}
+    recipe.update(METEOR_DEMO)
+    shown = {k for keys in METEOR_SECTIONS.values() for k in keys}
+    return {k: v for k, v in recipe.items() if k in shown}
+
+
 def task_presets(model: str | None) -> list[tuple[str, ModelPreset]]:
     """(task, preset) pairs to generate: every paper task on the model, the demo on the tiny model."""
     if model is not None:
@@ -273,6 +312,7 @@ def generate(model: str | None = None) -> dict[str, str]:
                         {**train_recipe(task, preset, stage), **keys}, TRAIN_SECTIONS_VARIANT, f"{what}, {variant}")
     if model is None:
         files.update({f"deepspeed/{name}": json_text(config) for name, config in DEEPSPEED.items()})
+        files["meteor_demo.yaml"] = to_yaml(meteor_recipe(), METEOR_SECTIONS, "METEOR, model smollm2-135m", "meteor")
     return files
 
 
@@ -333,6 +373,12 @@ def validate_recipe(path: str | Path) -> str:
     at = lambda key: f"{path}:{lines.get(key, 1)}"  # noqa: E731
     # a variant (recipes/variants/V/) takes its data from the plain recipes' steps
     produced = _produced_by(path.parents[2] if path.parent.parent.name == "variants" else path.parent)
+    if "meteor_dir" in values:  # `semievol-lf meteor run`
+        from .meteor.config import MeteorArguments
+
+        cfg = build_config(MeteorArguments, values, {k: at(k) for k in lines}, source=str(path))
+        _check_template(cfg.template, at("student"))
+        return f"{path}: ok (meteor, student {cfg.student}, teacher {cfg.teacher_args.kind})"
     if "stage" not in values:  # one of this project's own recipes: run, pseudolabel or evaluate
         kind, cls = (("run", RunArguments) if "run_dir" in values else
                      ("pseudolabel", PseudolabelArguments) if "theta" in values else ("evaluate", EvaluateArguments))

@@ -13,6 +13,7 @@ DOC = ROOT / "docs" / "cli.md"
 COMMANDS = [  # (what the README calls it, the argv after `semievol-lf`)
     ("semievol-lf", ["--help"]),
     ("semievol-lf run RECIPE", ["run", "--help"]),
+    ("semievol-lf meteor run RECIPE", ["meteor", "run", "--help"]),
     ("python -m semievol_lf.prepare / semievol-lf prepare", ["prepare", "--help"]),
     ("python -m semievol_lf.pseudolabel RECIPE / semievol-lf pseudolabel", ["pseudolabel", "--help"]),
     ("python -m semievol_lf.evaluate RECIPE / semievol-lf evaluate", ["evaluate", "--help"]),

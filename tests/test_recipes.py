@@ -21,7 +21,8 @@ def test_committed_recipes_match_the_generator():
     plain = {f"{stage}_{t}.yaml" for t in tasks for stage in ("warmup", "pseudolabel", "evolve", "evaluate", "run")}
     variants = {f"variants/{v}/{stage}_{t}.yaml" for v in ("ds_z2", "ds_z3", "qlora") for t in tasks - {"demo"}
                 for stage in ("warmup", "evolve")}
-    assert plain | variants | {"deepspeed/ds_z2_config.json", "deepspeed/ds_z3_config.json"} == set(generated)
+    extra = {"deepspeed/ds_z2_config.json", "deepspeed/ds_z3_config.json", "meteor_demo.yaml"}
+    assert plain | variants | extra == set(generated)
 
 
 def test_paper_settings_and_evolve_from_the_base_model():
@@ -53,7 +54,8 @@ def sandbox(tmp_path_factory, tiny_model, demo_source):
 def test_every_committed_recipe_validates(sandbox):
     files = sorted(str(p.relative_to(sandbox)) for p in (sandbox / "recipes").glob("*_*.yaml"))
     proc = run_cmd([PY, "-m", "semievol_lf.recipes", "validate", *files], cwd=sandbox)
-    assert proc.stdout.count(": ok (") == len(files) == 40
+    assert proc.stdout.count(": ok (") == len(files) == 41  # 40 SemiEvol recipes and meteor_demo.yaml
+    assert "meteor_demo.yaml: ok (meteor, student smollm2-135m, teacher hf)" in proc.stdout
 
 
 def test_deepspeed_and_qlora_variants_validate_and_keep_the_plain_output_dir(sandbox):

@@ -1,0 +1,217 @@
+"""Text in, text out: the student, the teacher and the judge behind one call, with a resumable cache.
+
+    teacher = open_chat(cfg.teacher_args, "teacher", batch_size=8)  # an endpoint or a local model
+    answers = cached_chat(teacher, keyed, stage_cache(folder, "teacher"), "distill")   # key -> text
+
+`ChatRequest` is one user turn (the prompt) with its sampling settings and seed. A local model
+(`LocalChat`: the hf or vllm backend) renders it with its LlamaFactory template, exactly as its
+fine-tunes saw it, and loads on the first request that is not in the cache (a resumed stage loads
+nothing). An endpoint (`EndpointChat`) sends it to `/v1/chat/completions` of any OpenAI-compatible
+server, `concurrency` at a time, with the retries and backoff of backends/http_client.py; the key is
+read from the environment variable the config names. `preflight` refuses a missing key or a server
+that stays down before any expensive work.
+
+Not handled: streaming; tools; multi-turn conversations (every request is one user turn).
+"""
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from ..backends.base import ENGINE_CHUNK
+from ..backends.http_client import HTTPClient, _Unreachable
+from ..collaborate import request_seed  # noqa: F401 (the stages' per-request seeds)
+from ..errors import UserError
+from ..io_utils import JsonlLog
+from ..progress import logger
+from ..step import run_cached
+from .config import ChatModelArguments
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    prompt: str
+    seed: int
+    temperature: float = 0.0  # 0: greedy
+    max_new_tokens: int = 256
+    # The start of the reply, written for a local model (its template's assistant turn begins with it, and
+    # the text returned starts with it); an endpoint gets the prompt alone, which must ask for the format.
+    prefill: str = ""
+
+
+class LocalChat:
+    """A model on this package's backends (hf, vllm, or a completions server through `openai`)."""
+
+    def __init__(self, backend: str, model: str, template: str, adapter: str | None = None, batch_size: int = 8,
+                 backend_kwargs: dict | None = None, name: str = "model"):
+        self.backend_name, self.model, self.template, self.adapter = backend, model, template, adapter
+        self.batch_size, self.backend_kwargs, self.name = batch_size, dict(backend_kwargs or {}), name
+        self._chat = self._backend = None
+        # fixed before the model loads, so a resumed stage cuts its requests into the same chunks
+        self.chunk_size = batch_size if backend == "hf" else max(batch_size, ENGINE_CHUNK)
+
+    @property
+    def identity(self) -> dict:
+        """What this model's answers depend on (for a step's manifest): weights digests and template."""
+        from ..step import model_identity
+
+        return {"model": model_identity(self.model), "adapter": model_identity(self.adapter),
+                "template": self.template}
+
+    @property
+    def chat_format(self):
+        if self._chat is None:
+            from ..chat_format import ChatFormat
+
+            self._chat = ChatFormat(self.model, self.template)
+        return self._chat
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from ..step import open_backend
+
+            cfg = SimpleNamespace(backend=self.backend_name, model_name_or_path=self.model,
+                                  adapter_name_or_path=self.adapter, batch_size=self.batch_size,
+                                  backend_kwargs=lambda: self.backend_kwargs, backend_reason=f"the {self.name}")
+            self._backend = open_backend(cfg, self.chat_format)
+        return self._backend
+
+    def generate(self, requests: list[ChatRequest]) -> list[str]:
+        from ..backends import GenerationRequest
+
+        gens = self.backend.generate([
+            GenerationRequest(self._prompt_ids(r), adapter=bool(self.adapter), seed=r.seed,
+                              temperature=r.temperature, max_new_tokens=r.max_new_tokens) for r in requests])
+        return [(r.prefill + g.text).strip() for r, g in zip(requests, gens)]
+
+    def _prompt_ids(self, r: ChatRequest) -> tuple[int, ...]:
+        ids = self.chat_format.prompt_ids(r.prompt)
+        if r.prefill:
+            ids += tuple(self.chat_format.tokenizer.encode(r.prefill, add_special_tokens=False))
+        return ids
+
+    def logprobs(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
+        """Per-token log-probabilities of each (prompt, answer)'s answer tokens and the template's end of turn
+        (the tokens the fine-tunes train on)."""
+        from ..backends import ScoreRequest
+
+        encoded = [self.chat_format.encode(p, a) for p, a in pairs]
+        return self.backend.score([ScoreRequest(p, r, adapter=bool(self.adapter)) for p, r in encoded])
+
+    def mean_logprob(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """The model's own judgment of each (prompt, answer): the mean log-probability of the answer."""
+        return [sum(s) / len(s) if s else float("-inf") for s in self.logprobs(pairs)]
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+
+class EndpointChat:
+    """An OpenAI-compatible `/v1/chat/completions` endpoint: a hosted API or `vllm serve`."""
+
+    def __init__(self, args: ChatModelArguments, name: str = "teacher"):
+        self.args, self.name = args, name
+        self.base_url = args.base_url.rstrip("/")
+        self.client = HTTPClient(self.base_url, args.api_key(), timeout=args.timeout, max_retries=args.max_retries,
+                                 backoff=args.backoff)
+        self.chunk_size = max(64, args.concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def payload(self, r: ChatRequest) -> dict:
+        """{"model": ..., "messages": [{"role": "user", "content": PROMPT}], "temperature", "max_tokens", "seed"}"""
+        return {"model": self.args.model, "messages": [{"role": "user", "content": r.prompt}],
+                "temperature": r.temperature, "max_tokens": r.max_new_tokens, "seed": r.seed}
+
+    def _run_all(self, calls: list[Callable[[], dict]]) -> list[dict]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.args.concurrency, thread_name_prefix=self.name)
+        self.client.abort.clear()
+        futures = [self._pool.submit(c) for c in calls]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is None:
+            return [f.result() for f in futures]
+        self.client.abort.set()
+        for f in futures:
+            f.cancel()
+        wait(futures)
+        err = failed.exception()
+        if isinstance(err, _Unreachable):
+            raise UserError(f"{self.name} at {self.base_url} unreachable after {self.args.max_retries + 1} tries: "
+                            f"{err.args[0]}; finished requests are saved, re-run to resume") from None
+        raise err
+
+    def generate(self, requests: list[ChatRequest]) -> list[str]:
+        payloads = [self.payload(r) for r in requests]
+        answers = self._run_all([lambda p=p: self.client.request("/chat/completions", p) for p in payloads])
+        out = []
+        for a in answers:
+            try:
+                out.append((a["choices"][0]["message"]["content"] or "").strip())
+            except (KeyError, IndexError, TypeError):
+                raise UserError(f"{self.name} at {self.base_url}: not a chat completion: {str(a)[:200]}") from None
+        return out
+
+    def check(self) -> None:
+        """The server answers `/models` (retried as any request) and, when it lists models, serves ours."""
+        models = self._run_all([lambda: self.client.request("/models")])[0].get("data") or []
+        served = [m.get("id") for m in models if isinstance(m, dict)]
+        if served and self.args.model not in served:
+            raise UserError(f"{self.name} at {self.base_url} does not serve {self.args.model!r} (`{self.name}.model`);"
+                            f" it serves: {', '.join(map(str, served[:20]))}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def preflight(args: ChatModelArguments, name: str) -> None:
+    """Before any expensive work: an endpoint's key must be set and its server must answer."""
+    if args.kind != "openai":
+        return
+    if args.api_key_env and not os.environ.get(args.api_key_env):
+        raise UserError(f"`{name}.api_key_env`: the environment variable {args.api_key_env} is not set; export the "
+                        f"API key of {args.base_url} in it (or set `{name}.api_key_env=null` for a server without a "
+                        "key, such as a local `vllm serve`)")
+    chat = EndpointChat(args, name)
+    try:
+        chat.check()
+    finally:
+        chat.close()
+    logger.info(f"{name}: {args.model} at {args.base_url} answers")
+
+
+def open_chat(args: ChatModelArguments, name: str, batch_size: int = 8, dtype: str = "auto"):
+    """The teacher or the judge: an endpoint, or a local model (loaded on its first uncached request)."""
+    if args.kind == "openai":
+        return EndpointChat(args, name)
+    return LocalChat(args.kind, args.local_model, args.local_template, batch_size=batch_size,
+                     backend_kwargs={"dtype": dtype} if args.kind in ("hf", "vllm") else {}, name=name)
+
+
+def chat_identity(args: ChatModelArguments) -> dict:
+    """What a teacher's or judge's answers depend on (for a step's manifest)."""
+    from ..step import model_identity
+
+    if args.kind == "openai":
+        return {"kind": "openai", "model": args.model, "base_url": args.base_url}
+    return {"kind": args.kind, "model": model_identity(args.local_model), "template": args.local_template}
+
+
+def cached_chat(chat, keyed: list[tuple[str, ChatRequest]], log: JsonlLog, desc: str) -> dict[str, str]:
+    """key -> text for `keyed` ([(key, ChatRequest)] in a fixed order), computing only what `log` lacks."""
+    done = run_cached(chat.generate, keyed, log, lambda text: {"text": text}, chat.chunk_size, desc)
+    return {key: done[key]["text"] for key, _ in keyed}
+
+
+def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str) -> dict:
+    """key -> mean log-probability of each (prompt, answer) under `chat`'s model, cached like `cached_chat`."""
+    done = run_cached(chat.mean_logprob, keyed, log, lambda s: {"score": s}, chat.chunk_size, desc)
+    return {key: done[key]["score"] for key, _ in keyed}
+

@@ -1,0 +1,172 @@
+"""`semievol-lf meteor run RECIPE`: the settings of the whole METEOR pipeline, checked once.
+
+The student runs on this package's backends (its `backend`, `backend_args`, `dtype`, `batch_size` are
+InferenceArguments'); the teacher and the judge are `ChatModelArguments`: an OpenAI-compatible chat
+endpoint (`kind: openai`, a hosted API or `vllm serve`), or a local model over the hf or vllm backend.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from ..hparams.inference_args import InferenceArguments
+from ..hparams.parser import build_nested, did_you_mean
+from ..presets import PRESETS
+
+
+def _section(name: str, help: str) -> dict:
+    return {"help": help, "section": name}
+
+
+@dataclass
+class ChatModelArguments:
+    """`teacher` / `judge`: who answers, judges and scores (a mapping in the recipe)."""
+
+    kind: Literal["openai", "hf", "vllm"] = field(default="hf", metadata={
+        "help": "openai: an OpenAI-compatible /v1/chat/completions endpoint (hosted API or `vllm serve`); hf, vllm: "
+                "a local model rendered with its LlamaFactory `template`."})
+    model: str = field(default="", metadata={
+        "help": "The served model name (openai), or a local path / hub name (hf, vllm). Default for a local model: "
+                "the `preset`'s."})
+    preset: str | None = field(default=None, metadata={"help": "hf, vllm: a model preset (see presets.py)."})
+    template: str | None = field(default=None, metadata={"help": "hf, vllm: LlamaFactory template (default: the "
+                                                                 "preset's)."})
+    base_url: str = field(default="https://api.openai.com/v1", metadata={"help": "openai: the endpoint's /v1 URL."})
+    api_key_env: str | None = field(default="OPENAI_API_KEY", metadata={
+        "help": "openai: the environment variable holding the API key; null for a server without a key "
+                "(a local `vllm serve`)."})
+    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight at once."})
+    max_retries: int = field(default=5, metadata={"help": "openai: retries of a failed request, with backoff."})
+    timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request."})
+    backoff: float = field(default=1.0, metadata={"help": "openai: first retry delay in seconds, doubled each retry."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Length limit of each answer, verdict or score."})
+    temperature: float = field(default=0.0, metadata={"help": "0: greedy (local), or the API's most deterministic."})
+
+
+    def __post_init__(self):
+        if self.kind == "openai":
+            if not self.model:
+                raise ValueError("`model` is required for kind openai (the served model's name)")
+        else:
+            if self.preset is not None and self.preset not in PRESETS:
+                raise ValueError(f"`preset`: unknown preset {self.preset!r}.{did_you_mean(self.preset, PRESETS)}")
+            if not self.model and self.preset is None:
+                raise ValueError("`model` or `preset` is required for a local model")
+        for key in ("concurrency", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
+        if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
+            raise ValueError("`max_retries` must be >= 0, `timeout` > 0, `backoff` >= 0")
+
+    @property
+    def local_model(self) -> str:
+        return self.model or PRESETS[self.preset].model_name_or_path
+
+    @property
+    def local_template(self) -> str:
+        return self.template or (PRESETS[self.preset].template if self.preset else "default")
+
+    def api_key(self) -> str | None:
+        """The key read from `api_key_env` (None when no variable is named)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass
+class MeteorArguments(InferenceArguments):
+    """`semievol-lf meteor run RECIPE`: METEOR's stages on a domain's questions: guidelines -> distill (SFT) ->
+refine (SFT every `fine_tune_interval`) -> preferences (DPO) -> judge; a report. Every finished step is
+skipped when the run is repeated; an interrupted one resumes from its cache."""
+
+    PROG: ClassVar[str] = "semievol-lf meteor run"
+    SECTION: ClassVar[str] = "inference"
+
+    student: str = field(default="smollm2-135m", metadata=_section("model", "The student's model preset."))
+    student_model_name_or_path: str | None = field(default=None, metadata=_section(
+        "model", "Overrides the preset's model."))
+    student_template: str | None = field(default=None, metadata=_section("model", "Overrides the preset's template."))
+    teacher: dict = field(default_factory=dict, metadata=_section(
+        "model", "The teacher (a mapping, keys at the end of --help), e.g. {kind: openai, model: gpt-4o, "
+                 "api_key_env: OPENAI_API_KEY}."))
+    judge: dict = field(default_factory=dict, metadata=_section(
+        "model", "The judge of stage 4 (same keys); default: the teacher."))
+    questions: str = field(default="generated", metadata=_section(
+        "dataset", "A JSONL of domain questions ({\"question\": ..., \"category\": ...} per line, an optional "
+                   "\"id\"), or `generated` for the built-in demo domain (machine-learning questions)."))
+    n_questions: int | None = field(default=None, metadata=_section(
+        "dataset", "Use the first N questions (after the test split); null: all."))
+    n_test: int = field(default=4, metadata=_section(
+        "dataset", "Questions held out for the judge (stage 4), taken from the end of the file."))
+    max_iterations: int = field(default=3, metadata=_section(
+        "method", "Stage 2: revisions of an answer the teacher did not accept, at most."))
+    fine_tune_interval: int = field(default=10, metadata=_section(
+        "method", "Stage 2: an SFT round each time the accepted answers grow by this many."))
+    high_compute: Literal["best_of_k", "long_budget"] = field(default="best_of_k", metadata=_section(
+        "method", "Stage 3: the high-compute answer: the best of `k` samples by the student's own judgment (mean "
+                  "log-likelihood of the answer), or one greedy answer with `high_max_new_tokens`."))
+    k: int = field(default=4, metadata=_section("method", "Stage 3, best_of_k: samples per question."))
+    sample_temperature: float = field(default=1.0, metadata=_section("method", "Stage 3: temperature of the k "
+                                                                                 "samples."))
+    low_max_new_tokens: int = field(default=128, metadata=_section(
+        "method", "Stage 3: the low-compute (greedy) answer's length limit; best_of_k samples use it too."))
+    high_max_new_tokens: int = field(default=512, metadata=_section(
+        "method", "Stage 3, long_budget: the high-compute answer's length limit."))
+    train_overrides: dict = field(default_factory=dict, metadata=_section(
+        "train", "LlamaFactory keys merged into the SFT recipes (stages 1 and 2)."))
+    dpo_overrides: dict = field(default_factory=dict, metadata=_section(
+        "train", "LlamaFactory keys merged into the DPO recipe (stage 3), e.g. {pref_beta: 0.1}."))
+    meteor_dir: str = field(default="runs/meteor", metadata=_section("output", "Everything the run writes."))
+    overwrite_output_dir: bool = field(default=False, metadata=_section(
+        "output", "Start a step over when its folder holds results made from other inputs."))
+    stop_after: Literal["", "guidelines", "distill", "refine", "preferences"] = field(default="", metadata=_section(
+        "output", "Stop after this stage (for debugging and tests)."))
+
+    def __post_init__(self):
+        super().__post_init__()  # the student's inference settings
+        if self.student not in PRESETS:
+            raise ValueError(f"`student`: unknown preset {self.student!r}.{did_you_mean(self.student, PRESETS)} "
+                             f"Available: {', '.join(PRESETS)}")
+        for key in ("max_iterations", "fine_tune_interval", "k", "low_max_new_tokens", "high_max_new_tokens",
+                    "n_test"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
+        if self.n_questions is not None and self.n_questions < 1:
+            raise ValueError(f"`n_questions` must be >= 1, got {self.n_questions}")
+        if self.high_compute == "long_budget" and self.high_max_new_tokens <= self.low_max_new_tokens:
+            raise ValueError("`high_compute: long_budget` needs `high_max_new_tokens` > `low_max_new_tokens`")
+        if self.high_compute == "best_of_k" and self.k < 2:
+            raise ValueError("`high_compute: best_of_k` needs `k` >= 2")
+        if self.questions != "generated" and not Path(self.questions).is_file():
+            raise ValueError(f"`questions`: {self.questions} is not a file")
+        self.teacher_args = self._chat("teacher", self.teacher)
+        self.judge_args = self._chat("judge", self.judge or self.teacher)
+
+    @staticmethod
+    def _chat(key: str, values: dict) -> ChatModelArguments:
+        try:
+            return build_nested(ChatModelArguments, values, key)
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith(f"`{key}.") else f"`{key}`: {message}") from None
+
+    @property
+    def preset(self):
+        return PRESETS[self.student]
+
+    @property
+    def student_model(self) -> str:
+        return self.student_model_name_or_path or self.preset.model_name_or_path
+
+    @property
+    def template(self) -> str:
+        return self.student_template or self.preset.template
+
+    def settings(self, *keys: str) -> dict:
+        """The values of `keys` (what a step's results depend on, for its manifest)."""
+        values = dataclasses.asdict(self)
+        return {k: values[k] for k in keys}
+
+    @staticmethod
+    def nested_help() -> list[tuple[str, type]]:
+        return [("teacher, judge", ChatModelArguments), *InferenceArguments.nested_help()]

@@ -1,0 +1,100 @@
+"""Stage 4: an LLM judge scores the student with and without METEOR on METEOR's five criteria
+(accuracy, completeness, relevance, coherence, reliability) and an overall score, each 1-10.
+
+    results = judge(cfg, layout, test_questions, {"w/o METEOR": base_student, "w/ METEOR": meteor_student}, judge)
+
+Both students answer the held-out test questions greedily; the judge scores each answer on its own
+(absolute scores, so the order two answers are shown in cannot bias it), and the win rate per
+criterion compares the two models question by question (ties count half), as METEOR's main table.
+
+The judge writes the six scores in a fixed format (`JUDGE_PROMPT`); a local judge's reply is started
+with "Accuracy:" (a 135M judge needs it to keep the format; an endpoint is asked by the prompt alone).
+A judgment whose six scores cannot all be read is counted as invalid and left out of the means.
+Not handled: several judges, or position-swapped pairwise judging.
+"""
+
+import re
+
+from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from ..progress import banner
+from ..step import StepOutputs
+from .chat import ChatRequest, cached_chat, chat_identity, request_seed
+
+CRITERIA = ("accuracy", "completeness", "relevance", "coherence", "reliability")
+SCORES = (*CRITERIA, "overall")
+JUDGE_PROMPT = ("Question: {question}\n\nAnswer: {answer}\n\nRate this answer on each criterion from 1 (poor) "
+                "to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\n"
+                "Accuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N")
+PREFILL = "Accuracy:"  # a local judge's reply starts here (an endpoint's is asked for by the prompt alone)
+
+
+def parse_scores(text: str) -> dict[str, float] | None:
+    """The six scores of a judgment, or None unless all six are there and within 1-10.
+
+    "Accuracy: 8\\nCompleteness: 7 ... Overall: 8" -> {"accuracy": 8.0, ..., "overall": 8.0};  "Great!" -> None
+    """
+    out = {}
+    for name in SCORES:
+        m = re.search(rf"\b{name}\b\W{{0,4}}(\d+(?:\.\d+)?)(?:\s*/\s*10)?", text, re.IGNORECASE)
+        if not m or not 1 <= float(m.group(1)) <= 10:
+            return None
+        out[name] = float(m.group(1))
+    return out
+
+
+def summarize(rows: list[dict], models: list[str]) -> dict:
+    """Per model: valid judgments and the mean of each score; per criterion: the win rate of each model
+    over the questions both were validly scored on (a tie counts half to each)."""
+    by = {(r["model"], r["id"]): r["scores"] for r in rows}
+    ids = sorted({r["id"] for r in rows})
+    table = {}
+    for model in models:
+        valid = [by[model, i] for i in ids if by.get((model, i))]
+        table[model] = {"n": sum((model, i) in by for i in ids), "valid": len(valid),
+                        **{s: (sum(v[s] for v in valid) / len(valid) if valid else None) for s in SCORES}}
+    wins = {}
+    if len(models) == 2:
+        a, b = models
+        both = [i for i in ids if by.get((a, i)) and by.get((b, i))]
+        for s in SCORES:
+            won = sum(1.0 if by[a, i][s] > by[b, i][s] else 0.5 if by[a, i][s] == by[b, i][s] else 0.0 for i in both)
+            wins[s] = {a: won / len(both), b: 1 - won / len(both)} if both else None
+        wins["compared"] = len(both)
+    return {"models": models, "scores": table, "win_rate": wins}
+
+
+def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
+    folder = layout.judge
+    j = cfg.judge_args
+    from .refine import ANSWER_PROMPT
+
+    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens"), "judge_tokens": j.max_new_tokens,
+                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, PREFILL],
+                                         "judge_temperature": j.temperature}),
+                "questions": fingerprint([q.to_dict() for q in questions]), "judge": chat_identity(j),
+                "students": {name: s.identity for name, s in students.items()}}
+    step = StepOutputs(folder, manifest, "results.json", cfg.overwrite_output_dir)
+    if step.finished():
+        print(f"judge: finished before, skipped ({folder})")
+        return read_json(folder / "results.json")
+    banner(f"METEOR stage 4: the judge scores {', '.join(students)} on {len(questions)} test questions")
+    answers = {}
+    for i, (name, student) in enumerate(students.items()):
+        keyed = [(q.uid, ChatRequest(ANSWER_PROMPT.format(question=q.question), request_seed(cfg.seed, q.uid, "test"),
+                                     max_new_tokens=cfg.max_new_tokens)) for q in questions]
+        try:
+            answers[name] = cached_chat(student, keyed, step.cache(f"answer_{i}"), f"answer ({name})")
+        finally:
+            student.close()
+    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
+                                             request_seed(cfg.seed, name, q.uid, "judge"), j.temperature,
+                                             j.max_new_tokens, prefill=PREFILL))
+             for name in students for q in questions]
+    judged = cached_chat(judge_chat, keyed, step.cache("judge"), "judge")
+    rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
+             "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
+            for name in students for q in questions]
+    results = summarize(rows, list(students))
+    atomic_write_jsonl(folder / "scores.jsonl", rows)
+    atomic_write_json(folder / "results.json", results)  # last
+    return results

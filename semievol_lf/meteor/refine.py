@@ -1,0 +1,146 @@
+"""Stage 2: refinement and iterative training. The student answers with its reasoning, the teacher judges
+("correct", or feedback with hints), the student revises, up to `max_iterations` revisions; every time
+the accepted answers grow by `fine_tune_interval`, the student is fine-tuned on those answers (an SFT
+round, which continues the current student) and the next questions are answered by the new student.
+
+    stats = refine(cfg, layout, questions, adapter, make_student, teacher)
+
+Questions go in blocks of `fine_tune_interval` (each block is answered by the student of that moment,
+as batches). Every request's key names the student round that made it (`q7|m2|i1`: question q7,
+student after round 2, revision 1), so a resumed run replays the same decisions from the caches and
+skips the rounds whose markers say they finished. refine/trace.jsonl holds every attempt and verdict,
+round_K.json the K-th round's data; stats.json is written last.
+
+An answer never judged correct after `max_iterations` revisions is dropped (counted). Not handled: a
+teacher that writes its verdict anywhere but in its first sentence (it is then read as feedback).
+"""
+
+import re
+from pathlib import Path
+
+from ..data_info import DATA_INFO, alpaca_entry
+from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from ..progress import banner
+from ..step import StepOutputs
+from .chat import ChatRequest, cached_chat, chat_identity, request_seed
+from .training import sft_recipe, train
+
+ANSWER_PROMPT = ("Answer the question below. First explain your reasoning step by step, then state your "
+                 "answer.\n\nQuestion: {question}")
+# the instruction after the answer: small teachers (SmolLM2-135M) then start with their verdict
+JUDGE_PROMPT = ("Question: {question}\n\nStudent's answer: {answer}\n\nIs this answer correct? Start your reply "
+                "with \"Correct\" or \"Incorrect\". If incorrect, add feedback on what is wrong or missing, and "
+                "hints to improve it.")
+REVISE_PROMPT = ("Question: {question}\n\nYour previous answer: {answer}\n\nA teacher's feedback: {feedback}\n\n"
+                 "Write an improved answer: explain your reasoning step by step, then state your answer.")
+CORRECT, FEEDBACK = "correct", "feedback"
+_NEGATED = re.compile(r"\b(incorrect|not (entirely |fully |completely )?correct|partially correct|wrong)\b")
+_FIRST_SENTENCE = re.compile(r"^[^.!?\n]*")
+
+
+def parse_verdict(text: str) -> str:
+    """The teacher's verdict, read from its first sentence.
+
+    "Correct." -> correct;  "**Correct** - well explained" -> correct;  "The answer is correct." -> correct;
+    "Incorrect. You missed ..." -> feedback;  "Not correct: ..." -> feedback;  "" -> feedback
+    """
+    first = _FIRST_SENTENCE.match(text.strip().lower()).group(0)
+    if _NEGATED.search(first):
+        return FEEDBACK
+    return CORRECT if re.search(r"\bcorrect\b", first) else FEEDBACK
+
+
+def rounds_due(n_accepted: int, n_trained: int, interval: int) -> list[int]:
+    """The SFT rounds to run now: one per `interval` accepted answers not trained on yet.
+
+    (10, 0, 10) -> [1];  (25, 1, 10) -> [2];  (9, 0, 10) -> [];  (20, 0, 10) -> [1, 2]
+    """
+    return list(range(n_trained + 1, n_accepted // interval + 1))
+
+
+def _round_data(folder: Path, k: int, rows: list[dict]) -> str:
+    """Write round K's data (alpaca) and its dataset_info entry; return the dataset name."""
+    name = f"meteor_refine_{k}"
+    atomic_write_json(folder / f"round_{k}.json", rows)
+    info_path = folder / DATA_INFO
+    info = read_json(info_path) if info_path.is_file() else {}
+    info[name] = alpaca_entry(f"round_{k}.json")
+    atomic_write_json(info_path, info)
+    return name
+
+
+def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -> dict:
+    """`make_student(adapter)` gives the student with that adapter (closed by the caller's `close`)."""
+    folder = layout.refine
+    t = cfg.teacher_args
+    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_iterations",
+                                                       "fine_tune_interval", "train_overrides"),
+                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, REVISE_PROMPT],
+                                         "teacher_tokens": t.max_new_tokens, "teacher_temperature": t.temperature}),
+                "questions": fingerprint([q.to_dict() for q in questions]), "teacher": chat_identity(t),
+                "student": make_student(adapter).identity}
+    step = StepOutputs(folder, manifest, "stats.json", cfg.overwrite_output_dir)
+    if step.finished():
+        print(f"refine: finished before, skipped ({folder})")
+        return read_json(folder / "stats.json")
+    interval = cfg.fine_tune_interval
+    banner(f"METEOR stage 2: refinement and iterative training ({len(questions)} questions, an SFT round every "
+           f"{interval} accepted answers, at most {cfg.max_iterations} revisions)")
+    trace, accepted, rounds = [], [], []
+    verdicts = {CORRECT: 0, FEEDBACK: 0}
+    student = make_student(adapter)
+    try:
+        for start in range(0, len(questions), interval):
+            block = questions[start:start + interval]
+            m = len(rounds)  # the student's round: 0 is the stage-1 student
+            tag = lambda q, i, m=m: f"{q.uid}|m{m}|i{i}"  # noqa: E731
+            keyed = [(tag(q, 0), ChatRequest(ANSWER_PROMPT.format(question=q.question),
+                                             request_seed(cfg.seed, tag(q, 0), "answer"),
+                                             max_new_tokens=cfg.max_new_tokens)) for q in block]
+            answers = cached_chat(student, keyed, step.cache("answer"), f"answer (student {m})")
+            current = {q.uid: answers[tag(q, 0)] for q in block}
+            pending = list(block)
+            for i in range(cfg.max_iterations + 1):
+                keyed = [(tag(q, i), ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=current[q.uid]),
+                                                 request_seed(cfg.seed, tag(q, i), "judge"), t.temperature,
+                                                 t.max_new_tokens)) for q in pending]
+                judged = cached_chat(teacher, keyed, step.cache("judge"), f"judge (revision {i})")
+                still = []
+                for q in pending:
+                    verdict = parse_verdict(judged[tag(q, i)])
+                    verdicts[verdict] += 1
+                    trace.append({"id": q.uid, "student_round": m, "iteration": i, "answer": current[q.uid],
+                                  "judgment": judged[tag(q, i)], "verdict": verdict})
+                    if verdict == CORRECT:
+                        accepted.append({"id": q.uid, "instruction": q.question, "input": "",
+                                         "output": current[q.uid], "iteration": i, "student_round": m})
+                    else:
+                        still.append(q)
+                pending = still
+                if not pending or i == cfg.max_iterations:
+                    break
+                keyed = [(tag(q, i + 1), ChatRequest(
+                    REVISE_PROMPT.format(question=q.question, answer=current[q.uid], feedback=judged[tag(q, i)]),
+                    request_seed(cfg.seed, tag(q, i + 1), "revise"), max_new_tokens=cfg.max_new_tokens))
+                    for q in pending]
+                revised = cached_chat(student, keyed, step.cache("revise"), f"revise (revision {i + 1})")
+                current.update({q.uid: revised[tag(q, i + 1)] for q in pending})
+            for k in rounds_due(len(accepted), len(rounds), interval):
+                rows = accepted[(k - 1) * interval:k * interval]
+                dataset = _round_data(folder, k, rows)
+                student.close()
+                adapter = train(f"refine_round_{k}", sft_recipe(cfg, folder, dataset, layout.refine_round(k),
+                                                                previous=adapter), layout)
+                rounds.append({"round": k, "rows": len(rows), "after_questions": start + len(block),
+                               "adapter": str(adapter)})
+                student = make_student(adapter)
+    finally:
+        student.close()
+    atomic_write_jsonl(folder / "trace.jsonl", trace)
+    atomic_write_json(folder / "accepted.json", accepted)
+    stats = {"questions": len(questions), "verdicts": verdicts, "accepted": len(accepted),
+             "dropped": len(questions) - len(accepted), "max_iterations": cfg.max_iterations,
+             "fine_tune_interval": interval, "rounds": rounds, "adapter": str(adapter),
+             "untrained_accepted": len(accepted) - len(rounds) * interval}
+    atomic_write_json(folder / "stats.json", stats)  # last
+    return stats
