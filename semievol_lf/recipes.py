@@ -138,7 +138,7 @@ TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "shots": [0, 1], "source": "g
 METEOR_SECTIONS = {
     "model": ["student", "teacher", "judge"],
     "dataset": ["questions", "n_questions", "n_test"],
-    "method": ["max_iterations", "fine_tune_interval", "high_compute", "k", "sample_temperature",
+    "method": ["quality_questions", "max_iterations", "fine_tune_interval", "high_compute", "k", "sample_temperature",
                "low_max_new_tokens", "high_max_new_tokens"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "seed"],
     "output": ["meteor_dir"],
@@ -150,7 +150,8 @@ METEOR_DEMO = {
     "student": "smollm2-135m", "teacher": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
     "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 40},
     "questions": "generated", "n_questions": 8, "n_test": 3,
-    "max_iterations": 2, "fine_tune_interval": 3, "high_compute": "best_of_k", "k": 3, "low_max_new_tokens": 32,
+    "quality_questions": 3, "max_iterations": 2, "fine_tune_interval": 3,
+    "high_compute": "best_of_k", "k": 3, "low_max_new_tokens": 32,
     "backend": "hf", "dtype": "auto", "batch_size": 8, "max_new_tokens": 48, "seed": 42,
     "meteor_dir": "runs/meteor_demo",
     "train_overrides": METEOR_CPU_TRAIN,

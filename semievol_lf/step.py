@@ -104,14 +104,16 @@ def stage_cache(folder: str | Path, stage: str) -> JsonlLog:
     return JsonlLog(Path(folder) / "cache" / f"{stage}.jsonl")
 
 
-def check_prompt_lengths(keyed: list[tuple[str, Any]], cutoff_len: int, stage: str) -> None:
-    """Refuse, before a model sees them, prompts longer than `cutoff_len` tokens (`keyed`: [(key, request)])."""
+def check_prompt_lengths(keyed: list[tuple[str, Any]], cutoff_len: int, stage: str, hint: str | None = None) -> None:
+    """Refuse, before a model sees them, prompts longer than `cutoff_len` tokens (`keyed`: [(key, request)]);
+    `hint`: what to change (default: SemiEvol's keys)."""
     too_long = [(len(req.prompt_ids), key) for key, req in keyed if len(req.prompt_ids) > cutoff_len]
     if too_long:
         n, key = max(too_long)
         raise UserError(f"{stage}: {len(too_long)} prompt(s) are longer than `cutoff_len` ({cutoff_len} tokens), the "
-                        f"longest {n} tokens ({key}); raise `cutoff_len` (with vllm it also sets `max_model_len`), "
-                        "or lower `k` (ICP demonstrations) or `max_new_tokens` (self-justify quotes n responses)")
+                        f"longest {n} tokens ({key}); " + (hint or "raise `cutoff_len` (with vllm it also sets "
+                        "`max_model_len`), or lower `k` (ICP demonstrations) or `max_new_tokens` (self-justify "
+                        "quotes n responses)"))
 
 
 def open_backend(cfg: Any, chat):

@@ -121,6 +121,32 @@ def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tm
     assert recipe["ref_model_adapters"] == recipe["adapter_name_or_path"] == str(tmp_path / "refined")
 
 
+def test_a_prompt_longer_than_the_context_is_one_error_before_the_model_loads(tmp_path, tiny_model):
+    """LocalChat checks the prompts still to compute (template and prefill included) against `cutoff_len`;
+    a cached one is not checked again, and nothing loads before the check."""
+    from semievol_lf.io_utils import JsonlLog
+    from semievol_lf.meteor.chat import LocalChat, cached_chat
+
+    chat = LocalChat("hf", str(tiny_model), "default", name="student", cutoff_len=16)
+    short, long = ChatRequest("Hi?", 0), ChatRequest("Explain overfitting " * 20, 0)
+    log = JsonlLog(tmp_path / "cache" / "x.jsonl")
+    with pytest.raises(UserError, match=r"guidelines \(student\): 1 prompt\(s\) are longer than `cutoff_len` "
+                                        r"\(16 tokens\), the longest \d+ tokens \(q2\); raise `cutoff_len`"):
+        cached_chat(chat, [("q1", short), ("q2", long)], log, "guidelines")
+    assert chat._backend is None and not log.load()  # refused before any model loaded or any request ran
+    assert len(chat._prompt_ids(long)) > 16 >= len(chat._prompt_ids(short))
+    log.append([{"key": "q2", "text": "cached"}])  # as a run with a larger cutoff_len left it
+    assert cached_chat(chat, [("q2", long)], log, "guidelines") == {"q2": "cached"} and chat._backend is None
+    # the whole run: one error naming the stage, before any model loads
+    out = tmp_path / "run"
+    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={out}", "student=tiny",
+                    f"student_model_name_or_path={tiny_model}", "cutoff_len=12", "stop_after=guidelines"],
+                   cwd=ROOT, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "guidelines (student): 8 prompt(s) are longer than `cutoff_len` (12 tokens)" in proc.stderr
+    assert not (out / "guidelines" / "guidelines.jsonl").exists()
+
+
 # ---------------------------------------------------------------------------------------------- endpoints
 
 def test_missing_api_key_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -266,7 +292,7 @@ def test_resume_after_a_kill_reuses_every_finished_request(demo_run):
     assert "guidelines: finished before, skipped" in out and "distill: finished before, skipped" in out
     assert "sft: finished before, skipped" in out
     again = demo_run["again"].stdout + demo_run["again"].stderr
-    for step in ("guidelines", "distill", "refine", "preferences", "judge", "sft", "dpo"):
+    for step in ("guidelines", "distill", "quality", "refine", "preferences", "judge", "sft", "dpo"):
         assert f"{step}: finished before, skipped" in again
     assert "computed" not in again  # nothing recomputed
     print(f"resumed run: {demo_run['wall']:.0f} s")
@@ -290,6 +316,33 @@ def test_every_sft_row_comes_from_a_teacher_answer(demo_run):
     sft = yaml.safe_load((d / "recipes" / "sft.yaml").read_text())
     assert (sft["stage"], sft["dataset"]) == ("sft", "meteor_distilled") and "adapter_name_or_path" not in sft
     assert (d / "sft" / "adapter_config.json").is_file() and (d / "sft" / "semievol_step.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_guideline_ablation_judges_both_teacher_answer_sets(demo_run):
+    """quality/: the teacher's answers without the guideline (one per question of the first
+    `quality_questions`), the with-guideline ones reused from distill/, both judged; the report's table
+    recounts from scores.jsonl."""
+    from semievol_lf.meteor.quality import PLAIN_PROMPT, WITH, WITHOUT
+
+    d, n = demo_run["dir"], demo_run["cfg"]["quality_questions"]
+    domain = [q["uid"] for q in read_json(d / "questions.json")["domain"]][:n]
+    plain, teacher = _cache(d / "quality", "plain"), _cache(d / "distill", "teacher")
+    judged = _cache(d / "quality", "judge")
+    assert list(plain) == domain and all(plain.values())
+    assert set(judged) == {f"{m}|{uid}" for m in (WITH, WITHOUT) for uid in domain}
+    rows = list(read_jsonl(d / "quality" / "scores.jsonl"))
+    assert len(rows) == 2 * n
+    for row in rows:
+        assert row["answer"] == (teacher if row["model"] == WITH else plain)[row["id"]]
+        assert row["judgment"].startswith("Accuracy:") and row["scores"] == parse_scores(row["judgment"])
+    results = read_json(d / "quality" / "results.json")
+    assert results == json.loads(json.dumps(summarize(rows, [WITH, WITHOUT])))
+    assert read_json(d / "summary.json")["quality"] == results
+    report = (d / "report.md").read_text()
+    assert "## Data quality: teacher answers with vs without guidelines" in report
+    assert f"| {WITH} |" in report and f"| {WITHOUT} |" in report and "{question}" in PLAIN_PROMPT
+    print("quality:", {m: (r["valid"], r["overall"]) for m, r in results["scores"].items()})
 
 
 @pytest.mark.slow

@@ -45,8 +45,9 @@ class LocalChat:
     """A model on this package's backends (hf, vllm, or a completions server through `openai`)."""
 
     def __init__(self, backend: str, model: str, template: str, adapter: str | None = None, batch_size: int = 8,
-                 backend_kwargs: dict | None = None, name: str = "model"):
+                 backend_kwargs: dict | None = None, name: str = "model", cutoff_len: int | None = None):
         self.backend_name, self.model, self.template, self.adapter = backend, model, template, adapter
+        self.cutoff_len = cutoff_len  # the longest prompt (tokens, template and prefill included); None: unchecked
         self.batch_size, self.backend_kwargs, self.name = batch_size, dict(backend_kwargs or {}), name
         self._chat = self._backend = None
         # fixed before the model loads, so a resumed stage cuts its requests into the same chunks
@@ -86,6 +87,17 @@ class LocalChat:
             GenerationRequest(self._prompt_ids(r), adapter=bool(self.adapter), seed=r.seed,
                               temperature=r.temperature, max_new_tokens=r.max_new_tokens) for r in requests])
         return [(r.prefill + g.text).strip() for r, g in zip(requests, gens)]
+
+    def check_lengths(self, keyed: list[tuple[str, ChatRequest]], desc: str) -> None:
+        """Refuse, before the model loads, prompts longer than `cutoff_len` tokens (one UserError)."""
+        if self.cutoff_len is None or not keyed:
+            return
+        from ..step import check_prompt_lengths
+
+        check_prompt_lengths([(key, SimpleNamespace(prompt_ids=self._prompt_ids(r))) for key, r in keyed],
+                             self.cutoff_len, f"{desc} ({self.name})",
+                             hint="raise `cutoff_len` (with vllm it also sets the student's `max_model_len`), or "
+                                  "lower `max_new_tokens` (the previous stage's answers are quoted in the prompt)")
 
     def _prompt_ids(self, r: ChatRequest) -> tuple[int, ...]:
         ids = self.chat_format.prompt_ids(r.prompt)
@@ -187,12 +199,15 @@ def preflight(args: ChatModelArguments, name: str) -> None:
     logger.info(f"{name}: {args.model} at {args.base_url} answers")
 
 
-def open_chat(args: ChatModelArguments, name: str, batch_size: int = 8, dtype: str = "auto"):
-    """The teacher or the judge: an endpoint, or a local model (loaded on its first uncached request)."""
+def open_chat(args: ChatModelArguments, name: str, batch_size: int = 8, dtype: str = "auto",
+              cutoff_len: int | None = None):
+    """The teacher or the judge: an endpoint, or a local model (loaded on its first uncached request; its
+    prompts are checked against `cutoff_len`). An endpoint's server checks its own context (an HTTP 400)."""
     if args.kind == "openai":
         return EndpointChat(args, name)
     return LocalChat(args.kind, args.local_model, args.local_template, batch_size=batch_size,
-                     backend_kwargs={"dtype": dtype} if args.kind in ("hf", "vllm") else {}, name=name)
+                     backend_kwargs={"dtype": dtype} if args.kind in ("hf", "vllm") else {}, name=name,
+                     cutoff_len=cutoff_len)
 
 
 def chat_identity(args: ChatModelArguments) -> dict:
@@ -205,7 +220,11 @@ def chat_identity(args: ChatModelArguments) -> dict:
 
 
 def cached_chat(chat, keyed: list[tuple[str, ChatRequest]], log: JsonlLog, desc: str) -> dict[str, str]:
-    """key -> text for `keyed` ([(key, ChatRequest)] in a fixed order), computing only what `log` lacks."""
+    """key -> text for `keyed` ([(key, ChatRequest)] in a fixed order), computing only what `log` lacks;
+    a local model's prompts still to compute are checked against its `cutoff_len` first."""
+    if hasattr(chat, "check_lengths"):
+        cached = {row["key"] for row in log.load()}
+        chat.check_lengths([(k, r) for k, r in keyed if k not in cached], desc)
     done = run_cached(chat.generate, keyed, log, lambda text: {"text": text}, chat.chunk_size, desc)
     return {key: done[key]["text"] for key, _ in keyed}
 

@@ -98,6 +98,9 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
         "dataset", "Use the first N questions (after the test split); null: all."))
     n_test: int = field(default=4, metadata=_section(
         "dataset", "Questions held out for the judge (stage 4), taken from the end of the file."))
+    quality_questions: int = field(default=4, metadata=_section(
+        "method", "Stage 1: the teacher also answers the first N distillation questions without the guideline, and "
+                  "the judge scores both answer sets (METEOR's data-quality table); 0: off."))
     max_iterations: int = field(default=3, metadata=_section(
         "method", "Stage 2: revisions of an answer the teacher did not accept, at most."))
     fine_tune_interval: int = field(default=10, metadata=_section(
@@ -131,6 +134,8 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
                     "n_test"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
+        if self.quality_questions < 0:
+            raise ValueError(f"`quality_questions` must be >= 0, got {self.quality_questions}")
         if self.n_questions is not None and self.n_questions < 1:
             raise ValueError(f"`n_questions` must be >= 1, got {self.n_questions}")
         if self.high_compute == "long_budget" and self.high_max_new_tokens <= self.low_max_new_tokens:

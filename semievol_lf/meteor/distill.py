@@ -4,8 +4,8 @@ SFT data of the student (alpaca rows: instruction = the question, output = the t
     dataset_dir = distill(cfg, layout, questions, guidelines, teacher)   # distill/sft.json + dataset_info.json
 
 The guideline steers the teacher only: the student is trained on question -> answer, as it will be
-asked. An empty answer is dropped and counted. Not handled: the guideline vs no-guideline ablation
-(METEOR's data-quality comparison).
+asked. An empty answer is dropped and counted. The guideline vs no-guideline ablation (METEOR's
+data-quality comparison) is quality.py.
 """
 
 from ..data_info import DATA_INFO, alpaca_entry
@@ -25,7 +25,8 @@ def distill_prompt(question: str, guideline: str) -> str:
 
 
 def distill(cfg, layout, questions: list, guidelines: dict[str, str], teacher) -> dict:
-    """The stage's stats; its data is `layout.distill`/sft.json, dataset `meteor_distilled`."""
+    """The stage's stats; its data is `layout.distill`/sft.json, dataset `meteor_distilled`; the teacher's
+    answers (empty ones included) are `distill_answers(layout)`."""
     folder = layout.distill
     t = cfg.teacher_args
     manifest = {"settings": fingerprint({"seed": cfg.seed, "max_new_tokens": t.max_new_tokens,
@@ -51,3 +52,10 @@ def distill(cfg, layout, questions: list, guidelines: dict[str, str], teacher) -
     stats = {"questions": len(questions), "rows": len(rows), "empty_answers": len(questions) - len(rows)}
     atomic_write_json(folder / "stats.json", stats)  # last: its presence means the step finished
     return stats
+
+
+def distill_answers(layout) -> dict[str, str]:
+    """uid -> the teacher's answer following the guideline (stage 1b's cache, empty answers included)."""
+    from ..io_utils import read_jsonl
+
+    return {row["key"]: row["text"] for row in read_jsonl(layout.distill / "cache" / "teacher.jsonl")}

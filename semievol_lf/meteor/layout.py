@@ -4,6 +4,7 @@
       questions.json              the domain questions and the held-out test questions
       guidelines/                 stage 1: the student's guideline per question (guidelines.jsonl last)
       distill/                    stage 1: the teacher's answers; sft.json + dataset_info.json (alpaca)
+      quality/                    stage 1: teacher answers with vs without guidelines, judged (results.json)
       sft/                        stage 1: the student fine-tuned on them (LlamaFactory output_dir)
       refine/                     stage 2: trace.jsonl (every attempt and verdict), round_K.json data,
                                   dataset_info.json, round_K/ (the SFT round's adapter), stats.json last
@@ -22,7 +23,7 @@ from pathlib import Path
 class MeteorLayout:
     root: Path
 
-    def __getattr__(self, name: str) -> Path:  # guidelines, distill, sft, refine, preferences, dpo, judge
+    def __getattr__(self, name: str) -> Path:  # guidelines, distill, quality, sft, refine, preferences, dpo, judge
         if name in STEPS:
             return self.root / name
         raise AttributeError(name)
@@ -45,4 +46,4 @@ class MeteorLayout:
         return self.root / "summary.json"
 
 
-STEPS = ("guidelines", "distill", "sft", "refine", "preferences", "dpo", "judge")
+STEPS = ("guidelines", "distill", "quality", "sft", "refine", "preferences", "dpo", "judge")

@@ -1,7 +1,8 @@
 """`semievol-lf meteor run RECIPE`: METEOR end to end, resumable, with a report.
 
-    guidelines (student) -> distill (teacher) -> SFT -> refine (student, teacher; SFT every
-    `fine_tune_interval` accepted) -> preferences (student) -> DPO -> judge (both students, judge) -> report
+    guidelines (student) -> distill (teacher) -> quality (teacher without guidelines, judge) -> SFT ->
+    refine (student, teacher; SFT every `fine_tune_interval` accepted) -> preferences (student) -> DPO ->
+    judge (both students, judge) -> report
 
 Every step is skipped when its finished outputs match its inputs (a step folder's manifest and final
 file; a fine-tune's marker), and an interrupted step resumes from its request cache. Endpoints are
@@ -18,11 +19,12 @@ from ..progress import setup_logging
 from ..run_setup import ensure_model
 from .chat import LocalChat, open_chat, preflight
 from .config import MeteorArguments
-from .distill import SFT_DATASET, distill
+from .distill import SFT_DATASET, distill, distill_answers
 from .guidelines import write_guidelines
 from .judge import judge
 from .layout import MeteorLayout
 from .preferences import PREFERENCE_DATASET, preferences
+from .quality import data_quality
 from .questions import demo_questions, load_questions, split_questions
 from .refine import refine
 from .training import dpo_recipe, sft_recipe, train
@@ -38,7 +40,8 @@ class MeteorRunner:
     def student(self, adapter: Path | str | None) -> LocalChat:
         cfg = self.cfg
         return LocalChat(cfg.backend, self.model, cfg.template, adapter=str(adapter) if adapter else None,
-                         batch_size=cfg.batch_size, backend_kwargs=cfg.backend_kwargs(), name="student")
+                         batch_size=cfg.batch_size, backend_kwargs=cfg.backend_kwargs(), name="student",
+                         cutoff_len=cfg.cutoff_len)
 
     def _local_models(self) -> None:
         """Build preset models on first use (the student's, and a local teacher's or judge's)."""
@@ -50,6 +53,19 @@ class MeteorRunner:
                 from ..presets import get_preset
 
                 args.model = ensure_model(get_preset(args.preset), args.local_model, explicit=False)
+
+    def _quality(self, domain: list, teacher) -> dict | None:
+        """The guideline ablation, judged by the judge (the teacher's chat when the judge is the teacher)."""
+        cfg = self.cfg
+        if not cfg.quality_questions:
+            return None
+        same = cfg.judge_args == cfg.teacher_args
+        judge_chat = teacher if same else open_chat(cfg.judge_args, "judge", cfg.batch_size, cfg.dtype, cfg.cutoff_len)
+        try:
+            return data_quality(cfg, self.layout, domain, distill_answers(self.layout), teacher, judge_chat)
+        finally:
+            if not same:
+                judge_chat.close()
 
     def run(self) -> dict:
         cfg, layout = self.cfg, self.layout
@@ -71,9 +87,10 @@ class MeteorRunner:
         guidelines = write_guidelines(cfg, layout, domain, self.student(None))
         if cfg.stop_after == "guidelines":
             return summary
-        teacher = open_chat(cfg.teacher_args, "teacher", cfg.batch_size, cfg.dtype)
+        teacher = open_chat(cfg.teacher_args, "teacher", cfg.batch_size, cfg.dtype, cfg.cutoff_len)
         try:
             summary["distill"] = distill(cfg, layout, domain, guidelines, teacher)
+            summary["quality"] = self._quality(domain, teacher)
             if cfg.stop_after == "distill":
                 return summary
             sft = train("sft", sft_recipe(cfg, layout.distill, SFT_DATASET, layout.sft), layout)
@@ -98,7 +115,7 @@ class MeteorRunner:
                     layout, validate=not (layout.dpo / "semievol_step.json").is_file())
 
         # Stage 4: the judge, with and without METEOR
-        judge_chat = open_chat(cfg.judge_args, "judge", cfg.batch_size, cfg.dtype)
+        judge_chat = open_chat(cfg.judge_args, "judge", cfg.batch_size, cfg.dtype, cfg.cutoff_len)
         try:
             summary["judge"] = judge(cfg, layout, test, {BASELINE: self.student(None), METEOR: self.student(dpo)},
                                      judge_chat)

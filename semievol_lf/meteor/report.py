@@ -37,6 +37,17 @@ def win_table(results: dict) -> Table | None:
     return header, rows
 
 
+def quality_table(results: dict) -> Table:
+    """The guideline ablation: the judge's mean scores of the teacher's answers with and without guidelines,
+    and the share of questions each set wins per criterion."""
+    header, rows = judge_table(results)
+    wins = results.get("win_rate") or {}
+    header = ["Teacher answers", *header[1:], "Overall win rate"]
+    for row, m in zip(rows, results["scores"]):
+        row.append(f"{100 * wins['overall'][m]:.1f}%" if wins.get("compared") else MISSING)
+    return header, rows
+
+
 def stages_table(summary: dict) -> Table:
     d, r, p = summary.get("distill", {}), summary.get("refine", {}), summary.get("preferences", {})
     v = r.get("verdicts", {})
@@ -77,6 +88,7 @@ def render_markdown(summary: dict) -> str:
     results = summary["judge"]
     parts = [f"# METEOR: {summary['student']} taught by {summary['teacher']}\n\n",
              f"## Stages ({summary['domain_questions']} domain questions)\n\n", _markdown(stages_table(summary)),
+             *_quality_section(summary),
              f"\n## The judge ({summary['judge_model']}) on {summary['test_questions']} test questions\n\n",
              _markdown(judge_table(results))]
     wins = win_table(results)
@@ -85,6 +97,15 @@ def render_markdown(summary: dict) -> str:
                   "ties count half):\n\n", _markdown(wins)]
     parts += [f"\n![judge scores]({PLOT})\n"]
     return "".join(parts)
+
+
+def _quality_section(summary: dict) -> list[str]:
+    q = summary.get("quality")
+    if not q:
+        return []
+    n = max(r["n"] for r in q["scores"].values())
+    return [f"\n## Data quality: teacher answers with vs without guidelines ({n} distillation questions, "
+            f"judged by {summary['judge_model']})\n\n", _markdown(quality_table(q))]
 
 
 def write_report(run_dir: Path, summary: dict) -> Path:
