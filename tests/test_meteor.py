@@ -99,6 +99,12 @@ def test_config_errors_name_the_key():
         build_config(MeteorArguments, {"teacher": {"kind": "openai"}})
     with pytest.raises(UserError, match=r"`student`: unknown preset 'smollm3'"):
         build_config(MeteorArguments, {"student": "smollm3", "teacher": {"preset": "smollm2-135m"}})
+    with pytest.raises(UserError, match=r"`teacher.kind: vllm` with the student on `backend: vllm` would put two vLLM"):
+        build_config(MeteorArguments, {"backend": "vllm", "teacher": {"kind": "vllm", "preset": "smollm2-135m"}})
+    with pytest.raises(UserError, match=r"`judge.kind: vllm` with the student on `backend: vllm`"):
+        build_config(MeteorArguments, {"backend": "vllm", "teacher": {"kind": "openai", "model": "m"},
+                                       "judge": {"kind": "vllm", "preset": "smollm2-135m"}})
+    build_config(MeteorArguments, {"backend": "hf", "teacher": {"kind": "vllm", "preset": "smollm2-135m"}})
     cfg = build_config(MeteorArguments, {"teacher": {"kind": "openai", "model": "gpt-4o"}})
     assert cfg.judge_args == cfg.teacher_args  # the judge defaults to the teacher
 

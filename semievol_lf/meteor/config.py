@@ -146,6 +146,14 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
             raise ValueError(f"`questions`: {self.questions} is not a file")
         self.teacher_args = self._chat("teacher", self.teacher)
         self.judge_args = self._chat("judge", self.judge or self.teacher)
+        for key, args in (("teacher", self.teacher_args), ("judge", self.judge_args)):
+            if args.kind == "vllm" and self.backend == "vllm":
+                # stage 2 holds the student and the teacher at once; two engines in one process would each claim
+                # their gpu_memory_utilization of the same GPU (vLLM's default 0.9 for the teacher's)
+                raise ValueError(f"`{key}.kind: vllm` with the student on `backend: vllm` would put two vLLM engines "
+                                 "in one process, each claiming its share of the GPU; serve the teacher with `vllm "
+                                 f"serve` and set `{key}: {{kind: openai, base_url: http://127.0.0.1:8001/v1, "
+                                 "api_key_env: null, model: ...}`, or run the student on `backend: hf`")
 
     @staticmethod
     def _chat(key: str, values: dict) -> ChatModelArguments:

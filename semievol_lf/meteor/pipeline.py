@@ -84,7 +84,11 @@ class MeteorRunner:
                    "test_questions": len(test), "meteor_dir": str(layout.root)}
 
         # Stage 1: weak-to-strong distillation
-        guidelines = write_guidelines(cfg, layout, domain, self.student(None))
+        student = self.student(None)
+        try:
+            guidelines = write_guidelines(cfg, layout, domain, student)
+        finally:
+            student.close()  # before the teacher loads: one model at a time
         if cfg.stop_after == "guidelines":
             return summary
         teacher = open_chat(cfg.teacher_args, "teacher", cfg.batch_size, cfg.dtype, cfg.cutoff_len)
