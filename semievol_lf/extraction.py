@@ -54,8 +54,8 @@ _LETTER_STEPS: list[tuple[str, list[re.Pattern]]] = [
     ("option_mention", [re.compile(r"(?:option|choice)\s*" + _LETTER, re.IGNORECASE)]),
     ("leading", [re.compile(r"^\s*\(?([A-Ja-j])(?:\)|\.|:|$|\s*\)|\s+-)", re.IGNORECASE), _LEADING_COMMA]),
     ("parenthesised", [re.compile(r"\(([A-J])\)")]),
-    # SmolLM2-135M-Instruct's zero-shot habit: `The sentiment of the sentence is "B".`
-    ("quoted", [re.compile(r"(?:\bis|:)\s*[\"\u201c']([A-J])[\"\u201d']")]),
+    # SmolLM2-135M-Instruct's zero-shot habit: `The sentiment of the sentence is "B".` (or `"C."`)
+    ("quoted", [re.compile(r"(?:\bis|:)\s*[\"\u201c']([A-J])\.?[\"\u201d']")]),
 ]
 _MARKDOWN = re.compile(r"[*`]+")  # **Answer:** C, Answer: **C**, `C`
 _BETWEEN = re.compile(r"[\s.,:;()\-\u2013\u2014]*")  # between a letter and the option text after it
