@@ -124,7 +124,8 @@ def format_table(records: list[dict], tasks: list[str], models: list[str]) -> st
                 rows = [r for r in rows if r["variant"] == name]
                 accs = [r["results"]["SemiEvol"] for r in rows]
                 pseudo = (f"{quality.mean_spread([r['kept_acc'] for r in rows])} / "
-                          f"{quality.mean_spread([r['all_acc'] for r in rows])}") if rows else "-"
+                          f"{quality.mean_spread([r['all_acc'] for r in rows])} (kept "
+                          f"{statistics.mean(r['kept'] for r in rows):.1f} of {rows[0]['all']})") if rows else "-"
             else:  # a baseline: one value per seed (the variants of a seed share it)
                 first = {}
                 for r in rows:
