@@ -44,7 +44,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu and not real"
 
-# The real-LLM lane (tests/real_lane, ~10 min on 2 busy cores): SmolLM2-135M-Instruct through
+# The real-LLM lane (tests/real_lane, 7-11 min on 2 busy cores: 11.4 min measured at load 5): SmolLM2-135M-Instruct through
 # `semievol-lf run` on a 16/8/16-row seeded slice of the released FPB data (FPB_DATA's folder; skipped
 # with the reason when absent), the paper's settings; prints one line with Vanilla/SFT/SemiEvol and the
 # extraction-failure rate of every stage, also in runs/real-lane/lane_summary.txt.
@@ -54,7 +54,9 @@ test-real: $(STAMP)
 
 # The vLLM lane (~8.5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
 # backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
-# the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server.
+# the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server;
+# then SmolLM2-135M's pseudolabel step on hf, vllm and vllm serve (+4 min; SEMIEVOL_PREFIX_SWEEP=1 adds
+# prefix caching off, two more engine starts).
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
 	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) \

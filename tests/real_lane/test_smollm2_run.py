@@ -11,7 +11,7 @@ but asserts none.
 The run: a seeded slice of ../shared/semievol-data/fpb (SEMIEVOL_DATA overrides the folder; the lane
 skips with the reason when it is absent), 16 labeled / 8 unlabeled / 16 test rows, the paper's
 settings (n=4 from {base, warm} x {0..3 shots}, `justify: all`, theta 0.5), one round, no RAG,
-max_new_tokens 64, one OpenMP thread: ~10 min on the busy 2-core machine (README). It runs in
+max_new_tokens 64, one OpenMP thread: 7-11 min on the busy 2-core machine (README). It runs in
 runs/real-lane, fresh each time (SEMIEVOL_REAL_LANE_RESUME=1 keeps an earlier run there, whose
 finished steps `run` then skips).
 """
