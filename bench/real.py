@@ -225,7 +225,7 @@ def dry_run(args, preset: dict, out: Path) -> int:
     from semievol_lf.recipes import validate_recipe
     from semievol_lf.run import Runner
     from semievol_lf.run_layout import RunLayout
-    from semievol_lf.run_setup import prepare_data
+    from semievol_lf.run_setup import ensure_model, prepare_data
 
     tokenizer = cost.gguf_tokenizer()
     out = out / "dry-run"
@@ -241,6 +241,8 @@ def dry_run(args, preset: dict, out: Path) -> int:
                     cfg = as_config(RunArguments, run_config(args, preset, task, model, source, run_dir, seed,
                                                              VARIANTS[variant]))
                     runner, layout = Runner(cfg), RunLayout(run_dir)
+                    # as Runner.run resolves it: a preset's local model (SmolLM2) is built on first use
+                    runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
                     cfg._step_configs()  # every pseudolabel / evaluate step config, checked
                     pl = cfg.pseudolabel_args(data, layout.warmup, layout.pseudolabel(1), seed, layout.exclude_ids(1))
                     recipes = {
