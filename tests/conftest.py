@@ -30,6 +30,17 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct built by the command a user runs, once per machine (the marker makes a
+    second call a no-op): `.cache/smollm2-135m`, the preset's folder."""
+    folder = ROOT / ".cache" / "smollm2-135m"
+    proc = subprocess.run([BIN / "semievol-lf", "model", "build", "smollm2-135m", "--out", folder],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return folder
+
+
+@pytest.fixture(scope="session")
 def demo_source(tmp_path_factory) -> Path:
     from semievol_lf.demo_data import DemoSpec, write_demo_data
 

@@ -25,7 +25,6 @@ from semievol_lf.meteor.questions import demo_questions, load_questions, split_q
 from semievol_lf.meteor.refine import parse_verdict, rounds_due
 
 CLI = Path(sys.executable).with_name("semievol-lf")
-SMOLLM2 = ROOT / ".cache" / "smollm2-135m"
 
 
 # ---------------------------------------------------------------------------------------------- pure logic
@@ -109,7 +108,7 @@ def test_config_errors_name_the_key():
     assert cfg.judge_args == cfg.teacher_args  # the judge defaults to the teacher
 
 
-def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tmp_path):
+def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tmp_path, smollm2):
     from semievol_lf.meteor.preferences import pairwise_entry
     from semievol_lf.meteor.training import dpo_recipe
     from semievol_lf.recipes import validate_recipe
@@ -121,7 +120,7 @@ def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tm
     (tmp_path / "pairs.json").write_text(json.dumps(pairs))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"prefs": pairwise_entry("pairs.json")}))
     recipe = dpo_recipe(cfg, tmp_path, "prefs", tmp_path / "dpo", previous=tmp_path / "refined")
-    recipe["model_name_or_path"] = str(SMOLLM2)
+    recipe["model_name_or_path"] = str(smollm2)
     (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(recipe))
     assert "ok (dpo, dataset prefs" in validate_recipe(tmp_path / "dpo.yaml")
     assert recipe["ref_model_adapters"] == recipe["adapter_name_or_path"] == str(tmp_path / "refined")

@@ -6,9 +6,8 @@ import re
 import subprocess
 
 import pytest
-from conftest import BIN, ROOT
+from conftest import BIN
 
-SMOLLM2 = ROOT / ".cache" / "smollm2-135m"
 # The first question of the released FPB test set, verbatim (the project's prompt and options wrap it).
 FPB_QUESTION = ("Please jusitfy the sentiment of the following sentence:\nOperating profit totaled EUR 37,7 mn , "
                 "up slightly from EUR 37.2 mn in the corresponding period in 2006 .")
@@ -26,15 +25,6 @@ def test_a_hub_preset_has_nothing_to_build():
     proc = subprocess.run([BIN / "semievol-lf", "model", "build", "llama3.1-8b"], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    """Built by the command a user runs, once per machine (the marker makes a second call a no-op)."""
-    proc = subprocess.run([BIN / "semievol-lf", "model", "build", "smollm2-135m", "--out", SMOLLM2],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return SMOLLM2
 
 
 @pytest.mark.slow
