@@ -63,6 +63,22 @@ def summarize(rows: list[dict], models: list[str]) -> dict:
     return {"models": models, "scores": table, "win_rate": wins}
 
 
+def score_answers(cfg, questions: list, answers: dict[str, dict[str, str]], judge_chat, cache, label: str,
+                  salt: str) -> tuple[list[dict], dict]:
+    """Judge every answer set of `answers` (name -> question uid -> answer) on its own; return the rows of
+    scores.jsonl and their `summarize`. `salt` keeps each step's sampling seeds its own."""
+    j = cfg.judge_args
+    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
+                                             request_seed(cfg.seed, name, q.uid, salt), j.temperature,
+                                             j.max_new_tokens, prefill=PREFILL))
+             for name in answers for q in questions]
+    judged = cached_chat(judge_chat, keyed, cache, label)
+    rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
+             "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
+            for name in answers for q in questions]
+    return rows, summarize(rows, list(answers))
+
+
 def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
     folder = layout.judge
     j = cfg.judge_args
@@ -86,15 +102,7 @@ def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
             answers[name] = cached_chat(student, keyed, step.cache(f"answer_{i}"), f"answer ({name})")
         finally:
             student.close()
-    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
-                                             request_seed(cfg.seed, name, q.uid, "judge"), j.temperature,
-                                             j.max_new_tokens, prefill=PREFILL))
-             for name in students for q in questions]
-    judged = cached_chat(judge_chat, keyed, step.cache("judge"), "judge")
-    rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
-             "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
-            for name in students for q in questions]
-    results = summarize(rows, list(students))
+    rows, results = score_answers(cfg, questions, answers, judge_chat, step.cache("judge"), "judge", "judge")
     atomic_write_jsonl(folder / "scores.jsonl", rows)
     atomic_write_json(folder / "results.json", results)  # last
     return results

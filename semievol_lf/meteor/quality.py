@@ -14,7 +14,7 @@ from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
-from .judge import JUDGE_PROMPT, PREFILL, parse_scores, summarize
+from .judge import JUDGE_PROMPT, PREFILL, score_answers
 
 PLAIN_PROMPT = "Answer the question below clearly and correctly.\n\nQuestion: {question}"
 WITH, WITHOUT = "with guidelines", "without guidelines"
@@ -42,15 +42,8 @@ def data_quality(cfg, layout, questions: list, with_guideline: dict[str, str], t
                                  t.temperature, t.max_new_tokens)) for q in questions]
     answers = {WITH: {q.uid: with_guideline[q.uid] for q in questions},
                WITHOUT: cached_chat(teacher, keyed, step.cache("plain"), "answers without guidelines")}
-    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
-                                             request_seed(cfg.seed, name, q.uid, "quality"), j.temperature,
-                                             j.max_new_tokens, prefill=PREFILL))
-             for name in answers for q in questions]
-    judged = cached_chat(judge_chat, keyed, step.cache("judge"), "judge (data quality)")
-    rows = [{"id": q.uid, "model": name, "question": q.question, "answer": answers[name][q.uid],
-             "judgment": judged[f"{name}|{q.uid}"], "scores": parse_scores(judged[f"{name}|{q.uid}"])}
-            for name in answers for q in questions]
-    results = summarize(rows, [WITH, WITHOUT])
+    rows, results = score_answers(cfg, questions, answers, judge_chat, step.cache("judge"), "judge (data quality)",
+                                  "quality")
     atomic_write_jsonl(folder / "scores.jsonl", rows)
     atomic_write_json(folder / "results.json", results)  # last
     return results
