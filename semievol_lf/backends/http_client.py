@@ -16,6 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from ..errors import UserError
 
@@ -103,3 +104,24 @@ class HTTPClient:
             if attempt < self.max_retries:
                 self._sleep(self.abort, backoff_delay(attempt, self.backoff, retry_after))
         raise _Unreachable(last)
+
+
+def run_concurrently(pool: ThreadPoolExecutor, client: HTTPClient, calls: list[Callable[[], object]],
+                     who: str, tries: int) -> list:
+    """Run `calls` on `pool` (its size is the concurrency); results in order. The first failure stops
+    the rest (`client.abort`); a server still unreachable after `tries` tries is one UserError naming `who`."""
+    client.abort.clear()
+    futures = [pool.submit(call) for call in calls]
+    _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+    if failed is None:
+        return [f.result() for f in futures]
+    client.abort.set()
+    for f in pending:
+        f.cancel()
+    wait(futures)
+    err = failed.exception()
+    if isinstance(err, _Unreachable):
+        raise UserError(f"{who} unreachable after {tries} tries: {err.args[0]}; finished requests are saved, "
+                        "re-run to resume") from None
+    raise err

@@ -50,12 +50,12 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError
 from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
-from .http_client import HTTPClient, _Unreachable, backoff_delay, retryable_status  # noqa: F401 (the retry policy's home)
+from .http_client import HTTPClient, backoff_delay, retryable_status, run_concurrently  # noqa: F401 (the retry policy's home)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER"
@@ -246,21 +246,8 @@ class OpenAIBackend:
         """Run the calls `concurrency` at a time; results in order. The first failure stops the rest."""
         if self._pool is None:
             raise RuntimeError("the openai backend is closed")
-        self.client.abort.clear()
-        futures = [self._pool.submit(call) for call in calls]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
-        if failed is None:
-            return [f.result() for f in futures]
-        self.client.abort.set()
-        for f in pending:
-            f.cancel()
-        wait(futures)
-        err = failed.exception()
-        if isinstance(err, _Unreachable):
-            raise UserError(f"server at {self.base_url} unreachable after {self.client.max_retries + 1} tries: "
-                            f"{err.args[0]}; finished requests are saved, re-run to resume") from None
-        raise err
+        return run_concurrently(self._pool, self.client, calls, f"server at {self.base_url}",
+                                self.client.max_retries + 1)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         payloads = [generation_payload(r, served_model(r.adapter, self.base_model, self.adapter_model), self.stop_ids)

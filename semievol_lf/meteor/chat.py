@@ -16,12 +16,12 @@ Not handled: streaming; tools; multi-turn conversations (every request is one us
 
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 from ..backends.base import ENGINE_CHUNK
-from ..backends.http_client import HTTPClient, _Unreachable
+from ..backends.http_client import HTTPClient, run_concurrently
 from ..collaborate import request_seed  # noqa: F401 (the stages' per-request seeds)
 from ..errors import UserError
 from ..io_utils import JsonlLog
@@ -142,21 +142,8 @@ class EndpointChat:
     def _run_all(self, calls: list[Callable[[], dict]]) -> list[dict]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.args.concurrency, thread_name_prefix=self.name)
-        self.client.abort.clear()
-        futures = [self._pool.submit(c) for c in calls]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
-        if failed is None:
-            return [f.result() for f in futures]
-        self.client.abort.set()
-        for f in futures:
-            f.cancel()
-        wait(futures)
-        err = failed.exception()
-        if isinstance(err, _Unreachable):
-            raise UserError(f"{self.name} at {self.base_url} unreachable after {self.args.max_retries + 1} tries: "
-                            f"{err.args[0]}; finished requests are saved, re-run to resume") from None
-        raise err
+        return run_concurrently(self._pool, self.client, calls, f"{self.name} at {self.base_url}",
+                                self.args.max_retries + 1)
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
         payloads = [self.payload(r) for r in requests]
