@@ -118,10 +118,10 @@ def official_reflection(e) -> str:
 def ours(tok, labeled, unlabeled, test, short: int, short_justify: int) -> tuple[list[Stage], dict]:
     import yaml
 
-    from semievol_lf.collaborate import sample_configs
-    from semievol_lf.hparams import RunArguments, as_config
-    from semievol_lf.prompts import justify_prompt, task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.config import RunArguments, as_config
+    from semievol_lf.data.prompts import justify_prompt, task_prompt
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.semievol.pseudolabel.collaborate import sample_configs
 
     run = yaml.safe_load((ROOT / "recipes" / "run_mmlu.yaml").read_text())
     warm = yaml.safe_load((ROOT / "recipes" / "warmup_mmlu.yaml").read_text())
@@ -221,8 +221,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
-    from semievol_lf.data import load_task_split
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.tasks import get_task
 
     task = get_task("mmlu")
     labeled, unlabeled, test = (load_task_split(args.data, task, s) for s in ("labeled", "unlabeled", "test"))

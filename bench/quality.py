@@ -2,14 +2,14 @@
 
     make bench-quality            # or: .venv/bin/python bench/quality.py [--seeds 0 1 2] [--data-seeds 0 1 2] ...
 
-1. Generates an FPB-like three-option sentiment task with `semievol_lf.demo_data` (invented
+1. Generates an FPB-like three-option sentiment task with `semievol_lf.data.demo` (invented
    cue words per class incl. neutral cues, half "seen" in labeled data, half "unseen"; unlabeled
    rows mix seen+unseen, some unseen only; test weighted to unseen words) into a source folder,
    one per data draw (`--data-seeds`).
 2. Builds the base model: a random-init tiny Llama with the word-level tokenizer (every invented
    word one token). It is NOT pretrained, so "Vanilla" is a random model (chance or below: it
    often emits no extractable letter).
-3. For each data draw and seed runs `semievol-lf run` in-process (`semievol_lf.run.main`) for each
+3. For each data draw and seed runs `semievol-lf run` in-process (`semievol_lf.semievol.pipeline.main`) for each
    variant (full SemiEvol, the ablations, other settings; iterations 1), all of one seed in one
    shared run_dir so that they reuse the warm-up and Vanilla/SFT evaluations (`run` skips them);
    each variant's round-1 outputs are copied to data<D>/seed<N>/<variant>/. `Oracle` is the evolve
@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from semievol_lf.run_layout import RunLayout  # noqa: E402  (after the environment is set)
+from semievol_lf.semievol.layout import RunLayout  # noqa: E402  (after the environment is set)
 
 VARIANTS = {  # name -> switches of RunArguments (ORACLE: not a run of the method)
     "SemiEvol": {},
@@ -141,8 +141,8 @@ def accuracy(result: dict) -> float:
 
 
 def build_task(args, out: Path, data_seed: int):
-    from semievol_lf.demo_data import DemoSpec, write_demo_data
-    from semievol_lf.demo_model import build_model
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
+    from semievol_lf.models.tiny import build_model
 
     spec = DemoSpec(seed=data_seed, n_labeled=args.n_labeled, n_unlabeled=args.n_unlabeled,
                     n_test=args.n_test, cue_words=args.cue_words, fillers=args.fillers)
@@ -177,7 +177,7 @@ def run_one(args, source: Path, model: Path, run_dir: Path, seed: int, switches:
     """One `semievol-lf run` in `run_dir`. The variants of one seed share `run_dir`: the warm-up's
     marker and the Vanilla/SFT manifests hold absolute paths, so only the same folder lets `run`
     skip them; pseudolabel, evolve and the SemiEvol evaluation differ per variant and are redone."""
-    from semievol_lf import run as run_mod
+    from semievol_lf.semievol import pipeline as run_mod
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -193,9 +193,9 @@ def oracle_data(task, unlabeled: list, answers: dict[str, str], labeled_file: Pa
     `selected` set, beside the labeled set (the layout pseudolabel writes)."""
     from dataclasses import replace
 
-    from semievol_lf.data_info import DATA_INFO, alpaca_entry
+    from semievol_lf.data.prepare import to_alpaca
     from semievol_lf.io_utils import atomic_write_json
-    from semievol_lf.prepare import to_alpaca
+    from semievol_lf.llamafactory.dataset_info import DATA_INFO, alpaca_entry
 
     rows = [to_alpaca(task, replace(u, answer=answers[u.question])) for u in unlabeled]
     atomic_write_json(out / "selected.json", rows)
@@ -207,11 +207,11 @@ def oracle_data(task, unlabeled: list, answers: dict[str, str], labeled_file: Pa
 def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -> dict:
     """Oracle: the run's evolve fine-tune (same recipe, same seed) on labeled ∪ unlabeled with the true
     answers, evaluated like SemiEvol; in run_dir/oracle and run_dir/eval/oracle."""
-    from semievol_lf.data import load_task_split
-    from semievol_lf.hparams import RunArguments, as_config
-    from semievol_lf.run import Runner
-    from semievol_lf.run_setup import ensure_model, prepare_data
-    from semievol_lf.tasks import get_task
+    from semievol_lf.config import RunArguments, as_config
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.semievol.pipeline import Runner
+    from semievol_lf.semievol.run_setup import ensure_model, prepare_data
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

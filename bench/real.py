@@ -4,7 +4,7 @@
     python bench/real.py --preset cpu [--seeds 0 1] [--write]
     python bench/real.py --preset gpu --models smollm2-135m qwen2.5-7b [--dry-run]
 
-For each task, model and run seed: one `semievol-lf run` per variant (`semievol_lf.run.main`
+For each task, model and run seed: one `semievol-lf run` per variant (`semievol_lf.semievol.pipeline.main`
 in-process, as bench/quality.py does), all variants of one (task, model, seed) in one shared run
 folder so that the warm-up and the Vanilla / SFT / RAG evaluations are computed once (`run` skips
 them). Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own switch
@@ -67,7 +67,7 @@ METHOD = {"iterations": 1, "n": 4, "justify": "all", "theta": 0.5, "k": 3, "rag"
 # ----------------------------------------------------------------------------- configs
 def source_for(task: str, preset: dict, out: Path) -> Path:
     """The released task folder, or its seeded slice under OUT (the cpu preset)."""
-    from semievol_lf.slices import write_slice
+    from semievol_lf.data.slices import write_slice
 
     folder = RELEASED / task
     if not folder.is_dir():
@@ -97,7 +97,7 @@ def plan(args, preset: dict) -> list[tuple[str, str, int, str]]:
 
 # ----------------------------------------------------------------------------- a real run
 def run_one(config: dict, source: Path, log) -> dict:
-    from semievol_lf import run as run_mod
+    from semievol_lf.semievol import pipeline as run_mod
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -181,10 +181,10 @@ def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool) -> dict
     `baselines`: the variants of a seed share them), from the prepared data and this project's prompts,
     counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP demonstrations: the
     mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request (an upper bound)."""
-    from semievol_lf.collaborate import sample_configs
-    from semievol_lf.data import load_task_split
-    from semievol_lf.prompts import justify_prompt, task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.prompts import justify_prompt, task_prompt
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.semievol.pseudolabel.collaborate import sample_configs
 
     t = get_task(task)
     key = (task, str(data))
@@ -220,12 +220,12 @@ def dry_run(args, preset: dict, out: Path) -> int:
     `semievol-lf recipes validate` does), prepare each task's data, and print the plan and its cost."""
     import yaml
 
-    from semievol_lf.hparams import RunArguments, as_config
+    from semievol_lf.config import RunArguments, as_config
     from semievol_lf.io_utils import atomic_write_text
-    from semievol_lf.recipes import validate_recipe
-    from semievol_lf.run import Runner
-    from semievol_lf.run_layout import RunLayout
-    from semievol_lf.run_setup import ensure_model, prepare_data
+    from semievol_lf.llamafactory.recipes import validate_recipe
+    from semievol_lf.semievol.layout import RunLayout
+    from semievol_lf.semievol.pipeline import Runner
+    from semievol_lf.semievol.run_setup import ensure_model, prepare_data
 
     tokenizer = cost.gguf_tokenizer()
     out = out / "dry-run"

@@ -43,10 +43,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from semievol_lf.backends import GenerationRequest, load_backend
-    from semievol_lf.chat_format import ChatFormat
-    from semievol_lf.collaborate import request_seed, sample_configs
-    from semievol_lf.demo_data import DemoSpec, generate
-    from semievol_lf.demo_model import build_model
+    from semievol_lf.data.demo import DemoSpec, generate
+    from semievol_lf.llamafactory.chat_format import ChatFormat
+    from semievol_lf.models.tiny import build_model
+    from semievol_lf.semievol.pseudolabel.collaborate import request_seed, sample_configs
 
     model_dir = build_model(ROOT / ".cache" / "tiny-llama", seed=0)
     adapter = make_adapter(model_dir, Path(tempfile.mkdtemp()) / "warm")

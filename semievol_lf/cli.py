@@ -24,7 +24,7 @@ USAGE = __doc__.split("\n\n", 1)[1]
 
 
 def _data_info(argv: list[str]) -> None:
-    from .data_info import DATA_INFO, absolutise, merge_into, read_data_info
+    from .llamafactory.dataset_info import DATA_INFO, absolutise, merge_into, read_data_info
     from .paths import data_info_dir
 
     parser = argparse.ArgumentParser(prog="semievol-lf data-info merge",
@@ -56,18 +56,18 @@ def _demo(argv: list[str]) -> None:
     data.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.what == "build-model":
-        from .demo_model import build_model
+        from .models.tiny import build_model
 
         print(f"tiny model in {build_model(args.out, seed=args.seed, tokenizer=args.tokenizer)}")
     else:
-        from .demo_data import DemoSpec, write_demo_data
+        from .data.demo import DemoSpec, write_demo_data
 
         print(f"demo data in {write_demo_data(args.out, DemoSpec(seed=args.seed))}")
 
 
 def _model(argv: list[str]) -> None:
-    from .model_build import build_preset_model
-    from .presets import PRESETS
+    from .models.build import build_preset_model
+    from .models.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="semievol-lf model",
                                      description="Build a preset's local model folder (offline, once).")
@@ -87,33 +87,33 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     with exit_on_user_error():
         if command == "run":
-            from . import run
+            from .semievol import pipeline
 
-            run.main(argv=rest)
+            pipeline.main(argv=rest)
         elif command == "meteor":
             from .meteor.pipeline import cli
 
             cli(rest)
         elif command == "prepare":
-            from . import prepare
+            from .data import prepare
 
             prepare.main(rest)
         elif command == "pseudolabel":
-            from . import pseudolabel
-            from .hparams import PseudolabelArguments, load_config
+            from .config import PseudolabelArguments, load_config
+            from .semievol.pseudolabel import run as pseudolabel
 
             pseudolabel.main(load_config(PseudolabelArguments, rest, prog="semievol-lf pseudolabel"))
         elif command == "evaluate":
-            from . import evaluate
-            from .hparams import EvaluateArguments, load_config
+            from .config import EvaluateArguments, load_config
+            from .semievol import evaluate
 
             evaluate.main(load_config(EvaluateArguments, rest, prog="semievol-lf evaluate"))
         elif command == "recipes":
-            from . import recipes
+            from .llamafactory import recipes
 
             recipes.main(rest)
         elif command == "export-chat-format":
-            from .chat_format import export_main
+            from .llamafactory.chat_format import export_main
 
             export_main(rest)
         elif command == "data-info":

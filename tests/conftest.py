@@ -24,7 +24,7 @@ FAST_TRAIN = [f"num_train_epochs={EPOCHS}", "logging_steps=4"]
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """Cached across test runs (the build is deterministic for the seed)."""
-    from semievol_lf.demo_model import build_model
+    from semievol_lf.models.tiny import build_model
 
     return build_model(ROOT / ".cache" / "test-tiny-llama", seed=0)
 
@@ -42,14 +42,14 @@ def smollm2() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_source(tmp_path_factory) -> Path:
-    from semievol_lf.demo_data import DemoSpec, write_demo_data
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
 
     return write_demo_data(tmp_path_factory.mktemp("demo_source"), DemoSpec(seed=0, **TEST_SIZES))
 
 
 def make_sandbox(path: Path, tiny_model: Path, demo_source: Path) -> Path:
     """A folder laid out like the repository: recipes/, data_info/, .cache/tiny-llama, data/demo."""
-    from semievol_lf.prepare import prepare
+    from semievol_lf.data.prepare import prepare
 
     shutil.copytree(ROOT / "recipes", path / "recipes")
     shutil.copytree(ROOT / "data_info", path / "data_info")

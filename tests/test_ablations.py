@@ -20,8 +20,8 @@ def read_jsonl(path):
 
 def pseudolabel_for(box, model, name: str, **switches) -> tuple[dict, list[dict]]:
     """The run's pseudolabel step for these switches, in-process; (stats.json, candidates.jsonl)."""
-    from semievol_lf import pseudolabel
-    from semievol_lf.hparams import PACKAGED_MINILM, RunArguments, build_config
+    from semievol_lf.config import PACKAGED_MINILM, RunArguments, build_config
+    from semievol_lf.semievol.pseudolabel import run as pseudolabel
 
     run = build_config(RunArguments, {"model_name_or_path": str(model), "embedder": PACKAGED_MINILM,
                                       "batch_size": 32, "max_new_tokens": 8, **switches})
@@ -35,9 +35,9 @@ class Replay:
 
     def __init__(self, box, model):
         from semievol_lf.backends import load_backend
-        from semievol_lf.chat_format import ChatFormat
-        from semievol_lf.data import load_task_split
-        from semievol_lf.tasks import get_task
+        from semievol_lf.data.loading import load_task_split
+        from semievol_lf.data.tasks import get_task
+        from semievol_lf.llamafactory.chat_format import ChatFormat
 
         self.task = get_task("demo")
         self.chat = ChatFormat(str(model), "default")
@@ -54,15 +54,15 @@ class Replay:
 
     def zero_shot(self, cand: dict, uid: str) -> str:
         """A 0-shot candidate's response, generated again by the model its record names."""
-        from semievol_lf.prompts import task_prompt
+        from semievol_lf.data.prompts import task_prompt
 
         assert cand["shots"] == 0
         return self.generate(task_prompt(self.task, self.unlabeled[uid]), cand["model"] == "warm", cand["seed"], 1.0)
 
     def entropy(self, uid: str, answer: str, adapter: bool) -> float:
         from semievol_lf.backends import ScoreRequest
-        from semievol_lf.prompts import task_prompt
-        from semievol_lf.selection import mean_nll
+        from semievol_lf.data.prompts import task_prompt
+        from semievol_lf.semievol.pseudolabel.selection import mean_nll
 
         req = ScoreRequest(*self.chat.encode(task_prompt(self.task, self.unlabeled[uid]), f"Answer: {answer}"),
                            adapter=adapter)
@@ -133,8 +133,8 @@ def answering_base(trained_sandbox, tiny, tmp_path_factory):
 
 
 def test_without_iwp_the_base_model_collaborates_justifies_and_scores(trained_sandbox, answering_base):
-    from semievol_lf.collaborate import request_seed
-    from semievol_lf.prompts import justify_prompt
+    from semievol_lf.data.prompts import justify_prompt
+    from semievol_lf.semievol.pseudolabel.collaborate import request_seed
 
     stats, rows = pseudolabel_for(trained_sandbox, answering_base, "no_iwp", no_iwp=True)  # justify: all
     assert sorted(stats["configs"]) == ["base-0shot", "base-1shot", "base-2shot", "base-3shot"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from bad_inputs import Case, make_cases, write_bad_inputs
 
-from semievol_lf.data import load_examples
+from semievol_lf.data.loading import load_examples
+from semievol_lf.data.tasks import get_task
 from semievol_lf.errors import UserError
-from semievol_lf.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [c.name for c in make_cases()]

@@ -6,9 +6,9 @@ import importlib.util
 import pytest
 from conftest import ROOT
 
-from semievol_lf.data import Example
-from semievol_lf.prompts import task_prompt
-from semievol_lf.tasks import get_task
+from semievol_lf.data.loading import Example
+from semievol_lf.data.prompts import task_prompt
+from semievol_lf.data.tasks import get_task
 
 
 def _cost():

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from semievol_lf.demo_data import DemoSpec, generate, write_demo_data
+from semievol_lf.data.demo import DemoSpec, generate, write_demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,9 +98,9 @@ def test_gap_share_per_draw_over_the_run_seeds():
 
 
 def test_oracle_trains_on_the_true_answers(tmp_path):
-    from semievol_lf.data import load_task_split
-    from semievol_lf.prepare import prepare
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.prepare import prepare
+    from semievol_lf.data.tasks import get_task
 
     q = _quality()
     source = write_demo_data(tmp_path / "source", DemoSpec(seed=2, n_labeled=6, n_unlabeled=8, n_test=3))

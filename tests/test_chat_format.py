@@ -19,7 +19,7 @@ TEMPLATES = ["default", "llama3", "qwen", "qwen3", "gemma2", "mistral", "llama2"
 RENDER = """
 import json, sys
 sys.modules["llamafactory"] = None
-from semievol_lf.chat_format import ExportedChatFormat
+from semievol_lf.llamafactory.chat_format import ExportedChatFormat
 pairs = json.load(open(sys.argv[1]))
 out = {}
 for name in sys.argv[2:]:
@@ -32,9 +32,9 @@ print(json.dumps(out))
 
 def demo_pairs(data_dir) -> list[tuple[str, str]]:
     """Every kind of prompt the steps render for the demo task, with and without a response."""
-    from semievol_lf.data import load_task_split
-    from semievol_lf.prompts import icp_prompt, justify_prompt, task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.prompts import icp_prompt, justify_prompt, task_prompt
+    from semievol_lf.data.tasks import get_task
 
     task = get_task("demo")
     labeled = load_task_split(data_dir, task, "labeled")
@@ -56,7 +56,7 @@ def sandbox(tmp_path_factory, tiny_model, demo_source):
 @pytest.fixture(scope="module")
 def formats(sandbox, tiny_model) -> dict:
     """Template name -> (its LlamaFactory ChatFormat, the folder it was exported to)."""
-    from semievol_lf.chat_format import ChatFormat
+    from semievol_lf.llamafactory.chat_format import ChatFormat
 
     chats = {name: ChatFormat(str(tiny_model), name) for name in TEMPLATES}
     return {name: (chat, chat.export(sandbox / "formats" / name)) for name, chat in chats.items()}
@@ -83,7 +83,7 @@ def test_every_llamafactory_template_exports(sandbox, tiny_model, tmp_path):
     does; a template that ever stops doing so is named."""
     from llamafactory.data.template import TEMPLATES
 
-    from semievol_lf.chat_format import ChatFormat, ExportedChatFormat
+    from semievol_lf.llamafactory.chat_format import ChatFormat, ExportedChatFormat
 
     pairs = demo_pairs(sandbox / "data/demo")[::4]
     wrong = []
@@ -135,8 +135,8 @@ def test_evaluate_scores_the_end_of_turn_as_eq6_does(formats):
     """Fig. 4's entropy (evaluate, on the generated ids) counts the tokens Eq. 6 counts (pseudolabel, on
     `encode(prompt, "Answer: X")`): the answer and the template's end of turn, whether the backend returns
     the stop token (vllm, openai) or not (hf)."""
-    from semievol_lf.chat_format import ExportedChatFormat
-    from semievol_lf.evaluate import _strip_stop, scored_ids
+    from semievol_lf.llamafactory.chat_format import ExportedChatFormat
+    from semievol_lf.semievol.evaluate import _strip_stop, scored_ids
 
     for name, (chat, folder) in formats.items():
         eq6 = chat.encode("Sentiment of: x", "Answer: A")[1]

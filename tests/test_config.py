@@ -1,7 +1,7 @@
 import pytest
 
+from semievol_lf.config import PseudolabelArguments, build_config, load_config, parse_overrides
 from semievol_lf.errors import UserError
-from semievol_lf.hparams import PseudolabelArguments, build_config, load_config, parse_overrides
 
 RECIPE = """\
 ### model

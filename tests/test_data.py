@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from semievol_lf.data import load_examples
+from semievol_lf.data.loading import load_examples
+from semievol_lf.data.tasks import get_task
 from semievol_lf.errors import UserError
-from semievol_lf.tasks import get_task
 
 # One realistic row per task, with the released columns (extra columns are ignored).
 ROWS = {

@@ -4,8 +4,8 @@ import os
 import pytest
 
 from semievol_lf.cli import main as cli
-from semievol_lf.data_info import absolutise, merge_into
 from semievol_lf.errors import UserError
+from semievol_lf.llamafactory.dataset_info import absolutise, merge_into
 
 
 def test_merge_keeps_existing_entries_refuses_conflicts_and_backs_up(tmp_path):

@@ -76,7 +76,7 @@ def prepare_cmd(source: Path, out: Path) -> list:
 @pytest.fixture
 def prepared(tmp_path, demo_source):
     """A prepared data folder, and a second source (other seed) to re-prepare it from."""
-    from semievol_lf.demo_data import DemoSpec, write_demo_data
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
 
     out = tmp_path / "data"
     assert run(prepare_cmd(demo_source, out), tmp_path).returncode == 0
@@ -95,7 +95,7 @@ def test_prepare_on_a_full_disk_keeps_the_previous_files(prepared, tmp_path):
 
 
 def test_prepare_failing_at_a_later_file_keeps_all_previous_files(prepared, tmp_path):
-    from semievol_lf.demo_data import DemoSpec, write_demo_data
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
 
     out, _ = prepared
     big_unlabeled = write_demo_data(tmp_path / "big", DemoSpec(seed=2, n_labeled=8, n_unlabeled=60, n_test=8))

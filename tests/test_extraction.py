@@ -1,7 +1,6 @@
 import pytest
 
-from semievol_lf.errors import UserError
-from semievol_lf.extraction import (
+from semievol_lf.data.extraction import (
     AMBIGUOUS,
     NO_ANSWER,
     extract_letter,
@@ -10,7 +9,8 @@ from semievol_lf.extraction import (
     parse_number,
     read_letter,
 )
-from semievol_lf.tasks import TASKS, get_task
+from semievol_lf.data.tasks import TASKS, get_task
+from semievol_lf.errors import UserError
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -8,9 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from semievol_lf.data import load_examples
-from semievol_lf.errors import UserError
-from semievol_lf.extraction import (
+from semievol_lf.data.extraction import (
     AMBIGUOUS,
     LETTERS,
     NO_ANSWER,
@@ -20,7 +18,9 @@ from semievol_lf.extraction import (
     parse_number,
     read_letter,
 )
-from semievol_lf.tasks import TASKS, get_task
+from semievol_lf.data.loading import load_examples
+from semievol_lf.data.tasks import TASKS, get_task
+from semievol_lf.errors import UserError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LETTER_TASKS = [t for t in TASKS.values() if t.answer_type == "letter"]

@@ -11,8 +11,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from semievol_lf.errors import UserError
-from semievol_lf.hparams import (
+from semievol_lf.config import (
     BACKEND_ARGUMENTS,
     EvaluateArguments,
     PseudolabelArguments,
@@ -25,6 +24,7 @@ from semievol_lf.hparams import (
     read_args,
     split_overrides,
 )
+from semievol_lf.errors import UserError
 
 PY = sys.executable
 HEAVY = ("torch", "transformers", "llamafactory", "faiss", "sentence_transformers", "vllm", "peft")

@@ -327,7 +327,7 @@ def test_pseudolabel_survives_random_wall_clock_kills(trained_sandbox, reference
 # Someone else's dataset_info.json: a merge killed at any moment leaves the old or the new file.
 MERGE = """
 import json, sys
-from semievol_lf.data_info import merge_into
+from semievol_lf.llamafactory.dataset_info import merge_into
 entries = json.load(open(sys.argv[2]))
 print("ready", flush=True)
 merge_into(sys.argv[1], entries)
@@ -373,7 +373,7 @@ def test_merge_killed_at_random_moments_leaves_old_or_new_file(tmp_path):
 
 
 def test_merge_keeps_the_mode_of_their_file(tmp_path):
-    from semievol_lf.data_info import merge_into
+    from semievol_lf.llamafactory.dataset_info import merge_into
 
     target = tmp_path / "dataset_info.json"
     target.write_text(json.dumps({"identity": {"file_name": "identity.json"}}))

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import ROOT, run_cmd
 
+from semievol_lf.config import build_config
 from semievol_lf.errors import UserError
-from semievol_lf.hparams import build_config
 from semievol_lf.io_utils import read_json, read_jsonl
 from semievol_lf.meteor.chat import ChatRequest, EndpointChat, preflight
 from semievol_lf.meteor.config import ChatModelArguments, MeteorArguments
@@ -109,9 +109,9 @@ def test_config_errors_name_the_key():
 
 
 def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tmp_path, smollm2):
+    from semievol_lf.llamafactory.recipes import validate_recipe
     from semievol_lf.meteor.preferences import pairwise_entry
     from semievol_lf.meteor.training import dpo_recipe
-    from semievol_lf.recipes import validate_recipe
 
     assert "ok (meteor, student smollm2-135m, teacher hf)" in validate_recipe(ROOT / "recipes" / "meteor_demo.yaml")
     values = yaml.safe_load((ROOT / "recipes" / "meteor_demo.yaml").read_text())

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from semievol_lf.collaborate import agreed_answer, majority_answer, request_seed, sample_configs
-from semievol_lf.extraction import NO_ANSWER
-from semievol_lf.selection import mean_nll, percentile, select
+from semievol_lf.data.extraction import NO_ANSWER
+from semievol_lf.semievol.pseudolabel.collaborate import agreed_answer, majority_answer, request_seed, sample_configs
+from semievol_lf.semievol.pseudolabel.selection import mean_nll, percentile, select
 
 
 def test_configs_are_distinct_seeded_and_cover_the_grid():

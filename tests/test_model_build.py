@@ -14,8 +14,8 @@ FPB_QUESTION = ("Please jusitfy the sentiment of the following sentence:\nOperat
 
 
 def test_every_buildable_preset_names_a_builder():
-    from semievol_lf.model_build import BUILDERS
-    from semievol_lf.presets import PRESETS
+    from semievol_lf.models.build import BUILDERS
+    from semievol_lf.models.presets import PRESETS
 
     assert {p.build for p in PRESETS.values() if p.build} <= set(BUILDERS)
     assert PRESETS["smollm2-135m"].template == "smollm2" and PRESETS["smollm2-135m"].train["bf16"] is False
@@ -79,10 +79,10 @@ def test_smollm2_answers_an_fpb_prompt_in_english(smollm2):
     The model answers the multiple-choice prompt tersely ("A. positive"), so an open question about
     the same sentence checks that it writes sentences too."""
     from semievol_lf.backends import GenerationRequest, load_backend
-    from semievol_lf.chat_format import ChatFormat
-    from semievol_lf.data import Example
-    from semievol_lf.prompts import task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import Example
+    from semievol_lf.data.prompts import task_prompt
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.llamafactory.chat_format import ChatFormat
 
     chat = ChatFormat(str(smollm2), "smollm2")
     options = ["negative", "neutral", "positive"]
@@ -99,8 +99,8 @@ def test_smollm2_answers_an_fpb_prompt_in_english(smollm2):
 
 
 def test_run_builds_a_preset_model_on_first_use_and_not_again(tmp_path):
-    from semievol_lf.presets import PRESETS, ModelPreset
-    from semievol_lf.run_setup import ensure_model
+    from semievol_lf.models.presets import PRESETS, ModelPreset
+    from semievol_lf.semievol.run_setup import ensure_model
 
     assert ensure_model(PRESETS["llama3.1-8b"], "meta-llama/Llama-3.1-8B-Instruct", explicit=False) == \
         "meta-llama/Llama-3.1-8B-Instruct"  # a hub model is the loader's business
@@ -116,8 +116,8 @@ def test_run_builds_a_preset_model_on_first_use_and_not_again(tmp_path):
 
 
 def test_smollm2_without_its_package_is_one_clear_error(monkeypatch, tmp_path):
-    from semievol_lf import model_build
     from semievol_lf.errors import UserError
+    from semievol_lf.models import build as model_build
 
     monkeypatch.setattr(model_build, "SMOLLM2_DIST", "no-such-distribution-semievol")
     with pytest.raises(UserError, match="`no-such-distribution-semievol`, which is not installed: pip install"):

@@ -40,9 +40,9 @@ def test_installed_wheel_finds_templates_and_recipes(tmp_path):
                    check=True, capture_output=True)
     code = (
         "from semievol_lf.paths import data_info_dir, templates_dir, recipes_dir\n"
-        "from semievol_lf.prompts import task_prompt\n"
-        "from semievol_lf.data import Example\n"
-        "from semievol_lf.tasks import get_task\n"
+        "from semievol_lf.data.prompts import task_prompt\n"
+        "from semievol_lf.data.loading import Example\n"
+        "from semievol_lf.data.tasks import get_task\n"
         "print(templates_dir()); print(recipes_dir()); print(len(list(recipes_dir().glob('*.yaml'))))\n"
         "print(data_info_dir())\n"
         "print(task_prompt(get_task('mmlu'), Example('1', 'Q?', ['a', 'b'], None, 'anatomy')).splitlines()[0])\n"

@@ -64,10 +64,10 @@ def test_entropies_match_an_independent_forward_pass(labeled_box):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from semievol_lf.chat_format import ChatFormat
-    from semievol_lf.data import load_task_split
-    from semievol_lf.prompts import task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.prompts import task_prompt
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.llamafactory.chat_format import ChatFormat
 
     task = get_task("demo")
     base = AutoModelForCausalLM.from_pretrained(labeled_box / ".cache/tiny-llama")
@@ -86,7 +86,7 @@ def test_entropies_match_an_independent_forward_pass(labeled_box):
 
 def test_adapter_toggle_changes_the_model(trained_sandbox):
     from semievol_lf.backends import GenerationRequest, ScoreRequest, load_backend
-    from semievol_lf.chat_format import ChatFormat
+    from semievol_lf.llamafactory.chat_format import ChatFormat
 
     path = str(trained_sandbox / ".cache/tiny-llama")
     chat = ChatFormat(path, "default")

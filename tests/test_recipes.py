@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT, make_sandbox, run_cmd
 
 from semievol_lf.errors import UserError
-from semievol_lf.recipes import generate, validate_recipe
+from semievol_lf.llamafactory.recipes import generate, validate_recipe
 
 PY = sys.executable
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semievol_lf.data import SPLITS
-from semievol_lf.sources import RELEASED_TASKS
+from semievol_lf.data.loading import SPLITS
+from semievol_lf.data.sources import RELEASED_TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 # The main checkout and every worktree sit beside shared/; SEMIEVOL_DATA points elsewhere.
@@ -205,7 +205,7 @@ def test_prepare_loads_every_split(data, task, tmp_path):
 
 @pytest.mark.parametrize("task", ["mmlu", "usmle"])
 def test_repeated_option_texts_are_kept_and_reported(data, task, tmp_path):
-    from semievol_lf.prepare import SHOW_LOCATIONS, prepare
+    from semievol_lf.data.prepare import SHOW_LOCATIONS, prepare
 
     reference = repeated_rows(data, task)
     assert reference, f"{task}: SOURCE.md says some rows repeat an option text"
@@ -269,7 +269,7 @@ def test_hf_source_fetches_only_the_tasks_folder(monkeypatch, tmp_path):
     """At the network boundary: one dataset download, of `<task>/*` only."""
     import huggingface_hub
 
-    from semievol_lf.sources import resolve_source
+    from semievol_lf.data.sources import resolve_source
 
     calls = []
 
@@ -341,7 +341,7 @@ def test_run_recipes_read_the_released_dataset():
 def test_pseudolabel_runs_on_the_released_mmlu_split(trained_sandbox):
     """The tiny model (warm-up trained on the demo) pseudo-labels real MMLU questions, the rows that repeat
     an option text among them; a few dozen short rows keep it to seconds."""
-    from semievol_lf.prepare import prepare
+    from semievol_lf.data.prepare import prepare
 
     if not (RELEASED / "mmlu").is_dir():
         pytest.skip(f"the released data is not at {RELEASED} (set SEMIEVOL_DATA to its folder)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from semievol_lf.report import (
+from semievol_lf.semievol.report import (
     COLORS,
     DROPPED_COLOR,
     KEPT_COLOR,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, EPOCHS, ROOT, run_cmd
 
-from semievol_lf.evaluate import accuracy_table
-from semievol_lf.run_layout import RunLayout
+from semievol_lf.semievol.evaluate import accuracy_table
+from semievol_lf.semievol.layout import RunLayout
 
 pytestmark = pytest.mark.slow
 SIZES = "data_sizes={n_labeled: 30, n_unlabeled: 36, n_test: 24}"
@@ -67,7 +67,7 @@ def test_plots_are_not_blank(clean_run):
 
 def test_evaluate_is_deterministic(clean_run, tmp_path):
     run_dir, _ = clean_run
-    from semievol_lf import evaluate
+    from semievol_lf.semievol import evaluate
 
     layout = RunLayout(run_dir)
     cfg = json.loads(layout.summary.read_text())["config"]
@@ -112,8 +112,9 @@ def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path
 
     import yaml
 
-    from semievol_lf import backends, launcher
-    from semievol_lf import run as run_step
+    from semievol_lf import backends
+    from semievol_lf.llamafactory import launcher
+    from semievol_lf.semievol import pipeline as run_step
 
     adapter = trained_sandbox / "saves" / "tiny" / "demo" / "warmup"
     events, opened = [], []

@@ -1,4 +1,4 @@
-"""`python -m semievol_lf.slices`: a seeded slice of a released folder that `prepare` reads like the full one."""
+"""`python -m semievol_lf.data.slices`: a seeded slice of a released folder that `prepare` reads like the full one."""
 
 import csv
 import subprocess
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from semievol_lf.data.prepare import prepare
+from semievol_lf.data.slices import parse_sizes, sample_rows, write_slice
 from semievol_lf.errors import UserError
-from semievol_lf.prepare import prepare
-from semievol_lf.slices import parse_sizes, sample_rows, write_slice
 
 
 def _write(path, rows, fields=("question", "gt", "options", "answer")):
@@ -53,6 +53,6 @@ def test_bad_sizes_and_missing_files_are_user_errors(released, tmp_path):
         parse_sizes(["test=0"])
     with pytest.raises(UserError, match="does not exist"):
         write_slice(tmp_path / "nowhere", tmp_path / "out", {"test": 2})
-    proc = subprocess.run([sys.executable, "-m", "semievol_lf.slices", "--source", str(released), "--out",
+    proc = subprocess.run([sys.executable, "-m", "semievol_lf.data.slices", "--source", str(released), "--out",
                            str(tmp_path / "o"), "--sizes", "tests=3"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import make_sandbox
 
-from semievol_lf import launcher
 from semievol_lf.io_utils import file_digest
-from semievol_lf.presets import get_preset
-from semievol_lf.recipes import train_recipe
+from semievol_lf.llamafactory import launcher
+from semievol_lf.llamafactory.recipes import train_recipe
+from semievol_lf.models.presets import get_preset
 
 pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 4  # 30 labeled examples, batch 8
@@ -36,7 +36,7 @@ def final_loss(out: Path) -> tuple[int, float]:
 
 def train_killed_at_step(recipe: dict, box: Path, name: str, step: int) -> subprocess.CompletedProcess:
     """`launcher.train` in a child whose trainer is SIGKILLed at `step`, the child with it (SEMIEVOL_FAULT)."""
-    code = ("import json, sys; from pathlib import Path; from semievol_lf import launcher; "
+    code = ("import json, sys; from pathlib import Path; from semievol_lf.llamafactory import launcher; "
             "launcher.train(sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), n_gpus=1)")
     return subprocess.run([sys.executable, "-c", code, name, json.dumps(recipe), str(box / f"{name}.yaml"),
                            str(box / f"{name}.log")], cwd=box, capture_output=True, text=True, check=False,

@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 from ..backends.base import ENGINE_CHUNK
 from ..backends.http_client import HTTPClient, run_concurrently
-from ..collaborate import request_seed  # noqa: F401 (the stages' per-request seeds)
 from ..errors import UserError
 from ..io_utils import JsonlLog
 from ..progress import logger
+from ..semievol.pseudolabel.collaborate import request_seed  # noqa: F401 (the stages' per-request seeds)
 from ..step import run_cached
 from .config import ChatModelArguments
 
@@ -64,7 +64,7 @@ class LocalChat:
     @property
     def chat_format(self):
         if self._chat is None:
-            from ..chat_format import ChatFormat
+            from ..llamafactory.chat_format import ChatFormat
 
             self._chat = ChatFormat(self.model, self.template)
         return self._chat

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..hparams.inference_args import InferenceArguments
-from ..hparams.parser import build_nested, did_you_mean
-from ..presets import PRESETS
+from ..config.inference_args import InferenceArguments
+from ..config.parser import build_nested, did_you_mean
+from ..models.presets import PRESETS
 
 
 def _section(name: str, help: str) -> dict:

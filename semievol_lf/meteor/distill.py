@@ -8,9 +8,9 @@ asked. An empty answer is dropped and counted. The guideline vs no-guideline abl
 data-quality comparison) is quality.py.
 """
 
-from ..data_info import DATA_INFO, alpaca_entry
 from ..errors import UserError
 from ..io_utils import atomic_write_json, fingerprint, read_json
+from ..llamafactory.dataset_info import DATA_INFO, alpaca_entry
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed

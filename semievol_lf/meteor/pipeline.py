@@ -12,11 +12,11 @@ run and names its command and log.
 
 from pathlib import Path
 
+from ..config import as_config, load_config
 from ..errors import exit_on_user_error
-from ..hparams import as_config, load_config
 from ..io_utils import atomic_write_json
 from ..progress import setup_logging
-from ..run_setup import ensure_model
+from ..semievol.run_setup import ensure_model
 from .chat import LocalChat, open_chat, preflight
 from .config import MeteorArguments
 from .distill import SFT_DATASET, distill, distill_answers
@@ -50,7 +50,7 @@ class MeteorRunner:
         cfg.student_model_name_or_path = self.model  # resolved: the fine-tunes run it too
         for args in (cfg.teacher_args, cfg.judge_args):
             if args.kind != "openai" and args.preset and not args.model:
-                from ..presets import get_preset
+                from ..models.presets import get_preset
 
                 args.model = ensure_model(get_preset(args.preset), args.local_model, explicit=False)
 

@@ -15,9 +15,9 @@ question with an empty answer. candidates.jsonl keeps every answer and score. No
 a separate reward model.
 """
 
-from ..data_info import DATA_INFO
 from ..errors import UserError
 from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from ..llamafactory.dataset_info import DATA_INFO
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, cached_scores, request_seed

@@ -10,7 +10,7 @@ stages 1-3. Not handled: answers in the file (METEOR's teacher writes them).
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..data import _read_rows
+from ..data.loading import _read_rows
 from ..errors import UserError
 
 

@@ -18,8 +18,8 @@ teacher that writes its verdict anywhere but in its first sentence (it is then r
 import re
 from pathlib import Path
 
-from ..data_info import DATA_INFO, alpaca_entry
 from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
+from ..llamafactory.dataset_info import DATA_INFO, alpaca_entry
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed

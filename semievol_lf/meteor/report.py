@@ -9,7 +9,7 @@ results (judge.summarize). Same summary, same report.md. Missing values show as 
 from pathlib import Path
 
 from ..io_utils import atomic_write_text
-from ..report import MISSING, Table, _markdown, _new_figure, _no_data, _save_png
+from ..semievol.report import MISSING, Table, _markdown, _new_figure, _no_data, _save_png
 from .judge import SCORES
 
 PLOT = "plots/judge_scores.png"

@@ -13,8 +13,8 @@ The DPO recipe is checked by LlamaFactory's own parser (`recipes.validate_recipe
 
 from pathlib import Path
 
-from .. import launcher
-from ..recipes import BASE_TRAIN, validate_recipe
+from ..llamafactory import launcher
+from ..llamafactory.recipes import BASE_TRAIN, validate_recipe
 
 # LlamaFactory's DPO defaults (examples/train_lora/llama3_lora_dpo.yaml): beta 0.1, sigmoid loss, lr 5e-6.
 DPO_TRAIN = {"stage": "dpo", "pref_beta": 0.1, "pref_loss": "sigmoid", "learning_rate": 5.0e-6,

@@ -383,9 +383,9 @@ def _warmup_step(tmp_path, server: FakeServer, outcome: int = 0, **backend_args)
     `outcome`; returns (train, trainings), each training noting whether the server slept meanwhile."""
     import subprocess
 
-    from semievol_lf import launcher
-    from semievol_lf.hparams import RunArguments, as_config
-    from semievol_lf.run import Runner
+    from semievol_lf.config import RunArguments, as_config
+    from semievol_lf.llamafactory import launcher
+    from semievol_lf.semievol.pipeline import Runner
 
     data, out = tmp_path / "data", tmp_path / "run" / "warmup"
     data.mkdir()

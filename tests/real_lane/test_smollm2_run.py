@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cmd
 
-from semievol_lf.extraction import NO_ANSWER
+from semievol_lf.data.extraction import NO_ANSWER
 
 pytestmark = pytest.mark.real
 
@@ -71,7 +71,7 @@ def summary_line(summary: dict, rates: dict, wall: float) -> str:
 
 @pytest.fixture(scope="module")
 def lane() -> dict:
-    from semievol_lf.slices import write_slice
+    from semievol_lf.data.slices import write_slice
 
     if not (RELEASED / "fpb").is_dir():
         pytest.skip(f"the released data is not at {RELEASED} (set SEMIEVOL_DATA; see its SOURCE.md)")

@@ -3,7 +3,7 @@
 Runs in the MAIN venv (it needs peft, which the vLLM venv does not have):
 
     .venv/bin/python tests/vllm_lane/make_fixtures.py --out .cache/vllm-fixtures
-    # -> .cache/vllm-fixtures/model    (semievol_lf.demo_model's tiny Llama, widened to head_dim 32)
+    # -> .cache/vllm-fixtures/model    (semievol_lf.models.tiny's tiny Llama, widened to head_dim 32)
     #    .cache/vllm-fixtures/adapter  (PEFT LoRA, r=8 on every linear layer, lora_B perturbed)
 
 The fresh LoRA of peft has lora_B = 0 (a no-op); the adapter here sets every lora_B to seeded
@@ -39,7 +39,7 @@ def build_adapter(model_dir: str | Path, out: str | Path, seed: int = 0, r: int 
 
 def build_fixtures(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """(model_dir, adapter_dir) under `out`; skips what is already built."""
-    from semievol_lf.demo_model import build_model
+    from semievol_lf.models.tiny import build_model
 
     out = Path(out)
     # hidden 128 / 4 heads = head_dim 32: vLLM's CPU attention has no kernel for the demo's 16.

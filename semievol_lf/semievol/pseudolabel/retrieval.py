@@ -8,8 +8,8 @@ are saved under the output folder and reused only when all of them match.
 import os
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import StepMarker, atomic_path, fingerprint
+from ...errors import UserError
+from ...io_utils import StepMarker, atomic_path, fingerprint
 
 PACKAGE_SCHEME = "python-package:"
 

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io_utils import atomic_write_text
+from ..io_utils import atomic_write_text
 
 OPTIONS = ["negative", "neutral", "positive"]
 LETTERS = "ABC"

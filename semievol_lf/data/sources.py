@@ -12,7 +12,7 @@ Not handled: model repositories, revisions other than the default branch.
 
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 HF_PREFIX = "hf://"
 RELEASED_REPO = "luojunyu/SemiEvol"

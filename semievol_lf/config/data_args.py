@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..data.tasks import get_task
 from ..errors import UserError
-from ..tasks import get_task
 from .base import Arguments
 
 
@@ -12,7 +12,7 @@ from .base import Arguments
 class TaskArguments(Arguments):
     SECTION: ClassVar[str] = "dataset"
 
-    task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.tasks.TASKS`."})
+    task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.data.tasks.TASKS`."})
 
     def __post_init__(self):
         super().__post_init__()

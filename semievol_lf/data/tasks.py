@@ -8,7 +8,7 @@ answer type and therefore the extraction, and the one SFT target format used eve
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import UserError, closest
+from ..errors import UserError, closest
 from .extraction import (
     LETTERS,
     NO_ANSWER,

@@ -10,9 +10,9 @@ The same seed gives the same files, byte for byte.
 
 from pathlib import Path
 
-from .demo_data import DemoSpec, corpus
-from .io_utils import StepMarker
-from .paths import templates_dir
+from ..data.demo import DemoSpec, corpus
+from ..io_utils import StepMarker
+from ..paths import templates_dir
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 # The `default` LlamaFactory template's format, so `apply_chat_template` agrees with training.

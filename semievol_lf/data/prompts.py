@@ -9,9 +9,9 @@ from functools import cache
 
 import jinja2
 
-from .data import Example
+from ..paths import templates_dir
 from .extraction import LETTERS
-from .paths import templates_dir
+from .loading import Example
 from .tasks import Task
 
 

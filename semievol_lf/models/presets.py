@@ -6,7 +6,7 @@ The recipes generator and `semievol-lf run` read these; a user's own model needs
 
 from dataclasses import dataclass, field
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

@@ -13,21 +13,21 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .backends.base import GenerationRequest, ScoreRequest
+from ...backends.base import GenerationRequest, ScoreRequest
+from ...config import PseudolabelArguments
+from ...data.extraction import NO_ANSWER
+from ...data.loading import Example, load_task_split
+from ...data.prepare import to_alpaca
+from ...data.prompts import icp_prompt, justify_prompt, task_prompt
+from ...data.tasks import Task, get_task
+from ...errors import UserError
+from ...io_utils import atomic_write_json, atomic_write_jsonl, read_json
+from ...llamafactory.dataset_info import DATA_INFO, alpaca_entry
+from ...progress import Timer, banner
+from ...step import RESULT_NEUTRAL as STEP_NEUTRAL
+from ...step import check_local_path, check_prompt_lengths, open_backend, run_cached, stage_cache, step_manifest
 from .collaborate import InferenceConfig, agreed_answer, majority_answer, request_seed, sample_configs
-from .data import Example, load_task_split
-from .data_info import DATA_INFO, alpaca_entry
-from .errors import UserError
-from .extraction import NO_ANSWER
-from .hparams import PseudolabelArguments
-from .io_utils import atomic_write_json, atomic_write_jsonl, read_json
-from .prepare import to_alpaca
-from .progress import Timer, banner
-from .prompts import icp_prompt, justify_prompt, task_prompt
 from .selection import mean_nll, select
-from .step import RESULT_NEUTRAL as STEP_NEUTRAL
-from .step import check_local_path, check_prompt_lengths, open_backend, run_cached, stage_cache, step_manifest
-from .tasks import Task, get_task
 
 # `num_shards`/`shard` change no result either: a merge gives the unsharded result (a shard's manifest
 # names its shard).
@@ -99,7 +99,7 @@ def _text(gen) -> dict:
 def label(cfg: PseudolabelArguments, task: Task, labeled: list[Example], unlabeled: list[Example], out: Path,
           timer: Timer) -> tuple[list[Sample], bool]:
     """Steps 1-3 and the entropies of step 4, cached under `out`; returns (samples, whether the index was reused)."""
-    from .chat_format import open_chat_format
+    from ...llamafactory.chat_format import open_chat_format
     from .retrieval import LabeledIndex
 
     configs = _configs(cfg)

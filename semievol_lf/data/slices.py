@@ -1,6 +1,6 @@
 """A small, seeded slice of a released task folder, in the same layout (for CPU runs of a real model).
 
-    python -m semievol_lf.slices --source ../shared/semievol-data/fpb --out runs/demo-real/source \
+    python -m semievol_lf.data.slices --source ../shared/semievol-data/fpb --out runs/demo-real/source \
         --sizes labeled=24 unlabeled=16 test=24 [--seed 0]
 
 Each split's CSV keeps its header and columns; a seeded sample of its rows is written in file
@@ -13,9 +13,9 @@ import io
 import random
 from pathlib import Path
 
-from .data import SPLITS
-from .errors import UserError, exit_on_user_error
-from .io_utils import atomic_write_files
+from ..errors import UserError, exit_on_user_error
+from ..io_utils import atomic_write_files
+from .loading import SPLITS
 
 
 def sample_rows(rows: list, n: int, seed: int) -> list:
@@ -58,7 +58,7 @@ def parse_sizes(items: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m semievol_lf.slices", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m semievol_lf.data.slices", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True, help="released task folder (labeled/unlabeled/test.csv)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--sizes", nargs="+", required=True, help="SPLIT=N for each split to write")

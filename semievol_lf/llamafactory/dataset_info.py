@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import atomic_path, atomic_write_json
+from ..errors import UserError
+from ..io_utils import atomic_path, atomic_write_json
 
 DATA_INFO = "dataset_info.json"
 

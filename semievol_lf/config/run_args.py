@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..demo_data import DemoSpec
+from ..data.demo import DemoSpec
 from ..errors import UserError
-from ..presets import PRESETS, ModelPreset
-from ..run_layout import RunLayout
+from ..models.presets import PRESETS, ModelPreset
+from ..semievol.layout import RunLayout
 from .data_args import TaskArguments
 from .inference_args import InferenceArguments
 from .method_args import MethodArguments, RetrievalArguments

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import yaml
 
-from . import faults
-from .data_info import DATA_INFO
-from .errors import UserError
-from .io_utils import StepMarker, atomic_write_text, file_digest, fingerprint
-from .progress import banner
-from .step import model_identity
+from .. import faults
+from ..errors import UserError
+from ..io_utils import StepMarker, atomic_write_text, file_digest, fingerprint
+from ..progress import banner
+from ..step import model_identity
+from .dataset_info import DATA_INFO
 
 
 def llamafactory_cli() -> str:

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from .extraction import NO_ANSWER
+from ...data.extraction import NO_ANSWER
 
 DRAWS = ("paper", "stratified")
 

@@ -16,14 +16,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from .data import Example
-from .errors import UserError
-from .hparams import PseudolabelArguments
-from .io_utils import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from ...config import PseudolabelArguments
+from ...data.loading import Example
+from ...data.tasks import Task
+from ...errors import UserError
+from ...io_utils import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from ...progress import Timer, banner
+from ...step import StepOutputs, settings_fingerprint
 from .labeling import RESULT_NEUTRAL, Sample, label, manifest_of, select_and_write
-from .progress import Timer, banner
-from .step import StepOutputs, settings_fingerprint
-from .tasks import Task
 
 # Read only by selection, so shards leave them out of their manifest and a merge may change them.
 _MERGE_ONLY = {"theta"}

@@ -23,7 +23,7 @@ import math
 import os
 from pathlib import Path
 
-from .io_utils import atomic_path, atomic_write_text, read_jsonl
+from ..io_utils import atomic_path, atomic_write_text, read_jsonl
 
 BASELINES = ("Vanilla", "SFT", "SemiEvol")
 MISSING = "–"

@@ -19,8 +19,8 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import atomic_path, atomic_write_json, read_json
+from ..errors import UserError
+from ..io_utils import atomic_path, atomic_write_json, read_json
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
@@ -219,8 +219,8 @@ def open_chat_format(cfg) -> _Rendering:
 
 def export_main(argv: list[str]) -> Path:
     """`semievol-lf export-chat-format RECIPE.yaml [key=value ...] --out FOLDER`."""
-    from .hparams import ModelArguments, read_args
-    from .hparams.parser import format_fields, wants_help
+    from ..config import ModelArguments, read_args
+    from ..config.parser import format_fields, wants_help
 
     if wants_help(argv):
         fields = format_fields(ModelArguments, only={"model_name_or_path", "template"})

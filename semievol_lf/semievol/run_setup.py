@@ -4,11 +4,11 @@ Both are skipped when already made from the same inputs."""
 
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import StepMarker, file_digest, fingerprint
-from .presets import ModelPreset
-from .progress import banner
-from .run_layout import RunLayout
+from ..errors import UserError
+from ..io_utils import StepMarker, file_digest, fingerprint
+from ..models.presets import ModelPreset
+from ..progress import banner
+from .layout import RunLayout
 
 
 def ensure_model(preset: ModelPreset, model: str, explicit: bool) -> str:
@@ -16,7 +16,7 @@ def ensure_model(preset: ModelPreset, model: str, explicit: bool) -> str:
     if not preset.build:
         return model
     if not explicit:
-        from .model_build import build_preset_model
+        from ..models.build import build_preset_model
 
         build_preset_model(preset, model)
     return str(Path(model).resolve())
@@ -25,12 +25,12 @@ def ensure_model(preset: ModelPreset, model: str, explicit: bool) -> str:
 def prepare_data(task: str, source: str, layout: RunLayout, data_seed: int = 0,
                  data_sizes: dict | None = None) -> Path:
     """Prepare `source` (a folder of task files, or `generated`) into the run's data folder."""
-    from .prepare import prepare
-    from .sources import resolve_source
+    from ..data.prepare import prepare
+    from ..data.sources import resolve_source
 
     original = source
     if source == "generated":
-        from .demo_data import DemoSpec, write_demo_data
+        from ..data.demo import DemoSpec, write_demo_data
 
         if task != "demo":
             raise UserError("`source: generated` makes demo data; set `task: demo` or point `source` at files")
