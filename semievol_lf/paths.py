@@ -1,5 +1,5 @@
-"""Where the templates (package data), the recipes and data_info are: recipes and data_info from a
-checkout first, else the copies installed with the package."""
+"""Where the templates, the recipes and data_info are: from a checkout first, else the copies
+installed with the package (setup.cfg ships each folder inside the wheel)."""
 
 from functools import cache
 from pathlib import Path
@@ -9,16 +9,19 @@ _CHECKOUT = _PACKAGE.parent
 
 
 def _resolve(folder: str, installed_as: str) -> Path:
-    """setup.cfg installs `recipes/` as `semievol_lf/recipes_pack` and `data_info/` as
-    `semievol_lf/data_info_pack` (users run the recipes from the checkout's root)."""
+    """setup.cfg installs `templates/` as `semievol_lf/templates_pack`, `recipes/` as
+    `semievol_lf/recipes_pack` and `data_info/` as `semievol_lf/data_info_pack` (users run the
+    recipes from the checkout's root)."""
     local = _CHECKOUT / folder
     if local.is_dir() and (_CHECKOUT / "setup.cfg").is_file():
         return local
     return _PACKAGE / installed_as
 
 
+@cache
 def templates_dir() -> Path:
-    return _PACKAGE / "templates"
+    """tasks/ (a task's YAML beside its Jinja prompt), semievol/ (ICP, self-justify), meteor/."""
+    return _resolve("templates", "templates_pack")
 
 
 @cache

@@ -28,7 +28,7 @@ def test_installed_wheel_finds_templates_and_recipes(tmp_path):
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = zf.read(meta_name).decode()
     assert {"semievol_lf/py.typed", "semievol_lf/data_info_pack/dataset_info.json",
-            "semievol_lf/templates/mmlu.jinja", "semievol_lf/meteor/pipeline.py"} <= names
+            "semievol_lf/templates_pack/tasks/mmlu.jinja", "semievol_lf/meteor/pipeline.py"} <= names
     assert any(n.endswith("LICENSE") for n in names)
     assert "Requires-Python: >=3.11" in meta
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]

@@ -18,7 +18,7 @@ from .tasks import Task
 @cache
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader([str(templates_dir() / "tasks"), str(templates_dir())]),
         undefined=jinja2.StrictUndefined,  # a missing field is an error, not an empty string
         keep_trailing_newline=True,
         autoescape=False,
@@ -49,10 +49,10 @@ def icp_prompt(task: Task, example: Example, demos: list[Example]) -> str:
     if not demos:
         return task_prompt(task, example)
     rendered = [{"prompt": task_prompt(task, d), "target": task.target(d.answer)} for d in demos]
-    return render("icp.jinja", demos=rendered, prompt=task_prompt(task, example))
+    return render("semievol/icp.jinja", demos=rendered, prompt=task_prompt(task, example))
 
 
 def justify_prompt(task: Task, example: Example, responses: list[str]) -> str:
     """Self-justify (Eq. 5): the question and the n numbered candidate responses."""
-    template = "justify_number.jinja" if task.answer_type == "number" else "justify.jinja"
+    template = "semievol/justify_number.jinja" if task.answer_type == "number" else "semievol/justify.jinja"
     return render(template, prompt=task_prompt(task, example), responses=responses)

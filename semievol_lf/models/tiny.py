@@ -25,7 +25,8 @@ CHAT_TEMPLATE = (
 
 def _training_text(spec: DemoSpec) -> list[str]:
     text = corpus(spec)
-    text += [p.read_text() for p in sorted(templates_dir().glob("*.jinja"))]
+    prompts = [p for folder in ("tasks", "semievol") for p in (templates_dir() / folder).glob("*.jinja")]
+    text += [p.read_text() for p in sorted(prompts, key=lambda p: p.name)]  # the tokenizer's corpus: keep its order
     text += ["Human: Assistant: System: Answer: A B C D E F G H I J 0 1 2 3 4 5 6 7 8 9 . , % -"]
     return text
 
