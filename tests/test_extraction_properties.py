@@ -19,11 +19,11 @@ from semievol_lf.data.extraction import (
     read_letter,
 )
 from semievol_lf.data.loading import load_examples
-from semievol_lf.data.tasks import TASKS, get_task
+from semievol_lf.data.tasks import builtin_tasks, get_task
 from semievol_lf.errors import UserError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-LETTER_TASKS = [t for t in TASKS.values() if t.answer_type == "letter"]
+LETTER_TASKS = [t for t in map(get_task, builtin_tasks()) if t.answer_type == "letter"]
 NUMBER_TASK = get_task("convfinqa")
 
 # Text built from the pieces the patterns look for, so the examples reach past the first regex.

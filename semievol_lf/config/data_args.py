@@ -12,7 +12,9 @@ from .base import Arguments
 class TaskArguments(Arguments):
     SECTION: ClassVar[str] = "dataset"
 
-    task: str = field(default="demo", metadata={"help": "Task name, see `semievol_lf.data.tasks.TASKS`."})
+    task: str = field(default="demo", metadata={
+        "help": "A built-in task (templates/tasks/: mmlu, mmlu_pro, arc, fpb, usmle, pubmedqa, convfinqa, demo) or "
+                "the path of a task file (README, 'Your own task')."})
 
     def __post_init__(self):
         super().__post_init__()

@@ -171,6 +171,33 @@ def extract_letter(text: str, n_options: int = 10, options: list[str] | None = N
     return read_letter(text, n_options, options).answer
 
 
+def read_label(text: str, labels: tuple[str, ...] | list[str]) -> Extraction:
+    """The label word a response gives (canonical spelling from `labels`), case-insensitive.
+
+    Two steps, the last hit of the first step that finds one wins: `answer_is` ("Answer: Bug",
+    "the answer is billing") and `label_word` (a label named anywhere, as a whole word; a label
+    inside a longer label, "positive" in "very positive", does not count there).
+
+    >>> read_label("It looks like a bug. Answer: **Feature**", ["billing", "bug", "feature"])
+    Extraction(answer='feature', rule='answer_is')
+    >>> read_label("Billing, not a bug.", ["billing", "bug"])
+    Extraction(answer='bug', rule='label_word')
+    >>> read_label("no idea", ["billing", "bug"]).answer == NO_ANSWER
+    True
+    """
+    if not isinstance(text, str) or not text.strip() or not labels:
+        return Extraction(NO_ANSWER, "none")
+    lowered = _squeeze(_MARKDOWN.sub("", text)).lower()
+    canonical = {label.lower(): label for label in labels}
+    words = "|".join(re.escape(w) for w in sorted(canonical, key=len, reverse=True))  # longest first
+    word = rf"(?<![a-z0-9])({words})(?![a-z0-9])"
+    for rule, pattern in (("answer_is", _ANSWER_SAYS + r"[\s\"'(\[]*" + word), ("label_word", word)):
+        hits = list(re.finditer(pattern, lowered))
+        if hits:
+            return Extraction(canonical[hits[-1].group(1)], rule)
+    return Extraction(NO_ANSWER, "none")
+
+
 _NUMBER_STRICT = re.compile(
     r"(?P<neg>\()?\s*(?P<sign>[-+\u2212])?\s*\$?(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
     r"(?P<exp>[eE][-+]?\d+)?(?P<close>\))?\s*(?P<pct>%)?"

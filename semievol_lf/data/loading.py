@@ -1,8 +1,13 @@
-"""Load a task's labeled / unlabeled / test files (CSV as released, JSON or JSONL with the same fields).
+"""Load a task's labeled / unlabeled / test data: CSV (as released), JSON, JSONL or Parquet files, or the
+splits of a Hugging Face dataset; the task's `columns` say which column holds which field.
 
-Every problem is reported as `file:row: field: what is wrong` before any model is loaded.
-Unlabeled files are read without their answer column (and FPB's `gt` label word), even when
-they have one: the method must never see those answers.
+Every problem is reported as `file:line: field: what is wrong` before any model is loaded.
+Text files (CSV, JSON, JSONL) are read here, so that the line is the one an editor shows and
+every value stays the string in the file (`datasets`' CSV reader goes through pandas, which
+has neither line numbers nor strings only: "007" would become 7). Parquet files and hub
+datasets are read through `datasets`; their rows are located as `row N`.
+Only the task's columns are read: an unlabeled file's answer column, even when it has one,
+is dropped unread (the method must never see those answers).
 A row may repeat an option text (the released MMLU and USMLE files do): letters are
 positional, so the row is kept and its location reported, never rejected.
 """
@@ -19,7 +24,7 @@ from .extraction import LETTERS
 from .tasks import Task
 
 SPLITS = ("labeled", "unlabeled", "test")
-SUFFIXES = (".csv", ".jsonl", ".json")
+SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 csv.field_size_limit(1 << 26)  # long contexts (ConvFinQA, PubMedQA) exceed the 128 KiB default
 
 
@@ -28,7 +33,7 @@ class Example:
     uid: str
     question: str
     options: list[str] = field(default_factory=list)
-    answer: str | None = None  # canonical letter or number; always None for unlabeled rows
+    answer: str | None = None  # canonical letter, label or number; always None for unlabeled rows
     category: str | None = None
 
     def to_dict(self) -> dict:
@@ -41,19 +46,21 @@ class Example:
 
 
 def split_file(folder: str | Path, split: str) -> Path | None:
-    """`labeled.csv`, `labeled.jsonl` or `labeled.json` inside `folder`, or None."""
+    """`labeled.csv`, `labeled.jsonl`, `labeled.json` or `labeled.parquet` inside `folder`, or None."""
     return next((p for p in (Path(folder) / f"{split}{s}" for s in SUFFIXES) if p.is_file()), None)
 
 
 def find_split_file(folder: str | Path, split: str) -> Path:
     path = split_file(folder, split)
     if path is None:
-        raise UserError(f"{folder}: no {split}.csv, {split}.jsonl or {split}.json")
+        raise UserError(f"{folder}: no {split}.csv, {split}.jsonl, {split}.json or {split}.parquet")
     return path
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict]]:
+def _read_rows(path: Path) -> list[tuple[int | str, dict]]:
     """(line number, row) pairs; the line number is what an editor shows for that row."""
+    if path.suffix == ".parquet":
+        return read_dataset_rows("parquet", str(path), data_files=str(path))
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -161,32 +168,58 @@ def _column(row: dict, name: str) -> str | None:
 
 
 def load_examples(path: str | Path, task: Task, split: str, repeated: list[str] | None = None) -> list[Example]:
-    """Read and validate one split. `split == "unlabeled"` drops any answer column unread.
+    """Read and validate one split file. `split == "unlabeled"` drops any answer column unread.
 
     `repeated`, when given, collects the `file:line` of every row that repeats an option text.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    return examples_from_rows(_read_rows(path), str(path), task, split, repeated,
+                              header_line=1 if path.suffix == ".csv" else None)
+
+
+def read_dataset_rows(name: str, where: str, **kwargs) -> list[tuple[str, dict]]:
+    """Rows of `datasets.load_dataset(name, **kwargs)` (one split) as ("row N", row) pairs."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"{where}: Parquet files and hub datasets are read with `datasets` "
+                        "(pip install datasets)") from None
+    datasets.disable_progress_bars()
+    try:
+        data = datasets.load_dataset(name, split=kwargs.pop("split", "train"), **kwargs)
+    except Exception as err:  # noqa: BLE001 - the library boundary: a bad file, split name or hub id
+        raise UserError(f"{where}: cannot read ({type(err).__name__}: "
+                        f"{(str(err).strip().splitlines() or [''])[0][:200]})") from None
+    return [(f"row {i}", row) for i, row in enumerate(data, start=1)]
+
+
+def examples_from_rows(rows: list[tuple[int | str, dict]], source: str, task: Task, split: str,
+                       repeated: list[str] | None = None, header_line: int | None = None) -> list[Example]:
+    """Validate (location, row) pairs into Examples; `header_line`: where a CSV names its columns."""
     if not rows:
-        raise UserError(f"{path}: no rows")
-    required = ["question"] + (["options"] if task.has_options else []) + (["answer"] if split != "unlabeled" else [])
+        raise UserError(f"{source}: no rows")
+    cols = task.columns
+    roles = [("question", cols.question)] + ([("options", cols.options)] if task.has_options else []) \
+        + ([("answer", cols.answer)] if split != "unlabeled" else [])
 
     examples, seen = [], {}
     for line, row in rows:
-        where = f"{path}:{line}"
+        where = f"{source}:{line}"
         if not isinstance(row, dict):
             raise UserError(f"{where}: each row must be an object with named fields")
         # per row: JSON rows need not share the first row's keys; a CSV's columns are its header, line 1
-        missing = [c for c in required if _column(row, c) is None]
+        missing = [(role, c) for role, c in roles if _column(row, c) is None]
         if missing:
-            where = f"{path}:1" if path.suffix == ".csv" else where
-            raise UserError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, row))}")
+            where = f"{source}:{header_line}" if header_line else where
+            named = ", ".join(c if c == role else f"{c} (`columns.{role}` of {task.path.name})"
+                              for role, c in missing)
+            raise UserError(f"{where}: missing column(s) {named}; found {', '.join(map(str, row))}")
         if split == "unlabeled":  # answers may be present (the released files have them); never read them
-            row = {k: v for k, v in row.items() if str(k).lower() not in ("answer", "gt")}
-        question = str(row.get(_column(row, "question") or "question") or "").strip()
+            row = {k: v for k, v in row.items() if k != _column(row, cols.answer)}
+        question = str(row.get(_column(row, cols.question)) or "").strip()
         if not question:
-            raise UserError(f"{where}: question: empty")
-        options = parse_options(row[_column(row, "options")], where) if task.has_options else []
+            raise UserError(f"{where}: {cols.question}: empty")
+        options = parse_options(row[_column(row, cols.options)], where) if task.has_options else []
         if task.has_options and len(options) > task.max_options:
             raise UserError(f"{where}: options: {len(options)} options, "
                             f"task {task.name} has at most {task.max_options}")
@@ -194,19 +227,19 @@ def load_examples(path: str | Path, task: Task, split: str, repeated: list[str] 
             repeated.append(where)
         answer = None
         if split != "unlabeled":
-            raw = row[_column(row, "answer")]
+            raw = row[_column(row, cols.answer)]
             answer = task.normalise_answer(raw, len(options))
             if answer is None:
-                allowed = f"a letter A-{LETTERS[len(options) - 1]}" if task.has_options else "a number"
-                raise UserError(f"{where}: answer: {str(raw)[:40]!r} is not {allowed}")
+                raise UserError(f"{where}: {cols.answer}: {str(raw)[:40]!r} is not "
+                                f"{task.allowed_answers(len(options))}")
         category = None
-        if task.category_field and (col := _column(row, task.category_field)) is not None:
+        if cols.category and (col := _column(row, cols.category)) is not None:
             category = str(row[col]).strip() or None
         uid = f"{split}-{len(examples)}"
-        if (col := _column(row, task.id_field or "id")) is not None and str(row[col]).strip():
+        if (col := _column(row, cols.id)) is not None and str(row[col]).strip():
             uid = str(row[col]).strip()
         if uid in seen:
-            raise UserError(f"{where}: {task.id_field or 'id'}: {uid!r} already used on row {seen[uid]}")
+            raise UserError(f"{where}: {cols.id}: {uid!r} already used on row {seen[uid]}")
         seen[uid] = line
         examples.append(Example(uid, question, options, answer, category))
     return examples

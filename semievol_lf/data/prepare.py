@@ -19,9 +19,9 @@ from pathlib import Path
 from ..errors import UserError, exit_on_user_error
 from ..io_utils import atomic_write_files, json_text
 from ..llamafactory.dataset_info import DATA_INFO, split_entries
-from .loading import SPLITS, Example, load_examples, split_file
+from .loading import SPLITS, Example, examples_from_rows, load_examples, read_dataset_rows, split_file
 from .prompts import task_prompt
-from .sources import resolve_source
+from .sources import HF_PREFIX, resolve_source
 from .tasks import Task, get_task
 
 OPTIONAL_SPLITS = ("unlabeled",)  # labeled and test are needed even to train and score a baseline
@@ -68,23 +68,31 @@ def to_alpaca(task: Task, example: Example, output: str | None = None) -> dict:
 
 
 def load_splits(task: Task, source: str | Path, repeated: list[str] | None = None) -> dict[str, list[Example]]:
-    """Load and validate every split before anything is written; only OPTIONAL_SPLITS may be absent."""
+    """Load and validate every split before anything is written; only OPTIONAL_SPLITS may be absent.
+    A task with `splits` reads them from the dataset `source` (a hub id or a local dataset folder)."""
     splits = {}
-    for split in SPLITS:
-        path = split_file(source, split)
-        if path is None and split in OPTIONAL_SPLITS:
-            continue
-        if path is None:
-            raise UserError(f"{source}: no {split}.csv, {split}.jsonl or {split}.json")
-        splits[split] = load_examples(path, task, split, repeated)
+    if task.splits:
+        for split, spec in task.splits:
+            name = str(source).removeprefix(HF_PREFIX)
+            rows = read_dataset_rows(name, f"{source}[{spec}]", split=spec)
+            splits[split] = examples_from_rows(rows, f"{source}[{spec}]", task, split, repeated)
+    else:
+        for split in SPLITS:
+            path = split_file(source, split)
+            if path is None and split in OPTIONAL_SPLITS:
+                continue
+            if path is None:
+                raise UserError(f"{source}: no {split}.csv, {split}.jsonl, {split}.json or {split}.parquet")
+            splits[split] = load_examples(path, task, split, repeated)
     if not splits["labeled"]:
         raise UserError(f"{source}: the labeled set is empty")
     return splits
 
 
 def prepare(task_name: str, source: str | Path, out: str | Path) -> Prepared:
+    """`task_name`: a built-in task or a task file's path."""
     task = get_task(task_name)
-    source = resolve_source(source, task.name)
+    source = source if task.splits else resolve_source(source, task.name)
     repeated: list[str] = []
     splits = load_splits(task, source, repeated)
     out = Path(out)
@@ -95,12 +103,14 @@ def prepare(task_name: str, source: str | Path, out: str | Path) -> Prepared:
     missing = [s for s in SPLITS if s not in splits]
     for split in missing:  # an earlier prepare's file would be read as this source's
         (out / f"{split}.json").unlink(missing_ok=True)
-    return Prepared(task.name, source, out, {s: len(rows) for s, rows in splits.items()}, missing, repeated)
+    return Prepared(task.name, Path(source), out, {s: len(rows) for s, rows in splits.items()}, missing, repeated)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m semievol_lf.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, help="task name, e.g. mmlu, mmlu_pro, convfinqa, demo")
+    parser.add_argument("--task", required=True, help="a built-in task (mmlu, mmlu_pro, arc, fpb, usmle, pubmedqa, "
+                                                      "convfinqa, demo) or the path of a task file (README, "
+                                                      "'Your own task')")
     parser.add_argument("--source", required=True, help="folder with labeled/unlabeled/test .csv, .jsonl or .json, "
                                                         "or hf://luojunyu/SemiEvol/<task> (the released data)")
     parser.add_argument("--out", required=True, help="output folder, e.g. data/mmlu (what data_info/ points at)")

@@ -1,11 +1,12 @@
-"""Task prompts, in-context demonstrations and self-justify prompts, rendered from semievol_lf/templates/
-(package data).
+"""Task prompts, in-context demonstrations and self-justify prompts, rendered from the top-level templates/
+folder (shipped in the wheel) and a user's task folder.
 
 This renders plain text only; wrapping it in the model's chat format is `chat_format.py`'s job,
 so the text here is exactly the `instruction` the LlamaFactory fine-tunes see.
 """
 
 from functools import cache
+from pathlib import Path
 
 import jinja2
 
@@ -16,18 +17,22 @@ from .tasks import Task
 
 
 @cache
-def _env() -> jinja2.Environment:
+def environment(task_dir: Path | None = None) -> jinja2.Environment:
+    """Templates are found in `task_dir` (a user's task file's folder) first, then templates/tasks/ (the
+    built-in prompts and their partials, `_options.jinja`, ...), then templates/ (`semievol/icp.jinja`)."""
+    root = templates_dir()
+    search = [str(root / "tasks"), str(root)]
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(templates_dir() / "tasks"), str(templates_dir())]),
+        loader=jinja2.FileSystemLoader(([str(task_dir)] if task_dir else []) + search),
         undefined=jinja2.StrictUndefined,  # a missing field is an error, not an empty string
         keep_trailing_newline=True,
         autoescape=False,
     )
 
 
-def render(template: str, **variables) -> str:
+def render(template: str, task_dir: Path | None = None, **variables) -> str:
     """Render a template; surrounding blank lines are dropped so prompts end in text."""
-    return _env().get_template(template).render(letters=LETTERS, **variables).strip()
+    return environment(task_dir).get_template(template).render(letters=LETTERS, **variables).strip()
 
 
 def task_prompt(task: Task, example: Example) -> str:
@@ -36,11 +41,13 @@ def task_prompt(task: Task, example: Example) -> str:
     "Sentiment of: zorp blick\\nA. negative\\nB. neutral\\nC. positive"
     """
     return render(
-        task.prompt,
+        task.prompt.name,
+        task.prompt.parent,
         question=example.question,
         options=example.options,
         category=example.category,
         answer_type=task.answer_type,
+        labels=list(task.labels),
     )
 
 
@@ -54,5 +61,6 @@ def icp_prompt(task: Task, example: Example, demos: list[Example]) -> str:
 
 def justify_prompt(task: Task, example: Example, responses: list[str]) -> str:
     """Self-justify (Eq. 5): the question and the n numbered candidate responses."""
-    template = "semievol/justify_number.jinja" if task.answer_type == "number" else "semievol/justify.jinja"
-    return render(template, prompt=task_prompt(task, example), responses=responses)
+    template = {"number": "semievol/justify_number.jinja", "label": "semievol/justify_label.jinja"}.get(
+        task.answer_type, "semievol/justify.jinja")
+    return render(template, prompt=task_prompt(task, example), responses=responses, labels=list(task.labels))

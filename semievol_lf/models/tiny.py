@@ -1,6 +1,6 @@
 """Build a seeded tiny Llama-architecture model and tokenizer offline (for tests and the demo).
 
-    semievol-lf demo build-model --out .cache/tiny-llama --seed 0
+    semievol-lf model build tiny --out .cache/tiny-llama     # tiny-word: the word-level tokenizer
 
 Tokenizer: byte-level BPE trained locally on the demo task's words and this package's
 prompt templates, or (`tokenizer="word"`) one token per whitespace-separated word, which
@@ -14,6 +14,11 @@ from ..data.demo import DemoSpec, corpus
 from ..io_utils import StepMarker
 from ..paths import templates_dir
 
+# The prompts in the tokenizer's corpus, a fixed list: a template added later does not change the tiny model.
+CORPUS_PROMPTS = [f"{folder}/{name}.jinja" for folder, name in [
+    ("tasks", "_instruction"), ("tasks", "_options"), ("tasks", "arc"), ("tasks", "convfinqa"), ("tasks", "demo"),
+    ("tasks", "fpb"), ("semievol", "icp"), ("semievol", "justify"), ("semievol", "justify_number"), ("tasks", "mmlu"),
+    ("tasks", "mmlu_pro"), ("tasks", "pubmedqa"), ("tasks", "usmle")]]  # sorted by file name, as first built
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 # The `default` LlamaFactory template's format, so `apply_chat_template` agrees with training.
 CHAT_TEMPLATE = (
@@ -25,8 +30,7 @@ CHAT_TEMPLATE = (
 
 def _training_text(spec: DemoSpec) -> list[str]:
     text = corpus(spec)
-    prompts = [p for folder in ("tasks", "semievol") for p in (templates_dir() / folder).glob("*.jinja")]
-    text += [p.read_text() for p in sorted(prompts, key=lambda p: p.name)]  # the tokenizer's corpus: keep its order
+    text += [(templates_dir() / name).read_text() for name in CORPUS_PROMPTS]
     text += ["Human: Assistant: System: Answer: A B C D E F G H I J 0 1 2 3 4 5 6 7 8 9 . , % -"]
     return text
 
