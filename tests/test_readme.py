@@ -1,15 +1,15 @@
-"""README.md's shell commands cannot drift from the code.
+"""The shell commands of README.md and docs/*.md cannot drift from the code.
 
 A fenced block with `<!-- readme-test -->` on the line before it (an HTML comment: invisible on
 GitHub) runs as written, with bash, in a sandbox laid out like the repository: a copy of the
-package (its templates inside), recipes/ and data_info/, the tiny model at .cache/tiny-llama, the demo data
+package, templates/, recipes/ and data_info/, the tiny model at .cache/tiny-llama, the demo data
 prepared in data/demo, the venv's bin/ first on PATH and HOME inside the sandbox. Mark only blocks
-that run here (no GPU, no vLLM, no hub models, no `make test`, no pip). Every block, marked or not,
-is checked without running it: each `python -m semievol_lf.X` names a runnable module, each
-`semievol-lf X` a subcommand of semievol_lf/cli.py, each `recipes/...yaml` a committed recipe.
+that run here (no GPU, no vLLM, no hub models, no `make test`, no pip). Every block of the README and
+of docs/*.md, marked or not, is checked without running it: each `python -m semievol_lf.X` names a
+runnable module, each `semievol-lf X` a subcommand of semievol_lf/cli.py, each `recipes/...yaml` a
+committed recipe. Relative links between these pages must point at a file and heading that exist.
 """
 
-import ast
 import importlib.util
 import os
 import re
@@ -22,6 +22,7 @@ import pytest
 from conftest import BIN, ROOT, make_sandbox
 
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # docs/cli.md included: its usage lines name commands too
 MARK = "<!-- readme-test -->"
 MODULE = re.compile(r"python3? -m (semievol_lf(?:\.\w+)*)")
 SUBCOMMAND = re.compile(r"(?<![\w.-])semievol-lf[ \t]+([a-z][\w-]*)")  # not `/path/to/semievol-lf  # ...`
@@ -34,9 +35,14 @@ class Block:
     info: str  # the fence's info string: "bash", ""
     body: str
     marked: bool
+    file: str = "README.md"  # relative to the checkout
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
-def fenced_blocks(text: str) -> list[Block]:
+def fenced_blocks(text: str, file: str = "README.md") -> list[Block]:
     lines, blocks, i = text.splitlines(), [], 0
     while i < len(lines):
         opening = re.match(r"(`{3,}|~{3,})(.*)$", lines[i])
@@ -46,27 +52,22 @@ def fenced_blocks(text: str) -> list[Block]:
         fence, end = opening.group(1), i + 1
         while end < len(lines) and not lines[end].startswith(fence):
             end += 1
-        assert end < len(lines), f"README.md:{i + 1}: unclosed code fence"
+        assert end < len(lines), f"{file}:{i + 1}: unclosed code fence"
         before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
-        blocks.append(Block(i + 1, opening.group(2).strip(), "\n".join(lines[i + 1:end]), before == MARK))
+        blocks.append(Block(i + 1, opening.group(2).strip(), "\n".join(lines[i + 1:end]), before == MARK, file))
         i = end + 1
     return blocks
 
 
-BLOCKS = fenced_blocks(README.read_text())
+BLOCKS = [b for path in DOCS for b in fenced_blocks(path.read_text(), str(path.relative_to(ROOT)))]
 MARKED = [b for b in BLOCKS if b.marked]
 
 
 def cli_subcommands() -> set[str]:
-    """The names `semievol_lf/cli.py::main` dispatches on (`command == "run"`), read from its source."""
-    tree = ast.parse((ROOT / "semievol_lf" / "cli.py").read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "command":
-            for comp in node.comparators:
-                items = comp.elts if isinstance(comp, (ast.Tuple, ast.List, ast.Set)) else [comp]
-                names |= {c.value for c in items if isinstance(c, ast.Constant) and isinstance(c.value, str)}
-    return names
+    """The names `semievol_lf/cli.py` dispatches on: its COMMANDS table."""
+    from semievol_lf.cli import COMMANDS
+
+    return set(COMMANDS)
 
 
 def runnable_module(name: str) -> bool:
@@ -80,8 +81,9 @@ def runnable_module(name: str) -> bool:
 
 
 def test_the_readme_has_marked_blocks_and_every_marker_is_on_a_block():
-    assert MARKED, f"no block in README.md is marked {MARK}"
-    assert README.read_text().count(MARK) == len(MARKED), f"a {MARK} line is not right before a code fence"
+    assert any(b.file == "README.md" for b in MARKED), f"no block in README.md is marked {MARK}"
+    assert sum(line.strip() == MARK for path in DOCS for line in path.read_text().splitlines()) == len(MARKED), \
+        f"a {MARK} line is not right before a code fence"
     assert {b.info.split()[0] if b.info else "" for b in MARKED} <= {"bash", "sh"}, "only shell blocks run"
 
 
@@ -92,18 +94,51 @@ def test_every_module_and_subcommand_in_the_readme_exists():
         for name in MODULE.findall(block.body):
             found_modules.add(name)
             if not runnable_module(name):
-                wrong.append(f"README.md:{block.line}: `python -m {name}` is not a runnable module")
+                wrong.append(f"{block.where}: `python -m {name}` is not a runnable module")
         for name in SUBCOMMAND.findall(block.body):
             found_commands.add(name)
             if name not in subcommands:
-                wrong.append(f"README.md:{block.line}: `semievol-lf {name}` is not a subcommand "
+                wrong.append(f"{block.where}: `semievol-lf {name}` is not a subcommand "
                              f"(known: {', '.join(sorted(subcommands))})")
         for pattern in RECIPE.findall(block.body):
             if not list(ROOT.glob(pattern)):
-                wrong.append(f"README.md:{block.line}: {pattern} does not exist")
+                wrong.append(f"{block.where}: {pattern} does not exist")
     assert not wrong, "\n".join(wrong)
     assert {"semievol_lf.pseudolabel", "semievol_lf.evaluate"} <= found_modules  # the patterns still match
     assert {"run", "export-chat-format"} <= found_commands
+
+
+def test_the_readme_names_its_commands():
+    """The README gives the two commands and the MMLU walk-through, and keeps the section another page fills."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250, "README.md is over 250 lines: move detail to docs/"
+    code = "\n".join(b.body for b in BLOCKS if b.file == "README.md")
+    for command in ("make demo", "make test", "llamafactory-cli train recipes/warmup_mmlu.yaml",
+                    "python -m semievol_lf.pseudolabel recipes/pseudolabel_mmlu.yaml",
+                    "llamafactory-cli train recipes/evolve_mmlu.yaml", "semievol-lf run recipes/run_mmlu.yaml"):
+        assert command in code, f"README.md no longer gives `{command}`"
+    assert "\n## Your own task\n" in text
+
+
+def test_relative_links_in_the_docs_resolve():
+    """[text](path) and [text](path#anchor) between README.md, docs/ and bench/RESULTS.md point at a file that
+    exists and, with an anchor, at one of its headings (GitHub's anchor: lower case, punctuation dropped)."""
+    def anchors(path: Path) -> set[str]:
+        heads = re.findall(r"^#+ (.*)$", path.read_text(), flags=re.M)
+        return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+    wrong = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # https://...
+            file, _, anchor = target.partition("#")
+            path = (doc.parent / file).resolve() if file else doc
+            if not path.exists():
+                wrong.append(f"{doc.relative_to(ROOT)}: ({target}): no such file")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                wrong.append(f"{doc.relative_to(ROOT)}: ({target}): no such heading")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_static_checks_catch_what_they_should():
@@ -118,10 +153,11 @@ def test_the_static_checks_catch_what_they_should():
 
 @pytest.fixture(scope="module")
 def readme_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
-    """make_sandbox plus a copy of the package (so `python -m semievol_lf.recipes` writes here, not into
-    the checkout) and a HOME holding a LlamaFactory checkout's data/dataset_info.json."""
+    """make_sandbox plus a copy of the package and of templates/ (so `python -m semievol_lf.recipes` writes
+    here, not into the checkout) and a HOME holding a LlamaFactory checkout's data/dataset_info.json."""
     box = make_sandbox(tmp_path_factory.mktemp("readme"), tiny_model, demo_source)
     shutil.copytree(ROOT / "semievol_lf", box / "semievol_lf", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "templates", box / "templates")  # a checkout reads its tasks and prompts from here
     for name in ("setup.cfg", "pyproject.toml"):
         shutil.copy(ROOT / name, box / name)
     lf_data = box / "home" / "LLaMA-Factory" / "data"
@@ -131,7 +167,7 @@ def readme_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", MARKED, ids=[f"README.md:{b.line}" for b in MARKED])
+@pytest.mark.parametrize("block", MARKED, ids=[b.where for b in MARKED])
 def test_marked_readme_block_runs(readme_sandbox, block):
     box = readme_sandbox
     committed = {p.relative_to(box): p.read_bytes() for d in ("recipes", "data_info")
@@ -140,7 +176,7 @@ def test_marked_readme_block_runs(readme_sandbox, block):
            "PYTHONPATH": str(box)}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block.body], cwd=box, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"README.md:{block.line} failed ({proc.returncode}):\n{block.body}\n" \
+    assert proc.returncode == 0, f"{block.where} failed ({proc.returncode}):\n{block.body}\n" \
                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     changed = [str(rel) for rel, data in committed.items() if (box / rel).read_bytes() != data]
-    assert not changed, f"README.md:{block.line} changed committed files: {changed}"
+    assert not changed, f"{block.where} changed committed files: {changed}"
