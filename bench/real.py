@@ -81,7 +81,7 @@ def source_for(task: str, preset: dict, out: Path) -> Path:
 def run_config(args, preset: dict, task: str, model: str, source: Path, run_dir: Path, seed: int,
                switches: dict) -> dict:
     settings = {**preset["settings"], **json.loads(args.settings)}
-    config = {"task": task, "model": model, "source": str(source), "run_dir": str(run_dir), "seed": seed,
+    config = {"task": task, "model": model, "source": str(source), "output_dir": str(run_dir), "seed": seed,
               "backend": args.backend or preset["backend"], **METHOD, **settings, **switches}
     if preset.get("train"):
         config["train_overrides"] = dict(preset["train"])
@@ -107,7 +107,7 @@ def run_one(config: dict, source: Path, log) -> dict:
     results = {name: quality.accuracy(res) for name, res in r["results"].items()}
     no_answer = {name: res["no_answer_rate"] for name, res in r["results"].items()}
     return {"results": results, "no_answer": no_answer, "kept_n": r["pseudolabel"]["kept"], "wall": wall,
-            **quality.run_pseudo_accuracy(Path(config["run_dir"]), source)}
+            **quality.run_pseudo_accuracy(Path(config["output_dir"]), source)}
 
 
 def format_table(records: list[dict], tasks: list[str], models: list[str]) -> str:

@@ -1,26 +1,24 @@
-"""The `semievol-lf` command: one entry point for every step.
+"""The `semievol-lf` command: one entry point for every step, listed in the order of the method.
 
-    semievol-lf run recipes/run_demo.yaml [key=value ...]
-    semievol-lf meteor run recipes/meteor_demo.yaml [key=value ...]
     semievol-lf prepare --task mmlu --source DIR --out data/mmlu
+    semievol-lf recipes [validate FILE ...]
+    semievol-lf run recipes/run_demo.yaml [key=value ...]
     semievol-lf pseudolabel recipes/pseudolabel_mmlu.yaml
     semievol-lf evaluate recipes/evaluate_mmlu.yaml
-    semievol-lf recipes [validate FILE ...]
-    semievol-lf export-chat-format recipes/pseudolabel_mmlu.yaml --out saves/mmlu/chat_format
-    semievol-lf data-info merge --into PATH/TO/dataset_info.json [--force]
-    semievol-lf demo build-model --out .cache/tiny-llama [--seed 0] [--tokenizer bpe|word]
-    semievol-lf demo data --out DIR [--seed 0]
-    semievol-lf model build smollm2-135m [--out DIR]
+    semievol-lf meteor run recipes/meteor_demo.yaml [key=value ...]
+    semievol-lf model build tiny [--out DIR]
+
+COMMANDS (name -> handler and usage) is the one list: the usage text, `--help` and the dispatch all
+read it. Each handler imports what it needs, so `--help` and a mistyped command answer at once.
 """
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UserError, exit_on_user_error
 from .progress import setup_logging
-
-USAGE = __doc__.split("\n\n", 1)[1]
 
 
 def _data_info(argv: list[str]) -> None:
@@ -45,24 +43,18 @@ def _data_info(argv: list[str]) -> None:
 
 
 def _demo(argv: list[str]) -> None:
+    if argv[:1] == ["build-model"]:  # the old verb; one builder now builds every preset's model
+        raise UserError("`semievol-lf demo build-model` was replaced by `semievol-lf model build tiny` "
+                        "(or `tiny-word`) [--out DIR]")
     parser = argparse.ArgumentParser(prog="semievol-lf demo")
     sub = parser.add_subparsers(dest="what", required=True)
-    model = sub.add_parser("build-model", help="build the seeded tiny Llama model and tokenizer offline")
-    model.add_argument("--out", default=".cache/tiny-llama")
-    model.add_argument("--seed", type=int, default=0)
-    model.add_argument("--tokenizer", choices=["bpe", "word"], default="bpe")
     data = sub.add_parser("data", help="write the generated demo task (labeled/unlabeled/test.csv)")
     data.add_argument("--out", required=True)
     data.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.what == "build-model":
-        from .models.tiny import build_model
+    from .data.demo import DemoSpec, write_demo_data
 
-        print(f"tiny model in {build_model(args.out, seed=args.seed, tokenizer=args.tokenizer)}")
-    else:
-        from .data.demo import DemoSpec, write_demo_data
-
-        print(f"demo data in {write_demo_data(args.out, DemoSpec(seed=args.seed))}")
+    print(f"demo data in {write_demo_data(args.out, DemoSpec(seed=args.seed))}")
 
 
 def _model(argv: list[str]) -> None:
@@ -70,12 +62,74 @@ def _model(argv: list[str]) -> None:
     from .models.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="semievol-lf model",
-                                     description="Build a preset's local model folder (offline, once).")
+                                     description="Build a preset's local model folder (offline, once): the seeded "
+                                                 "tiny models of the demo and the tests, or SmolLM2-135M-Instruct.")
     parser.add_argument("action", choices=["build"])
     parser.add_argument("preset", choices=[name for name, p in PRESETS.items() if p.build])
-    parser.add_argument("--out", default=None, help="folder (default: the preset's, e.g. .cache/smollm2-135m)")
+    parser.add_argument("--out", default=None, help="folder (default: the preset's, e.g. .cache/tiny-llama)")
     args = parser.parse_args(argv)
     print(f"{args.preset} model in {build_preset_model(args.preset, args.out)}")
+
+
+def _prepare(argv: list[str]) -> None:
+    from .data import prepare
+
+    prepare.main(argv)
+
+
+def _recipes(argv: list[str]) -> None:
+    from .llamafactory import recipes
+
+    recipes.main(argv)
+
+
+def _run(argv: list[str]) -> None:
+    from .semievol import pipeline
+
+    pipeline.main(argv=argv)
+
+
+def _pseudolabel(argv: list[str]) -> None:
+    from .config import PseudolabelArguments, load_config
+    from .semievol.pseudolabel import run as pseudolabel
+
+    pseudolabel.main(load_config(PseudolabelArguments, argv, prog="semievol-lf pseudolabel"))
+
+
+def _evaluate(argv: list[str]) -> None:
+    from .config import EvaluateArguments, load_config
+    from .semievol import evaluate
+
+    evaluate.main(load_config(EvaluateArguments, argv, prog="semievol-lf evaluate"))
+
+
+def _meteor(argv: list[str]) -> None:
+    from .meteor.pipeline import cli
+
+    cli(argv)
+
+
+def _export_chat_format(argv: list[str]) -> None:
+    from .llamafactory.chat_format import export_main
+
+    export_main(argv)
+
+
+# name -> (handler, its usage lines), in the order of the method: data, recipes, the whole run, its
+# steps, METEOR, then the tools. The usage text and the dispatch both read this table.
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], list[str]]] = {
+    "prepare": (_prepare, ["--task mmlu --source DIR --out data/mmlu"]),
+    "recipes": (_recipes, ["[validate FILE ...]"]),
+    "run": (_run, ["recipes/run_demo.yaml [key=value ...]"]),
+    "pseudolabel": (_pseudolabel, ["recipes/pseudolabel_mmlu.yaml [key=value ...]"]),
+    "evaluate": (_evaluate, ["recipes/evaluate_mmlu.yaml [key=value ...]"]),
+    "meteor": (_meteor, ["run recipes/meteor_demo.yaml [key=value ...]"]),
+    "model": (_model, ["build PRESET [--out DIR]"]),
+    "export-chat-format": (_export_chat_format, ["recipes/pseudolabel_mmlu.yaml --out saves/mmlu/chat_format"]),
+    "data-info": (_data_info, ["merge --into PATH/TO/dataset_info.json [--force]"]),
+    "demo": (_demo, ["data --out DIR [--seed 0]"]),
+}
+USAGE = "\n".join(f"    semievol-lf {name} {line}" for name, (_, lines) in COMMANDS.items() for line in lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,47 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         print("usage:\n" + USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\nusage:\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     setup_logging()
     with exit_on_user_error():
-        if command == "run":
-            from .semievol import pipeline
-
-            pipeline.main(argv=rest)
-        elif command == "meteor":
-            from .meteor.pipeline import cli
-
-            cli(rest)
-        elif command == "prepare":
-            from .data import prepare
-
-            prepare.main(rest)
-        elif command == "pseudolabel":
-            from .config import PseudolabelArguments, load_config
-            from .semievol.pseudolabel import run as pseudolabel
-
-            pseudolabel.main(load_config(PseudolabelArguments, rest, prog="semievol-lf pseudolabel"))
-        elif command == "evaluate":
-            from .config import EvaluateArguments, load_config
-            from .semievol import evaluate
-
-            evaluate.main(load_config(EvaluateArguments, rest, prog="semievol-lf evaluate"))
-        elif command == "recipes":
-            from .llamafactory import recipes
-
-            recipes.main(rest)
-        elif command == "export-chat-format":
-            from .llamafactory.chat_format import export_main
-
-            export_main(rest)
-        elif command == "data-info":
-            _data_info(rest)
-        elif command == "demo":
-            _demo(rest)
-        elif command == "model":
-            _model(rest)
-        else:
-            print(f"error: unknown command {command!r}\nusage:\n{USAGE}", file=sys.stderr)
-            raise SystemExit(2)
+        COMMANDS[command][0](rest)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 import pytest
 
-from semievol_lf.config import PseudolabelArguments, build_config, load_config, parse_overrides
+from semievol_lf.config import PseudolabelArguments, RunArguments, build_config, load_config, parse_overrides
 from semievol_lf.errors import UserError
 
 RECIPE = """\
@@ -35,6 +35,25 @@ def test_unknown_key_names_file_line_and_suggests(tmp_path):
     path.write_text(RECIPE + "thetta: 0.5\n")
     with pytest.raises(UserError, match=r"r.yaml:10: unknown key `thetta`. Did you mean `theta`\? Known keys: "):
         load_config(PseudolabelArguments, [str(path)])
+
+
+def test_a_renamed_key_names_file_line_and_its_new_name(tmp_path):
+    """One name for one thing: the folder a command writes is `output_dir` everywhere. An old key is refused
+    (never read silently, never a did-you-mean guess), before an unknown key of the same recipe."""
+    from semievol_lf.config.parser import RENAMED
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task: demo\nrun_dir: runs/x\nthetta: 0.5\n")
+    with pytest.raises(UserError) as err:
+        load_config(RunArguments, [str(path)])
+    assert str(err.value) == f"{path}:2: `run_dir` was renamed `output_dir`"
+    with pytest.raises(UserError, match=r"^command line: `run_dir` was renamed `output_dir`$"):
+        load_config(RunArguments, [str(path), "run_dir=y"])
+    path.write_text("task: demo\noutput_dir: runs/x\n")
+    assert load_config(RunArguments, [str(path)]).output_dir == "runs/x"
+    # `k` is a setting of SemiEvol (ICP neighbours) and of the step configs: only METEOR's was renamed
+    assert ("RunArguments", "k") not in RENAMED and ("PseudolabelArguments", "k") not in RENAMED
+    assert set(RENAMED.values()) == {"output_dir", "num_samples", "max_revisions"}
 
 
 def test_bad_type_and_bad_combination(tmp_path):

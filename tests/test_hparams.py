@@ -50,6 +50,7 @@ BAD_RUN_SETTINGS = [
     (["task=mmlux"], "`task`: Unknown task 'mmlux'"),
     (["task=mmlu"], "`source: generated` makes demo data; set `task: demo`"),
     (["thetta=0.3"], "unknown key `thetta`. Did you mean `theta`? Known keys: "),
+    (["run_dir=runs/x"], "command line: `run_dir` was renamed `output_dir`"),
     (["--thetta", "0.3"], "unknown key `thetta`"),
     (["template=[llama3"], "`template=[llama3`: not a valid YAML list or mapping"),
     (["shots=[0, 1"], "`shots=[0, 1`: not a valid YAML list or mapping"),
@@ -100,7 +101,7 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, text: str) -> None:
 @pytest.mark.parametrize("settings, text", BAD_RUN_SETTINGS, ids=[" ".join(s) for s, _ in BAD_RUN_SETTINGS])
 def test_bad_run_setting_fails_before_anything_runs(tmp_path, settings, text):
     run_dir = tmp_path / "run"
-    proc = cli(["run", "recipes/run_demo.yaml", f"run_dir={run_dir}", *settings])
+    proc = cli(["run", "recipes/run_demo.yaml", f"output_dir={run_dir}", *settings])
     assert_one_error_line(proc, text)
     assert not run_dir.exists() and not proc.stdout  # nothing prepared, built, loaded or trained
 
@@ -325,7 +326,10 @@ def test_run_arguments_hold_no_copied_field():
     own = [n for n in vars(RunArguments)["__annotations__"] if n not in ("PROG", "SECTION")]
     shared = {f.name for f in dataclasses.fields(PseudolabelArguments)} | {
         f.name for f in dataclasses.fields(EvaluateArguments)}
-    assert not set(own) & shared - {"model_name_or_path", "template"}  # the run's: preset overrides, None = preset
+    # the run's: preset overrides (None = the preset's), and its folder, which holds each step's `output_dir`
+    assert not set(own) & shared - {"model_name_or_path", "template", "output_dir"}
+    run = build_config(RunArguments, {"output_dir": "runs/x"})
+    assert all(step.output_dir.startswith("runs/x/") for step in run._step_configs())
 
 
 def test_backend_auto_picks_vllm_only_where_it_is_importable(monkeypatch):

@@ -238,12 +238,12 @@ def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
     start = time.time()
 
     def cmd(run_dir):
-        return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
+        return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"output_dir={run_dir}",
                 "model=tiny", f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
                 "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}",
                 f"train_overrides={{num_train_epochs: {EPOCHS}, logging_steps: {TRAIN_LOGGING_STEPS}}}"]
 
-    # Both runs use the same run_dir: manifests and step markers hash the paths they are given.
+    # Both runs use the same output_dir: manifests and step markers hash the paths they are given.
     ref, out = tmp_path / "ref", tmp_path / "demo"
     run_cmd(cmd(out), tmp_path)
     out.rename(ref)

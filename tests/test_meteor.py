@@ -4,6 +4,7 @@ LlamaFactory SFT and DPO) whose data the tests read back: killed once mid-refine
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -108,6 +109,27 @@ def test_config_errors_name_the_key():
     assert cfg.judge_args == cfg.teacher_args  # the judge defaults to the teacher
 
 
+@pytest.mark.parametrize("old, new", [("meteor_dir", "output_dir"), ("k", "num_samples"),
+                                      ("max_iterations", "max_revisions")])
+def test_a_renamed_key_is_one_error_naming_its_new_name(tmp_path, old, new):
+    """METEOR's `k` and `max_iterations` were renamed so that `k` (ICP neighbours) and `iterations`
+    (rounds) mean one thing each; its folder is `output_dir` as every command's. Refused before any work."""
+    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"{old}=3",
+                    f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
+    assert proc.stderr.splitlines() == [f"error: command line: `{old}` was renamed `{new}`"]
+    recipe = tmp_path / "old.yaml"  # the demo recipe as it was written before the rename
+    recipe.write_text((ROOT / "recipes" / "meteor_demo.yaml").read_text().replace(f"\n{new}:", f"\n{old}:"))
+    line = next(n for n, text in enumerate(recipe.read_text().splitlines(), 1) if text.startswith(f"{old}:"))
+    message = f"{recipe}:{line}: `{old}` was renamed `{new}`"
+    proc = run_cmd([CLI, "meteor", "run", recipe], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"error: {message}"]
+    from semievol_lf.llamafactory.recipes import validate_recipe
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_recipe(recipe)
+
+
 def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tmp_path, smollm2):
     from semievol_lf.llamafactory.recipes import validate_recipe
     from semievol_lf.meteor.preferences import pairwise_entry
@@ -144,7 +166,7 @@ def test_a_prompt_longer_than_the_context_is_one_error_before_the_model_loads(tm
     assert cached_chat(chat, [("q2", long)], log, "guidelines") == {"q2": "cached"} and chat._backend is None
     # the whole run: one error naming the stage, before any model loads
     out = tmp_path / "run"
-    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={out}", "student=tiny",
+    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={out}", "student=tiny",
                     f"student_model_name_or_path={tiny_model}", "cutoff_len=12", "stop_after=guidelines"],
                    cwd=ROOT, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -160,7 +182,7 @@ def test_missing_api_key_is_refused_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"`teacher.api_key_env`: the environment variable METEOR_TEST_KEY is not set"):
         preflight(args, "teacher")
     # the whole command: exit 2 with one error line, nothing written
-    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={tmp_path / 'run'}",
+    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={tmp_path / 'run'}",
                     "teacher={kind: openai, model: gpt-4o, api_key_env: METEOR_TEST_KEY}"], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "METEOR_TEST_KEY is not set" in proc.stderr and not (tmp_path / "run").exists()
 
@@ -174,7 +196,7 @@ def test_a_teacher_that_stays_down_is_refused_before_any_work(tmp_path):
     teacher = (f"teacher={{kind: openai, model: m, base_url: 'http://127.0.0.1:{port}/v1', api_key_env: null, "
                "max_retries: 2, backoff: 0.01}")
     start = time.monotonic()
-    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={tmp_path / 'run'}",
+    proc = run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={tmp_path / 'run'}",
                     teacher], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and not (tmp_path / "run").exists()
     assert f"teacher at http://127.0.0.1:{port}/v1 unreachable after 3 tries" in proc.stderr
@@ -238,15 +260,15 @@ def test_endpoint_chat_protocol_key_and_retries(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-def test_a_teacher_that_never_accepts_stops_each_question_at_max_iterations(tmp_path, tiny_model):
+def test_a_teacher_that_never_accepts_stops_each_question_at_max_revisions(tmp_path, tiny_model):
     """The random tiny model as student and teacher (real LlamaFactory SFT of stage 1 included): it never
-    answers "Correct", so every question is revised exactly `max_iterations` times, then dropped; no SFT
+    answers "Correct", so every question is revised exactly `max_revisions` times, then dropped; no SFT
     round runs, because nothing was accepted."""
     out = tmp_path / "run"
     teacher = f"teacher={{kind: hf, model: '{tiny_model}', template: default, max_new_tokens: 12}}"
-    run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={out}", "student=tiny",
+    run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={out}", "student=tiny",
              f"student_model_name_or_path={tiny_model}", teacher, "n_questions=4", "max_new_tokens=12",
-             "max_iterations=2", "fine_tune_interval=2", "stop_after=refine", "train_overrides={num_train_epochs: 1}"],
+             "max_revisions=2", "fine_tune_interval=2", "stop_after=refine", "train_overrides={num_train_epochs: 1}"],
             cwd=ROOT)
     trace = list(read_jsonl(out / "refine" / "trace.jsonl"))
     stats = read_json(out / "refine" / "stats.json")
@@ -259,14 +281,14 @@ def test_a_teacher_that_never_accepts_stops_each_question_at_max_iterations(tmp_
 
 
 FAULT = "refine/cache/judge:2"  # killed (SIGKILL) right after the second chunk of the teacher's verdicts
-SMALLER = ["n_questions=6", "n_test=2", "k=2"]  # the demo with fewer questions: minutes, not more
+SMALLER = ["n_questions=6", "n_test=2", "num_samples=2"]  # the demo with fewer questions: minutes, not more
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """recipes/meteor_demo.yaml for real: killed once mid-refinement, resumed to the end, then run again."""
     out = tmp_path_factory.mktemp("meteor") / "run"
-    cmd = [CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"meteor_dir={out}", *SMALLER]
+    cmd = [CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={out}", *SMALLER]
     killed = run_cmd(cmd, cwd=ROOT, check=False, env={**os.environ, "SEMIEVOL_FAULT": FAULT})
     assert killed.returncode == -9 and f"fault injected: SEMIEVOL_FAULT={FAULT}:sigkill" in killed.stderr, \
         killed.stderr[-2000:]
@@ -351,9 +373,9 @@ def test_the_guideline_ablation_judges_both_teacher_answer_sets(demo_run):
 
 
 @pytest.mark.slow
-def test_refinement_stops_at_max_iterations_and_trains_at_each_interval(demo_run):
+def test_refinement_stops_at_max_revisions_and_trains_at_each_interval(demo_run):
     d, cfg = demo_run["dir"], demo_run["cfg"]
-    max_it, interval = cfg["max_iterations"], cfg["fine_tune_interval"]
+    max_it, interval = cfg["max_revisions"], cfg["fine_tune_interval"]
     trace = list(read_jsonl(d / "refine" / "trace.jsonl"))
     stats = read_json(d / "refine" / "stats.json")
     accepted = read_json(d / "refine" / "accepted.json")
@@ -365,7 +387,7 @@ def test_refinement_stops_at_max_iterations_and_trains_at_each_interval(demo_run
         assert [a["iteration"] for a in attempts] == list(range(len(attempts))) and len(attempts) <= max_it + 1
         assert all(a["verdict"] == "feedback" for a in attempts[:-1])  # revised only after feedback
         if attempts[-1]["verdict"] == "feedback":
-            assert len(attempts) == max_it + 1  # dropped only after max_iterations revisions
+            assert len(attempts) == max_it + 1  # dropped only after max_revisions revisions
     counted = {"correct": sum(t["verdict"] == "correct" for t in trace),
                "feedback": sum(t["verdict"] == "feedback" for t in trace)}
     assert stats["verdicts"] == counted and counted["correct"] == len(accepted) == stats["accepted"]
@@ -401,9 +423,10 @@ def test_every_dpo_pair_prefers_the_higher_compute_answer(demo_run):
     scores = {r["key"]: r["score"] for r in read_jsonl(d / "preferences" / "cache" / "score.jsonl")}
     for pair in pairs:
         c = candidates[pair["id"]]
-        texts = [samples[f"{pair['id']}|s{j}"] for j in range(cfg["k"])]
-        own = [scores.get(f"{pair['id']}|s{j}", float("-inf")) if texts[j] else float("-inf") for j in range(cfg["k"])]
-        assert pair["chosen"] == texts[own.index(max(own))] == c["high"]  # the best of k by the student's judgment
+        texts = [samples[f"{pair['id']}|s{j}"] for j in range(cfg["num_samples"])]
+        own = [scores.get(f"{pair['id']}|s{j}", float("-inf")) if texts[j] else float("-inf")
+               for j in range(cfg["num_samples"])]
+        assert pair["chosen"] == texts[own.index(max(own))] == c["high"]  # the best sample by the student's judgment
         assert pair["rejected"] == low[pair["id"]] == c["low"] and pair["chosen"] != pair["rejected"]
     info = read_json(d / "preferences" / "dataset_info.json")["meteor_preferences"]
     assert info["ranking"] is True and info["columns"]["chosen"] == "chosen"

@@ -27,6 +27,32 @@ def test_a_hub_preset_has_nothing_to_build():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+def test_model_build_builds_the_tiny_presets_too(tmp_path):
+    """One builder for every buildable preset: `model build tiny --out DIR` gives the seeded tiny Llama,
+    which transformers loads and runs; the old `demo build-model` names the new command."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from semievol_lf.models.tiny import build_model
+
+    out = tmp_path / "tiny"
+    proc = subprocess.run([BIN / "semievol-lf", "model", "build", "tiny", "--out", out], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0 and f"tiny model in {out}" in proc.stdout, proc.stderr
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    ids = tok("Human: Answer: A", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], model.config.vocab_size) and torch.isfinite(logits).all()
+    reference = build_model(tmp_path / "reference", seed=0)  # the same seed and builder: the same weights
+    assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    old = subprocess.run([BIN / "semievol-lf", "demo", "build-model", "--out", tmp_path / "old"], capture_output=True,
+                         text=True, check=False)
+    assert old.returncode == 2 and not (tmp_path / "old").exists()
+    assert old.stderr.splitlines() == ["error: `semievol-lf demo build-model` was replaced by `semievol-lf model build "
+                                       "tiny` (or `tiny-word`) [--out DIR]"]
+
+
 @pytest.mark.slow
 def test_smollm2_folder_loads_with_transformers(smollm2):
     from transformers import AutoConfig, AutoTokenizer

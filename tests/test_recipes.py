@@ -116,6 +116,20 @@ def test_pseudolabel_recipe_typo_is_caught(sandbox):
         validate_recipe(broken)
 
 
+@pytest.mark.parametrize("name, old", [("run_demo.yaml", "run_dir"), ("meteor_demo.yaml", "meteor_dir")])
+def test_a_recipe_with_the_old_folder_key_names_its_new_name(tmp_path, name, old):
+    """`semievol-lf run` and `meteor run` write their `output_dir`, as every step does; a recipe written
+    before the rename is still recognised as a run (or METEOR) recipe and refused with the new name."""
+    recipe = tmp_path / name
+    recipe.write_text((ROOT / "recipes" / name).read_text().replace("\noutput_dir:", f"\n{old}:"))
+    line = next(n for n, text in enumerate(recipe.read_text().splitlines(), 1) if text.startswith(f"{old}:"))
+    with pytest.raises(UserError) as err:
+        validate_recipe(recipe)
+    assert str(err.value) == f"{recipe}:{line}: `{old}` was renamed `output_dir`"
+    kind = "run" if name.startswith("run") else "meteor"
+    assert f"ok ({kind}," in validate_recipe(ROOT / "recipes" / name)
+
+
 def test_gpu_recipes_infer_with_vllm_in_bf16_and_a_context_that_fits():
     """GPU presets: vLLM when importable (`auto`), bf16, max_model_len = cutoff_len + max_new_tokens (not
     Llama-3.1's 131072, whose KV cache does not fit smaller GPUs); the CPU demo keeps hf and no GPU keys."""

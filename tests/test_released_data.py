@@ -311,7 +311,7 @@ def test_missing_data_is_one_line_that_says_where_it_is(case, fixture_data, tmp_
 def test_run_without_data_is_one_line(tmp_path):
     """`semievol-lf run recipes/run_mmlu.yaml` with no data used to end in a FileNotFoundError traceback."""
     proc = subprocess.run([sys.executable, "-m", "semievol_lf.cli", "run", str(ROOT / "recipes" / "run_mmlu.yaml"),
-                           f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+                           f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, **hub_env(tmp_path / "empty-hf")}, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = proc.stderr.splitlines()
@@ -321,7 +321,7 @@ def test_run_without_data_is_one_line(tmp_path):
 def test_run_refuses_a_source_without_unlabeled_data(fixture_data, tmp_path):
     """usmle as released has no unlabeled file: the run stops before anything trains, and says why."""
     proc = subprocess.run([sys.executable, "-m", "semievol_lf.cli", "run", str(ROOT / "recipes" / "run_usmle.yaml"),
-                           f"source={fixture_data / 'usmle'}", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path,
+                           f"source={fixture_data / 'usmle'}", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(f"error: {fixture_data / 'usmle'}: no unlabeled split")

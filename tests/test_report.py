@@ -93,7 +93,7 @@ def _make_run(run_dir: Path, spec=SPEC) -> dict:
         _write_jsonl(run_dir / rel, cands)
         rounds.append({"round": rnd, "results": results, "predictions": preds,
                        "pseudolabel": _stats(cands, tau), "candidates": rel})
-    return {"task": "demo", "model": "tiny", "run_dir": str(run_dir), "rounds": rounds}
+    return {"task": "demo", "model": "tiny", "output_dir": str(run_dir), "rounds": rounds}
 
 
 def _table_rows(text: str, first_header: str) -> dict[str, list[str]]:

@@ -16,7 +16,7 @@ SIZES = "data_sizes={n_labeled: 30, n_unlabeled: 36, n_test: 24}"
 
 
 def run_args(run_dir, tiny_model):
-    return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={run_dir}",
+    return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"output_dir={run_dir}",
             "model=tiny", f"model_name_or_path={tiny_model}", SIZES, f"train_overrides={{num_train_epochs: {EPOCHS}}}"]
 
 
@@ -138,7 +138,7 @@ def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path
     monkeypatch.setattr(backends, "load_backend", load_backend)
     monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli_train)
     monkeypatch.chdir(tmp_path)
-    summary = run_step.main(argv=[str(ROOT / "recipes" / "run_demo.yaml"), f"run_dir={tmp_path / 'demo'}",
+    summary = run_step.main(argv=[str(ROOT / "recipes" / "run_demo.yaml"), f"output_dir={tmp_path / 'demo'}",
                                   "model=tiny", f"model_name_or_path={tiny_model}",
                                   "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 8}",
                                   "iterations=1", "rag=false"])

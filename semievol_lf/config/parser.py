@@ -9,8 +9,9 @@ A value is read as YAML (`shots=[0, 2]`, `backend_args={base_url: URL}`), a list
 `shots=0,2`; a value that is not YAML stays a plain string, as OmegaConf (LlamaFactory's
 `read_args`) keeps it, except an unclosed `[`/`{`, which is refused. The flat dict is routed
 into the dataclass by field name, as HfArgumentParser routes it: unknown keys are refused with
-a did-you-mean and the known ones. Every mistake is one UserError naming the recipe file and
-line (or `command line`) and the key; `--help` prints every field with its type, default and help.
+a did-you-mean and the known ones, a renamed key (RENAMED) with its new name. Every mistake is one
+UserError naming the recipe file and line (or `command line`) and the key; `--help` prints every
+field with its type, default and help.
 
 Not handled here: which keys a step needs together (each dataclass's `__post_init__` says that).
 """
@@ -31,6 +32,14 @@ from ..errors import UserError, closest
 T = TypeVar("T")
 COMMAND_LINE = "command line"
 OVERRIDE_FORMS = "key=value | --key value | --key=value | key.sub=value"
+# Keys that were renamed, per config class: (class name, old key) -> new key. An old key is refused with
+# its new name (`recipes/x.yaml:12: `run_dir` was renamed `output_dir``), never silently read.
+RENAMED = {
+    ("RunArguments", "run_dir"): "output_dir",  # every command writes its `output_dir`
+    ("MeteorArguments", "meteor_dir"): "output_dir",
+    ("MeteorArguments", "k"): "num_samples",  # `k` is SemiEvol's ICP neighbours
+    ("MeteorArguments", "max_iterations"): "max_revisions",  # SemiEvol's rounds are `iterations`
+}
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -286,9 +295,12 @@ def build_config(cls: type[T], values: dict, where: dict[str, str] | None = None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values = {str(k): v for k, v in values.items()}
-    unknown = [k for k in values if k not in fields]
+    unknown = sorted((k for k in values if k not in fields), key=lambda k: (cls.__name__, k) not in RENAMED)
     if unknown:
-        key = unknown[0]
+        key = unknown[0]  # a renamed key first: its message says exactly what to write
+        renamed = RENAMED.get((cls.__name__, key))
+        if renamed:
+            raise UserError(f"{where.get(key, source)}: `{key}` was renamed `{renamed}`")
         raise UserError(f"{where.get(key, source)}: unknown key `{key}`.{did_you_mean(key, fields)} "
                         f"Known keys: {', '.join(sorted(fields))}")
     kwargs = {}

@@ -41,7 +41,8 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
     model: str = field(default="tiny", metadata=_section("model", "Model preset (see presets.py)."))
     model_name_or_path: str | None = field(default=None, metadata=_section("model", "Overrides the preset's model."))
     template: str | None = field(default=None, metadata=_section("model", "Overrides the preset's template."))
-    run_dir: str = field(default="runs/demo", metadata=_section("output", "Everything the run writes goes here."))
+    output_dir: str = field(default="runs/demo", metadata=_section(
+        "output", "Everything the run writes goes here (was `run_dir`)."))
     iterations: int = field(default=1, metadata=_section("method", "SemiEvol rounds (paper 4.3.7)."))
     no_iwp: bool = field(default=False, metadata=_section(
         "method", "Ablation w/o IWP: the base model does all the warm model does (collaboration, self-justify, "
@@ -174,7 +175,7 @@ SemiEvol [and RAG] evaluated; a report. Every finished step is skipped when the 
     def _step_configs(self) -> list:
         """Every step configuration of the run, at the run folder's paths (nothing is read here). Rounds
         differ in paths and seed only, so the first and the last round stand for all."""
-        layout = RunLayout(Path(self.run_dir))
+        layout = RunLayout(Path(self.output_dir))
         steps = [self._evaluate(name, layout.data, adapter, layout.baseline(name))
                  for name, adapter in [("Vanilla", None), ("SFT", layout.warmup)]]
         if self.rag:

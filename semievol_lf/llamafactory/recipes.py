@@ -82,7 +82,7 @@ RUN_SECTIONS = {
                "no_iwp", "no_icp", "no_cl", "no_as"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "cutoff_len", "max_model_len",
                   "gpu_memory_utilization", "tensor_parallel_size", "seed"],
-    "output": ["run_dir"],
+    "output": ["output_dir"],
 }
 CHOICES = {
     "stage": "[pt, sft, rm, ppo, dpo, kto]",
@@ -138,10 +138,10 @@ TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "shots": [0, 1], "source": "g
 METEOR_SECTIONS = {
     "model": ["student", "teacher", "judge"],
     "dataset": ["questions", "n_questions", "n_test"],
-    "method": ["quality_questions", "max_iterations", "fine_tune_interval", "high_compute", "k", "sample_temperature",
-               "low_max_new_tokens", "high_max_new_tokens"],
+    "method": ["quality_questions", "max_revisions", "fine_tune_interval", "high_compute", "num_samples",
+               "sample_temperature", "low_max_new_tokens", "high_max_new_tokens"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "seed"],
-    "output": ["meteor_dir"],
+    "output": ["output_dir"],
     "train": ["train_overrides", "dpo_overrides"],
 }
 METEOR_CPU_TRAIN = {"num_train_epochs": 1.0, "cutoff_len": 384, "per_device_train_batch_size": 4,
@@ -150,10 +150,10 @@ METEOR_DEMO = {
     "student": "smollm2-135m", "teacher": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
     "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 40},
     "questions": "generated", "n_questions": 8, "n_test": 3,
-    "quality_questions": 3, "max_iterations": 2, "fine_tune_interval": 3,
-    "high_compute": "best_of_k", "k": 3, "low_max_new_tokens": 32,
+    "quality_questions": 3, "max_revisions": 2, "fine_tune_interval": 3,
+    "high_compute": "best_of_k", "num_samples": 3, "low_max_new_tokens": 32,
     "backend": "hf", "dtype": "auto", "batch_size": 8, "max_new_tokens": 48, "seed": 42,
-    "meteor_dir": "runs/meteor_demo",
+    "output_dir": "runs/meteor_demo",
     "train_overrides": METEOR_CPU_TRAIN,
     "dpo_overrides": {**METEOR_CPU_TRAIN, "per_device_train_batch_size": 2, "learning_rate": 5.0e-5},
 }
@@ -231,7 +231,7 @@ def run_recipe(task: str, preset: ModelPreset) -> dict:
     not released, from the folder `SemiEvol/convfinqa`), or the demo."""
     recipe = {f.name: f.default for f in dataclasses.fields(RunArguments) if f.default is not dataclasses.MISSING}
     source = released_source(task) if task in RELEASED_TASKS else f"SemiEvol/{task}"
-    recipe.update(model=preset.name, task=task, source=source, run_dir=f"runs/{task}")
+    recipe.update(model=preset.name, task=task, source=source, output_dir=f"runs/{task}")
     recipe.update({k: v for k, v in TASK_PSEUDOLABEL.get(task, {}).items() if k in recipe})
     recipe.update(TASK_RUN.get(task, {}))
     if preset.name == "tiny":
@@ -367,6 +367,23 @@ def _check_path(key: str, value: str, where: str, produced: dict) -> None:
     raise UserError(f"{where}: `{key}`: {value} does not exist (and no recipe beside this one writes it)")
 
 
+# Keys that only one command's recipe has (the old output keys too, so they get their rename error).
+METEOR_KEYS = {"student", "teacher", "judge", "questions", "meteor_dir"}
+RUN_KEYS = {"model", "source", "iterations", "run_dir"}
+
+
+def recipe_kind(values: dict) -> str:
+    """Which command reads a recipe: `{"student": ...}` -> "meteor", `{"model": "tiny", ...}` -> "run",
+    `{"stage": "sft", ...}` -> "train" (LlamaFactory), `{"theta": ...}` -> "pseudolabel", else "evaluate"."""
+    if "stage" in values:
+        return "train"
+    if METEOR_KEYS & set(values):
+        return "meteor"
+    if RUN_KEYS & set(values):
+        return "run"
+    return "pseudolabel" if "theta" in values else "evaluate"
+
+
 def validate_recipe(path: str | Path) -> str:
     """Raise UserError naming file, line and key; return a one-line summary when the recipe is fine."""
     path = Path(path)
@@ -374,15 +391,15 @@ def validate_recipe(path: str | Path) -> str:
     at = lambda key: f"{path}:{lines.get(key, 1)}"  # noqa: E731
     # a variant (recipes/variants/V/) takes its data from the plain recipes' steps
     produced = _produced_by(path.parents[2] if path.parent.parent.name == "variants" else path.parent)
-    if "meteor_dir" in values:  # `semievol-lf meteor run`
+    kind = recipe_kind(values)
+    if kind == "meteor":  # `semievol-lf meteor run`
         from ..meteor.config import MeteorArguments
 
         cfg = build_config(MeteorArguments, values, {k: at(k) for k in lines}, source=str(path))
         _check_template(cfg.template, at("student"))
         return f"{path}: ok (meteor, student {cfg.student}, teacher {cfg.teacher_args.kind})"
-    if "stage" not in values:  # one of this project's own recipes: run, pseudolabel or evaluate
-        kind, cls = (("run", RunArguments) if "run_dir" in values else
-                     ("pseudolabel", PseudolabelArguments) if "theta" in values else ("evaluate", EvaluateArguments))
+    if kind != "train":  # one of this project's own recipes: run, pseudolabel or evaluate
+        cls = {"run": RunArguments, "pseudolabel": PseudolabelArguments, "evaluate": EvaluateArguments}[kind]
         build_config(cls, values, {k: at(k) for k in lines}, source=str(path))
         get_task(values.get("task", "demo"))
         if kind == "run":

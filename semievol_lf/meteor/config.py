@@ -101,16 +101,17 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
     quality_questions: int = field(default=4, metadata=_section(
         "method", "Stage 1: the teacher also answers the first N distillation questions without the guideline, and "
                   "the judge scores both answer sets (METEOR's data-quality table); 0: off."))
-    max_iterations: int = field(default=3, metadata=_section(
-        "method", "Stage 2: revisions of an answer the teacher did not accept, at most."))
+    max_revisions: int = field(default=3, metadata=_section(
+        "method", "Stage 2: revisions of an answer the teacher did not accept, at most (was `max_iterations`)."))
     fine_tune_interval: int = field(default=10, metadata=_section(
         "method", "Stage 2: an SFT round each time the accepted answers grow by this many."))
     high_compute: Literal["best_of_k", "long_budget"] = field(default="best_of_k", metadata=_section(
-        "method", "Stage 3: the high-compute answer: the best of `k` samples by the student's own judgment (mean "
-                  "log-likelihood of the answer), or one greedy answer with `high_max_new_tokens`."))
-    k: int = field(default=4, metadata=_section("method", "Stage 3, best_of_k: samples per question."))
-    sample_temperature: float = field(default=1.0, metadata=_section("method", "Stage 3: temperature of the k "
-                                                                                 "samples."))
+        "method", "Stage 3: the high-compute answer: the best of `num_samples` samples by the student's own judgment "
+                  "(mean log-likelihood of the answer), or one greedy answer with `high_max_new_tokens`."))
+    num_samples: int = field(default=4, metadata=_section(
+        "method", "Stage 3, best_of_k: samples per question (was `k`)."))
+    sample_temperature: float = field(default=1.0, metadata=_section(
+        "method", "Stage 3: temperature of the `num_samples` samples."))
     low_max_new_tokens: int = field(default=128, metadata=_section(
         "method", "Stage 3: the low-compute (greedy) answer's length limit; best_of_k samples use it too."))
     high_max_new_tokens: int = field(default=512, metadata=_section(
@@ -119,7 +120,8 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
         "train", "LlamaFactory keys merged into the SFT recipes (stages 1 and 2)."))
     dpo_overrides: dict = field(default_factory=dict, metadata=_section(
         "train", "LlamaFactory keys merged into the DPO recipe (stage 3), e.g. {pref_beta: 0.1}."))
-    meteor_dir: str = field(default="runs/meteor", metadata=_section("output", "Everything the run writes."))
+    output_dir: str = field(default="runs/meteor", metadata=_section(
+        "output", "Everything the run writes (was `meteor_dir`)."))
     overwrite_output_dir: bool = field(default=False, metadata=_section(
         "output", "Start a step over when its folder holds results made from other inputs."))
     stop_after: Literal["", "guidelines", "distill", "refine", "preferences"] = field(default="", metadata=_section(
@@ -130,7 +132,7 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
         if self.student not in PRESETS:
             raise ValueError(f"`student`: unknown preset {self.student!r}.{did_you_mean(self.student, PRESETS)} "
                              f"Available: {', '.join(PRESETS)}")
-        for key in ("max_iterations", "fine_tune_interval", "k", "low_max_new_tokens", "high_max_new_tokens",
+        for key in ("max_revisions", "fine_tune_interval", "num_samples", "low_max_new_tokens", "high_max_new_tokens",
                     "n_test"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
@@ -140,8 +142,8 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
             raise ValueError(f"`n_questions` must be >= 1, got {self.n_questions}")
         if self.high_compute == "long_budget" and self.high_max_new_tokens <= self.low_max_new_tokens:
             raise ValueError("`high_compute: long_budget` needs `high_max_new_tokens` > `low_max_new_tokens`")
-        if self.high_compute == "best_of_k" and self.k < 2:
-            raise ValueError("`high_compute: best_of_k` needs `k` >= 2")
+        if self.high_compute == "best_of_k" and self.num_samples < 2:
+            raise ValueError("`high_compute: best_of_k` needs `num_samples` >= 2")
         if self.questions != "generated" and not Path(self.questions).is_file():
             raise ValueError(f"`questions`: {self.questions} is not a file")
         self.teacher_args = self._chat("teacher", self.teacher)

@@ -35,7 +35,7 @@ BASELINE, METEOR = "w/o METEOR", "w/ METEOR"
 class MeteorRunner:
     def __init__(self, cfg: MeteorArguments):
         self.cfg = cfg
-        self.layout = MeteorLayout(Path(cfg.meteor_dir).resolve())
+        self.layout = MeteorLayout(Path(cfg.output_dir).resolve())
 
     def student(self, adapter: Path | str | None) -> LocalChat:
         cfg = self.cfg
@@ -81,7 +81,7 @@ class MeteorRunner:
                                              "test": [q.to_dict() for q in test]})
         summary = {"student": cfg.student, **names,
                    "domain_questions": len(domain),
-                   "test_questions": len(test), "meteor_dir": str(layout.root)}
+                   "test_questions": len(test), "output_dir": str(layout.root)}
 
         # Stage 1: weak-to-strong distillation
         student = self.student(None)
@@ -137,7 +137,7 @@ def main(cfg: MeteorArguments | dict | None = None, argv: list[str] | None = Non
     if "judge" in summary:
         from .report import format_table, write_report
 
-        report = write_report(Path(cfg.meteor_dir), summary)
+        report = write_report(Path(cfg.output_dir), summary)
         print(format_table(summary))
         print(f"report: {report}")
     return summary

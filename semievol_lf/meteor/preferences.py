@@ -3,9 +3,9 @@ compute (one greedy answer, `low_max_new_tokens`) and at high compute; the high-
 preferred one (`chosen`), the low-compute one `rejected`: pairs for LlamaFactory's DPO stage.
 
 High compute (`high_compute`):
-  best_of_k    `k` samples (temperature `sample_temperature`, `low_max_new_tokens`), the best under the
-               student's own judgment: the highest mean log-probability of the answer under the student
-               (k x the generation FLOPs, plus the scoring pass).
+  best_of_k    `num_samples` samples (temperature `sample_temperature`, `low_max_new_tokens`), the best
+               under the student's own judgment: the highest mean log-probability of the answer under the
+               student (num_samples x the generation FLOPs, plus the scoring pass).
   long_budget  one greedy answer with `high_max_new_tokens`.
 
     stats = preferences(cfg, layout, questions, student)   # preferences/pairs.json + dataset_info.json
@@ -47,7 +47,7 @@ def preferences(cfg, layout, questions: list, student) -> dict:
     from .refine import ANSWER_PROMPT
 
     folder = layout.preferences
-    manifest = {"settings": fingerprint({**cfg.settings("seed", "high_compute", "k", "sample_temperature",
+    manifest = {"settings": fingerprint({**cfg.settings("seed", "high_compute", "num_samples", "sample_temperature",
                                                         "low_max_new_tokens", "high_max_new_tokens"),
                                          "prompt": ANSWER_PROMPT}),
                 "questions": fingerprint([q.to_dict() for q in questions]), "student": student.identity}
@@ -62,16 +62,17 @@ def preferences(cfg, layout, questions: list, student) -> dict:
                       step.cache("low"), "low compute")
     candidates = []
     if cfg.high_compute == "best_of_k":
-        keys = [(q.uid, f"{q.uid}|s{j}") for q in questions for j in range(cfg.k)]
+        keys = [(q.uid, f"{q.uid}|s{j}") for q in questions for j in range(cfg.num_samples)]
         samples = cached_chat(student, [(key, ChatRequest(prompts[uid], request_seed(cfg.seed, key, "sample"),
                                                           cfg.sample_temperature, cfg.low_max_new_tokens))
-                                        for uid, key in keys], step.cache("sample"), f"high compute ({cfg.k} samples)")
+                                        for uid, key in keys], step.cache("sample"),
+                              f"high compute ({cfg.num_samples} samples)")
         scored = cached_scores(student, [(key, (prompts[uid], samples[key])) for uid, key in keys if samples[key]],
                                step.cache("score"), "own judgment")
         high = {}
         for q in questions:
-            texts = [samples[f"{q.uid}|s{j}"] for j in range(cfg.k)]
-            scores = [scored.get(f"{q.uid}|s{j}", float("-inf")) for j in range(cfg.k)]
+            texts = [samples[f"{q.uid}|s{j}"] for j in range(cfg.num_samples)]
+            scores = [scored.get(f"{q.uid}|s{j}", float("-inf")) for j in range(cfg.num_samples)]
             best = best_of(texts, scores)
             high[q.uid] = texts[best] if best >= 0 else ""
             candidates.append({"id": q.uid, "low": low[q.uid], "samples": texts, "scores": scores, "best": best,
@@ -92,7 +93,8 @@ def preferences(cfg, layout, questions: list, student) -> dict:
                           "rejected": low[q.uid]})
     if not pairs:
         raise UserError(f"preferences: no pair of different answers among {len(questions)} questions ({same} the "
-                        f"same, {empty} empty); raise `k` or `sample_temperature`, see {folder / 'candidates.jsonl'}")
+                        f"same, {empty} empty); raise `num_samples` or `sample_temperature`, see "
+                        f"{folder / 'candidates.jsonl'}")
     atomic_write_jsonl(folder / "candidates.jsonl", candidates)
     atomic_write_json(folder / "pairs.json", pairs)
     atomic_write_json(folder / DATA_INFO, {PREFERENCE_DATASET: pairwise_entry("pairs.json")})

@@ -1,5 +1,5 @@
 """Stage 2: refinement and iterative training. The student answers with its reasoning, the teacher judges
-("correct", or feedback with hints), the student revises, up to `max_iterations` revisions; every time
+("correct", or feedback with hints), the student revises, up to `max_revisions` revisions; every time
 the accepted answers grow by `fine_tune_interval`, the student is fine-tuned on those answers (an SFT
 round, which continues the current student) and the next questions are answered by the new student.
 
@@ -11,7 +11,7 @@ student after round 2, revision 1), so a resumed run replays the same decisions 
 skips the rounds whose markers say they finished. refine/trace.jsonl holds every attempt and verdict,
 round_K.json the K-th round's data; stats.json is written last.
 
-An answer never judged correct after `max_iterations` revisions is dropped (counted). Not handled: a
+An answer never judged correct after `max_revisions` revisions is dropped (counted). Not handled: a
 teacher that writes its verdict anywhere but in its first sentence (it is then read as feedback).
 """
 
@@ -73,7 +73,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
     """`make_student(adapter)` gives the student with that adapter (closed by the caller's `close`)."""
     folder = layout.refine
     t = cfg.teacher_args
-    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_iterations",
+    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_revisions",
                                                        "fine_tune_interval", "train_overrides"),
                                          "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, REVISE_PROMPT],
                                          "teacher_tokens": t.max_new_tokens, "teacher_temperature": t.temperature}),
@@ -85,7 +85,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
         return read_json(folder / "stats.json")
     interval = cfg.fine_tune_interval
     banner(f"METEOR stage 2: refinement and iterative training ({len(questions)} questions, an SFT round every "
-           f"{interval} accepted answers, at most {cfg.max_iterations} revisions)")
+           f"{interval} accepted answers, at most {cfg.max_revisions} revisions)")
     trace, accepted, rounds = [], [], []
     verdicts = {CORRECT: 0, FEEDBACK: 0}
     student = make_student(adapter)
@@ -100,7 +100,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
             answers = cached_chat(student, keyed, step.cache("answer"), f"answer (student {m})")
             current = {q.uid: answers[tag(q, 0)] for q in block}
             pending = list(block)
-            for i in range(cfg.max_iterations + 1):
+            for i in range(cfg.max_revisions + 1):
                 keyed = [(tag(q, i), ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=current[q.uid]),
                                                  request_seed(cfg.seed, tag(q, i), "judge"), t.temperature,
                                                  t.max_new_tokens)) for q in pending]
@@ -117,7 +117,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
                     else:
                         still.append(q)
                 pending = still
-                if not pending or i == cfg.max_iterations:
+                if not pending or i == cfg.max_revisions:
                     break
                 keyed = [(tag(q, i + 1), ChatRequest(
                     REVISE_PROMPT.format(question=q.question, answer=current[q.uid], feedback=judged[tag(q, i)]),
@@ -139,7 +139,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
     atomic_write_jsonl(folder / "trace.jsonl", trace)
     atomic_write_json(folder / "accepted.json", accepted)
     stats = {"questions": len(questions), "verdicts": verdicts, "accepted": len(accepted),
-             "dropped": len(questions) - len(accepted), "max_iterations": cfg.max_iterations,
+             "dropped": len(questions) - len(accepted), "max_revisions": cfg.max_revisions,
              "fine_tune_interval": interval, "rounds": rounds, "adapter": str(adapter),
              "untrained_accepted": len(accepted) - len(rounds) * interval}
     atomic_write_json(folder / "stats.json", stats)  # last

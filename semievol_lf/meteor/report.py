@@ -55,7 +55,7 @@ def stages_table(summary: dict) -> Table:
         ["1 distill", f"{d.get('rows', MISSING)} SFT rows from {d.get('questions', MISSING)} teacher answers"],
         ["2 refine", f"verdicts: {v.get('correct', MISSING)} correct, {v.get('feedback', MISSING)} feedback; "
                      f"{r.get('accepted', MISSING)} accepted, {r.get('dropped', MISSING)} dropped after "
-                     f"{r.get('max_iterations', MISSING)} revisions; {len(r.get('rounds', []))} SFT round(s) every "
+                     f"{r.get('max_revisions', MISSING)} revisions; {len(r.get('rounds', []))} SFT round(s) every "
                      f"{r.get('fine_tune_interval', MISSING)}"],
         ["3 preferences", f"{p.get('pairs', MISSING)} DPO pairs ({p.get('high_compute', MISSING)}), "
                           f"{p.get('same_answer', MISSING)} same-answer and {p.get('empty_answer', MISSING)} "

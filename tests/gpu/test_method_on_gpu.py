@@ -127,7 +127,7 @@ def server(model, vllm_python):
 def test_the_whole_method_with_one_sleeping_vllm_server(model, server):
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     backend_args = f'{{base_url: "{server["url"]}", sleep_while_training: true, concurrency: 64, timeout: 300}}'
-    cmd = [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"run_dir={RUN_DIR}", f"model={PRESET}",
+    cmd = [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"output_dir={RUN_DIR}", f"model={PRESET}",
            f"model_name_or_path={model}", "template=smollm2", f"data_sizes={SIZES}", "iterations=1", "rag=false",
            "justify=all", "max_new_tokens=64", "backend=openai", f"backend_args={backend_args}",
            f"train_overrides={TRAIN}"]

@@ -60,7 +60,7 @@ def warm(tmp_path_factory) -> dict:
     model = root / "fixtures" / "model"
     run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny",
          f"model_name_or_path={model}",
-         f"run_dir={root / 'run'}", f"data_sizes={SIZES}", "stop_after=warmup"], env=env)
+         f"output_dir={root / 'run'}", f"data_sizes={SIZES}", "stop_after=warmup"], env=env)
     paths = {"root": root, "model": model, "adapter": root / "run" / "round_1" / "warmup",
              "data": root / "run" / "data", "format": root / "chat_format"}
     paths["args"] = [f"model_name_or_path={model}", f"adapter_name_or_path={paths['adapter']}",
@@ -175,7 +175,7 @@ def test_a_whole_run_over_one_server_uses_each_steps_own_adapter(warm, hf_eval, 
     try:
         run([MAIN_BIN / "semievol-lf", "run", REPO / "recipes" / "run_demo.yaml", "model=tiny",
              f"model_name_or_path={warm['model']}",
-             f"run_dir={warm['root'] / 'run'}", f"data_sizes={SIZES}", "iterations=1", "rag=false",
+             f"output_dir={warm['root'] / 'run'}", f"data_sizes={SIZES}", "iterations=1", "rag=false",
              "backend=openai", f"backend_args={{base_url: '{server.url}'}}"],
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         left = [m["id"] for m in server.models() if m.get("parent") is not None]

@@ -53,7 +53,7 @@ def served_run(tmp_path_factory):
     try:
         out = tmp / "run"
         cmd = [MAIN_PYTHON, "-m", "semievol_lf.cli", "meteor", "run", str(REPO / "recipes" / "meteor_demo.yaml"),
-               f"meteor_dir={out}", f"teacher={_endpoint(server.url, 48)}", f"judge={_endpoint(server.url, 40)}",
+               f"output_dir={out}", f"teacher={_endpoint(server.url, 48)}", f"judge={_endpoint(server.url, 40)}",
                f"n_questions={N_QUESTIONS}", "n_test=2", f"quality_questions={N_QUALITY}", "max_new_tokens=32",
                "stop_after=distill"]
         killed = _run(cmd, FAULT)
