@@ -16,14 +16,15 @@ import ast
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UserError
 from .extraction import LETTERS
-from .tasks import Task
+from .tasks import Columns, Task
 
 SPLITS = ("labeled", "unlabeled", "test")
+PREPARED_COLUMNS = Columns(category="category")  # the fields of `Example.to_dict`
 SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 csv.field_size_limit(1 << 26)  # long contexts (ConvFinQA, PubMedQA) exceed the 128 KiB default
 
@@ -245,5 +246,7 @@ def examples_from_rows(rows: list[tuple[int | str, dict]], source: str, task: Ta
     return examples
 
 
-def load_task_split(folder: str | Path, task: Task, split: str, repeated: list[str] | None = None) -> list[Example]:
-    return load_examples(find_split_file(folder, split), task, split, repeated)
+def load_prepared_split(folder: str | Path, task: Task, split: str) -> list[Example]:
+    """One split of a folder that `prepare` wrote: its rows carry the canonical fields (`Example.to_dict`),
+    whatever columns the task's own files use."""
+    return load_examples(find_split_file(folder, split), replace(task, columns=PREPARED_COLUMNS), split)

@@ -64,3 +64,20 @@ def justify_prompt(task: Task, example: Example, responses: list[str]) -> str:
     template = {"number": "semievol/justify_number.jinja", "label": "semievol/justify_label.jinja"}.get(
         task.answer_type, "semievol/justify.jinja")
     return render(template, prompt=task_prompt(task, example), responses=responses, labels=list(task.labels))
+
+
+@cache
+def _raw_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,  # the file's last newline is the file's, not the prompt's
+        autoescape=False,
+    )
+
+
+def render_raw(template: str, **variables) -> str:
+    """Render a template (a path under templates/, e.g. "meteor/answer.jinja") exactly: unlike `render`,
+    nothing is stripped, so a prompt that ends in a value (a question, a model's answer) keeps its
+    whitespace. Values are pasted as they are: braces and `{{ }}` in them stay literal."""
+    return _raw_environment().get_template(template).render(**variables)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..backends.base import GenerationRequest, ScoreRequest
 from ..config import EvaluateArguments, as_config
 from ..data.extraction import NO_ANSWER
-from ..data.loading import load_task_split
+from ..data.loading import load_prepared_split
 from ..data.prompts import icp_prompt
 from ..data.tasks import get_task
 from ..errors import exit_on_user_error
@@ -77,8 +77,8 @@ def evaluate(cfg: EvaluateArguments) -> dict:
     from ..llamafactory.chat_format import open_chat_format
 
     task = get_task(cfg.task)
-    examples = load_task_split(cfg.data_dir, task, cfg.split)
-    labeled = load_task_split(cfg.data_dir, task, "labeled") if cfg.rag_k else []
+    examples = load_prepared_split(cfg.data_dir, task, cfg.split)
+    labeled = load_prepared_split(cfg.data_dir, task, "labeled") if cfg.rag_k else []
     check_local_path("model_name_or_path", cfg.model_name_or_path, must_exist=False)
     check_local_path("adapter_name_or_path", cfg.adapter_name_or_path, must_exist=True)
     out = Path(cfg.output_dir)

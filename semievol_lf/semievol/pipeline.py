@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..backends import while_training
 from ..config import RunArguments, as_config, load_config
+from ..data.tasks import get_task
 from ..errors import UserError, exit_on_user_error
 from ..io_utils import atomic_write_json, atomic_write_text, read_json
 from ..llamafactory import launcher
@@ -36,11 +37,12 @@ class Runner:
         self.preset = get_preset(cfg.model)
         self.model = cfg.model_name_or_path or self.preset.model_name_or_path
         self.template = cfg.template or self.preset.template
+        self.task = get_task(cfg.task).name  # names the datasets; `cfg.task` may be a task file's path
 
     # ------------------------------------------------------------------ steps
     def train_recipe(self, stage: str, dataset_dir: Path, dataset: str, output_dir: Path) -> dict:
         """The LlamaFactory recipe of one fine-tune (`stage` warmup or evolve) of the base model."""
-        recipe = train_recipe(self.cfg.task, self.preset, stage)
+        recipe = train_recipe(self.task, self.preset, stage)
         recipe.update(model_name_or_path=self.model, template=self.template, dataset_dir=str(dataset_dir),
                       dataset=dataset, output_dir=str(output_dir), seed=self.cfg.seed)
         recipe.update(self.cfg.train_overrides)
@@ -63,12 +65,12 @@ class Runner:
     # ------------------------------------------------------------------ the method
     def run(self) -> dict:
         cfg, layout = self.cfg, self.layout
+        data = prepare_data(cfg.task, cfg.source, layout, cfg.data_seed, cfg.data_sizes)  # every row checked first
         self.model = ensure_model(self.preset, self.model, explicit=bool(cfg.model_name_or_path))
-        data = prepare_data(cfg.task, cfg.source, layout, cfg.data_seed, cfg.data_sizes)
         summary = {"task": cfg.task, "model": cfg.model, "output_dir": str(layout.root),
                    "config": dataclasses.asdict(cfg), "rounds": []}
         # IWP: M_warm = LoRA SFT of M_base on the labeled set
-        warm = self.train("round_1_warmup", "warmup", data, f"{cfg.task}_labeled", layout.warmup)
+        warm = self.train("round_1_warmup", "warmup", data, f"{self.task}_labeled", layout.warmup)
         if cfg.stop_after == "warmup":
             return summary
         baselines = {"Vanilla": self.evaluate("Vanilla", data, None, layout.baseline("Vanilla")),
@@ -92,7 +94,7 @@ class Runner:
                     "follow the self-justify prompt needs `justify: vote` or `justify: disagreements`.")
             # Evolve: M_evol = LoRA SFT of M_base (not of M_warm) on labeled ∪ selected
             evolved = self.train(f"round_{r}_evolve", "evolve", layout.pseudolabel(r),
-                                 f"{cfg.task}_labeled,{cfg.task}_selected", layout.evolve(r))
+                                 f"{self.task}_labeled,{self.task}_selected", layout.evolve(r))
             if cfg.stop_after == "evolve":
                 return summary
             semievol = self.evaluate("SemiEvol", data, evolved, layout.semievol(r))
@@ -120,7 +122,7 @@ class Runner:
         atomic_write_json(out / "labeled.json", rows)
         for split in ("unlabeled", "test"):
             atomic_write_text(out / f"{split}.json", (data / f"{split}.json").read_text())
-        atomic_write_json(out / DATA_INFO, split_entries(self.cfg.task, out, out, splits=("labeled", "test")))
+        atomic_write_json(out / DATA_INFO, split_entries(self.task, out, out, splits=("labeled", "test")))
         return out
 
 

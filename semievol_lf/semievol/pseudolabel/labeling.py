@@ -16,7 +16,7 @@ from pathlib import Path
 from ...backends.base import GenerationRequest, ScoreRequest
 from ...config import PseudolabelArguments
 from ...data.extraction import NO_ANSWER
-from ...data.loading import Example, load_task_split
+from ...data.loading import Example, load_prepared_split
 from ...data.prepare import to_alpaca
 from ...data.prompts import icp_prompt, justify_prompt, task_prompt
 from ...data.tasks import Task, get_task
@@ -39,11 +39,11 @@ def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Ex
     task = get_task(cfg.task)
     if not (Path(cfg.data_dir) / "labeled.json").is_file():
         raise UserError(f"`data_dir`: {cfg.data_dir} has no labeled.json; run `python -m semievol_lf.prepare "
-                        f"--task {task.name} --source YOUR_FILES --out {cfg.data_dir}` first")
-    labeled = load_task_split(cfg.data_dir, task, "labeled")
+                        f"--task {cfg.task} --source YOUR_FILES --out {cfg.data_dir}` first")
+    labeled = load_prepared_split(cfg.data_dir, task, "labeled")
     if not labeled:
         raise UserError(f"{cfg.data_dir}: the labeled set is empty")
-    unlabeled = load_task_split(cfg.data_dir, task, "unlabeled")
+    unlabeled = load_prepared_split(cfg.data_dir, task, "unlabeled")
     excluded: list[str] = []
     if cfg.exclude_ids_file:
         excluded = [str(x) for x in read_json(cfg.exclude_ids_file)]
