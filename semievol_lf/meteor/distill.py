@@ -14,14 +14,14 @@ from ..llamafactory.dataset_info import DATA_INFO, alpaca_entry
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
+from .prompts import meteor_prompt, prompt_shape
 
-DISTILL_PROMPT = ("Answer the question below. Follow the guideline: cover every point it names, clearly and "
-                  "correctly.\n\nQuestion: {question}\n\nGuideline: {guideline}")
+DISTILL_PROMPT = prompt_shape("distill", "question", "guideline")  # templates/meteor/distill.jinja, for the manifest
 SFT_DATASET = "meteor_distilled"
 
 
 def distill_prompt(question: str, guideline: str) -> str:
-    return DISTILL_PROMPT.format(question=question, guideline=guideline)
+    return meteor_prompt("distill", question=question, guideline=guideline)
 
 
 def distill(cfg, layout, questions: list, guidelines: dict[str, str], teacher) -> dict:

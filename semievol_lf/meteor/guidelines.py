@@ -10,13 +10,13 @@ from ..io_utils import atomic_write_jsonl, fingerprint, read_jsonl
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, request_seed
+from .prompts import meteor_prompt, prompt_shape
 
-GUIDELINE_PROMPT = ("Write a short guideline for answering the question below: list the key points a good answer "
-                    "must cover. Do not answer the question itself.\n\nQuestion: {question}")
+GUIDELINE_PROMPT = prompt_shape("guideline", "question")  # templates/meteor/guideline.jinja, as the manifest records it
 
 
 def guideline_prompt(question: str) -> str:
-    return GUIDELINE_PROMPT.format(question=question)
+    return meteor_prompt("guideline", question=question)
 
 
 def write_guidelines(cfg, layout, questions: list, student) -> dict[str, str]:

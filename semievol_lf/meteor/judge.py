@@ -7,7 +7,7 @@ Both students answer the held-out test questions greedily; the judge scores each
 (absolute scores, so the order two answers are shown in cannot bias it), and the win rate per
 criterion compares the two models question by question (ties count half), as METEOR's main table.
 
-The judge writes the six scores in a fixed format (`JUDGE_PROMPT`); a local judge's reply is started
+The judge writes the six scores in a fixed format (templates/meteor/judge.jinja); a local judge's reply is started
 with "Accuracy:" (a 135M judge needs it to keep the format; an endpoint is asked by the prompt alone).
 A judgment whose six scores cannot all be read is counted as invalid and left out of the means.
 Not handled: several judges, or position-swapped pairwise judging.
@@ -19,13 +19,16 @@ from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
+from .prompts import meteor_prompt, prompt_shape
 
 CRITERIA = ("accuracy", "completeness", "relevance", "coherence", "reliability")
 SCORES = (*CRITERIA, "overall")
-JUDGE_PROMPT = ("Question: {question}\n\nAnswer: {answer}\n\nRate this answer on each criterion from 1 (poor) "
-                "to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\n"
-                "Accuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N")
+JUDGE_PROMPT = prompt_shape("judge", "question", "answer")  # templates/meteor/judge.jinja, for the manifests
 PREFILL = "Accuracy:"  # a local judge's reply starts here (an endpoint's is asked for by the prompt alone)
+
+
+def judge_prompt(question: str, answer: str) -> str:
+    return meteor_prompt("judge", question=question, answer=answer)
 
 
 def parse_scores(text: str) -> dict[str, float] | None:
@@ -68,7 +71,7 @@ def score_answers(cfg, questions: list, answers: dict[str, dict[str, str]], judg
     """Judge every answer set of `answers` (name -> question uid -> answer) on its own; return the rows of
     scores.jsonl and their `summarize`. `salt` keeps each step's sampling seeds its own."""
     j = cfg.judge_args
-    keyed = [(f"{name}|{q.uid}", ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=answers[name][q.uid]),
+    keyed = [(f"{name}|{q.uid}", ChatRequest(judge_prompt(q.question, answers[name][q.uid]),
                                              request_seed(cfg.seed, name, q.uid, salt), j.temperature,
                                              j.max_new_tokens, prefill=PREFILL))
              for name in answers for q in questions]
@@ -82,7 +85,7 @@ def score_answers(cfg, questions: list, answers: dict[str, dict[str, str]], judg
 def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
     folder = layout.judge
     j = cfg.judge_args
-    from .refine import ANSWER_PROMPT
+    from .refine import ANSWER_PROMPT, answer_prompt
 
     manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens"), "judge_tokens": j.max_new_tokens,
                                          "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, PREFILL],
@@ -96,7 +99,7 @@ def judge(cfg, layout, questions: list, students: dict, judge_chat) -> dict:
     banner(f"METEOR stage 4: the judge scores {', '.join(students)} on {len(questions)} test questions")
     answers = {}
     for i, (name, student) in enumerate(students.items()):
-        keyed = [(q.uid, ChatRequest(ANSWER_PROMPT.format(question=q.question), request_seed(cfg.seed, q.uid, "test"),
+        keyed = [(q.uid, ChatRequest(answer_prompt(q.question), request_seed(cfg.seed, q.uid, "test"),
                                      max_new_tokens=cfg.max_new_tokens)) for q in questions]
         try:
             answers[name] = cached_chat(student, keyed, step.cache(f"answer_{i}"), f"answer ({name})")

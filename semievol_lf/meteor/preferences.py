@@ -44,7 +44,7 @@ def best_of(samples: list[str], scores: list[float]) -> int:
 
 
 def preferences(cfg, layout, questions: list, student) -> dict:
-    from .refine import ANSWER_PROMPT
+    from .refine import ANSWER_PROMPT, answer_prompt
 
     folder = layout.preferences
     manifest = {"settings": fingerprint({**cfg.settings("seed", "high_compute", "num_samples", "sample_temperature",
@@ -56,7 +56,7 @@ def preferences(cfg, layout, questions: list, student) -> dict:
         print(f"preferences: finished before, skipped ({folder})")
         return read_json(folder / "stats.json")
     banner(f"METEOR stage 3: low- against high-compute answers ({cfg.high_compute}, {len(questions)} questions)")
-    prompts = {q.uid: ANSWER_PROMPT.format(question=q.question) for q in questions}
+    prompts = {q.uid: answer_prompt(q.question) for q in questions}
     low = cached_chat(student, [(q.uid, ChatRequest(prompts[q.uid], request_seed(cfg.seed, q.uid, "low"),
                                                     max_new_tokens=cfg.low_max_new_tokens)) for q in questions],
                       step.cache("low"), "low compute")

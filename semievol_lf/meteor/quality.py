@@ -15,9 +15,14 @@ from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
 from .judge import JUDGE_PROMPT, PREFILL, score_answers
+from .prompts import meteor_prompt, prompt_shape
 
-PLAIN_PROMPT = "Answer the question below clearly and correctly.\n\nQuestion: {question}"
+PLAIN_PROMPT = prompt_shape("plain", "question")  # templates/meteor/plain.jinja, as the manifest records it
 WITH, WITHOUT = "with guidelines", "without guidelines"
+
+
+def plain_prompt(question: str) -> str:
+    return meteor_prompt("plain", question=question)
 
 
 def data_quality(cfg, layout, questions: list, with_guideline: dict[str, str], teacher, judge_chat) -> dict | None:
@@ -38,7 +43,7 @@ def data_quality(cfg, layout, questions: list, with_guideline: dict[str, str], t
         print(f"quality: finished before, skipped ({folder})")
         return read_json(folder / "results.json")
     banner(f"METEOR stage 1: teacher answers with vs without guidelines, judged ({len(questions)} questions)")
-    keyed = [(q.uid, ChatRequest(PLAIN_PROMPT.format(question=q.question), request_seed(cfg.seed, q.uid, "plain"),
+    keyed = [(q.uid, ChatRequest(plain_prompt(q.question), request_seed(cfg.seed, q.uid, "plain"),
                                  t.temperature, t.max_new_tokens)) for q in questions]
     answers = {WITH: {q.uid: with_guideline[q.uid] for q in questions},
                WITHOUT: cached_chat(teacher, keyed, step.cache("plain"), "answers without guidelines")}

@@ -23,19 +23,28 @@ from ..llamafactory.dataset_info import DATA_INFO, alpaca_entry
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
+from .prompts import meteor_prompt, prompt_shape
 from .training import sft_recipe, train
 
-ANSWER_PROMPT = ("Answer the question below. First explain your reasoning step by step, then state your "
-                 "answer.\n\nQuestion: {question}")
-# the instruction after the answer: small teachers (SmolLM2-135M) then start with their verdict
-JUDGE_PROMPT = ("Question: {question}\n\nStudent's answer: {answer}\n\nIs this answer correct? Start your reply "
-                "with \"Correct\" or \"Incorrect\". If incorrect, add feedback on what is wrong or missing, and "
-                "hints to improve it.")
-REVISE_PROMPT = ("Question: {question}\n\nYour previous answer: {answer}\n\nA teacher's feedback: {feedback}\n\n"
-                 "Write an improved answer: explain your reasoning step by step, then state your answer.")
+# templates/meteor/{answer,verdict,revise}.jinja with `{field}` where a value goes, as the manifests record them
+ANSWER_PROMPT = prompt_shape("answer", "question")
+JUDGE_PROMPT = prompt_shape("verdict", "question", "answer")
+REVISE_PROMPT = prompt_shape("revise", "question", "answer", "feedback")
 CORRECT, FEEDBACK = "correct", "feedback"
 _NEGATED = re.compile(r"\b(incorrect|not (entirely |fully |completely )?correct|partially correct|wrong)\b")
 _FIRST_SENTENCE = re.compile(r"^[^.!?\n]*")
+
+
+def answer_prompt(question: str) -> str:
+    return meteor_prompt("answer", question=question)
+
+
+def verdict_prompt(question: str, answer: str) -> str:
+    return meteor_prompt("verdict", question=question, answer=answer)
+
+
+def revise_prompt(question: str, answer: str, feedback: str) -> str:
+    return meteor_prompt("revise", question=question, answer=answer, feedback=feedback)
 
 
 def parse_verdict(text: str) -> str:
@@ -94,14 +103,14 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
             block = questions[start:start + interval]
             m = len(rounds)  # the student's round: 0 is the stage-1 student
             tag = lambda q, i, m=m: f"{q.uid}|m{m}|i{i}"  # noqa: E731
-            keyed = [(tag(q, 0), ChatRequest(ANSWER_PROMPT.format(question=q.question),
+            keyed = [(tag(q, 0), ChatRequest(answer_prompt(q.question),
                                              request_seed(cfg.seed, tag(q, 0), "answer"),
                                              max_new_tokens=cfg.max_new_tokens)) for q in block]
             answers = cached_chat(student, keyed, step.cache("answer"), f"answer (student {m})")
             current = {q.uid: answers[tag(q, 0)] for q in block}
             pending = list(block)
             for i in range(cfg.max_revisions + 1):
-                keyed = [(tag(q, i), ChatRequest(JUDGE_PROMPT.format(question=q.question, answer=current[q.uid]),
+                keyed = [(tag(q, i), ChatRequest(verdict_prompt(q.question, current[q.uid]),
                                                  request_seed(cfg.seed, tag(q, i), "judge"), t.temperature,
                                                  t.max_new_tokens)) for q in pending]
                 judged = cached_chat(teacher, keyed, step.cache("judge"), f"judge (revision {i})")
@@ -120,7 +129,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
                 if not pending or i == cfg.max_revisions:
                     break
                 keyed = [(tag(q, i + 1), ChatRequest(
-                    REVISE_PROMPT.format(question=q.question, answer=current[q.uid], feedback=judged[tag(q, i)]),
+                    revise_prompt(q.question, current[q.uid], judged[tag(q, i)]),
                     request_seed(cfg.seed, tag(q, i + 1), "revise"), max_new_tokens=cfg.max_new_tokens))
                     for q in pending]
                 revised = cached_chat(student, keyed, step.cache("revise"), f"revise (revision {i + 1})")
