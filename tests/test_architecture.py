@@ -101,3 +101,32 @@ def test_ruff_passes():
     ruff = Path(sys.executable).with_name("ruff")
     proc = subprocess.run([str(ruff), "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# The root of the package: the entry points (`python -m semievol_lf.X` and the console script) and
+# what every part shares; each part of the method is found by its folder.
+ROOT_MODULES = {"cli", "cli_docs", "prepare", "pseudolabel", "recipes", "evaluate", "run",  # entry points
+                "errors", "io_utils", "progress", "paths", "faults", "step"}  # shared
+FOLDERS = {"config", "data", "models", "backends", "llamafactory", "semievol", "meteor"}
+
+
+def test_the_package_root_holds_only_entry_points_and_shared_modules():
+    modules = {p.stem for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert modules == ROOT_MODULES, f"new: {sorted(modules - ROOT_MODULES)}; gone: {sorted(ROOT_MODULES - modules)}"
+    assert folders == FOLDERS
+    for name in ("prepare", "pseudolabel", "recipes", "evaluate", "run"):  # thin: they dispatch through cli.py
+        assert len((PACKAGE / f"{name}.py").read_text().splitlines()) < 12
+
+
+def test_config_and_data_import_no_orchestration():
+    """Settings and data are read by the steps, never the other way round: config/ and data/ import
+    nothing from semievol/, meteor/, llamafactory/ or the entry points."""
+    edges = graph()
+    above = ("semievol_lf.semievol.", "semievol_lf.meteor.", "semievol_lf.llamafactory.", "semievol_lf.cli")
+    # RunArguments checks its steps at the run folder's paths; prepare writes LlamaFactory's dataset_info format
+    allowed = {"semievol_lf.semievol.layout", "semievol_lf.llamafactory.dataset_info"}
+    for name, imports in edges.items():
+        if name.startswith(("semievol_lf.config", "semievol_lf.data")):
+            wrong = {m for m in imports if m.startswith(above) and m not in allowed}
+            assert not wrong, f"{name} imports {sorted(wrong)}"

@@ -174,13 +174,13 @@ def test_hf_and_vllm_agree_with_the_adapter_toggled_per_request(model, server, v
     from semievol_lf.backends.hf import HFBackend
     from semievol_lf.backends.openai import OpenAIBackend
     from semievol_lf.backends.sleep import ServerSleep
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.prompts import task_prompt
     from semievol_lf.data.tasks import get_task
     from semievol_lf.llamafactory.chat_format import ChatFormat
 
     task = get_task("demo")
-    examples = load_task_split(LAYOUT.data, task, "test")[:24]
+    examples = load_prepared_split(LAYOUT.data, task, "test")[:24]
     chat = ChatFormat(model, "smollm2")
     gen = [GenerationRequest(chat.prompt_ids(task_prompt(task, e)), adapter=adapter, seed=0, temperature=0.0,
                              max_new_tokens=16) for e in examples for adapter in (False, True)]

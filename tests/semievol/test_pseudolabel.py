@@ -64,7 +64,7 @@ def test_entropies_match_an_independent_forward_pass(labeled_box):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.prompts import task_prompt
     from semievol_lf.data.tasks import get_task
     from semievol_lf.llamafactory.chat_format import ChatFormat
@@ -73,7 +73,7 @@ def test_entropies_match_an_independent_forward_pass(labeled_box):
     base = AutoModelForCausalLM.from_pretrained(labeled_box / ".cache/tiny-llama")
     model = PeftModel.from_pretrained(base, labeled_box / "saves/tiny/demo/warmup").eval()
     chat = ChatFormat(str(labeled_box / ".cache/tiny-llama"), "default")
-    unlabeled = {e.uid: e for e in load_task_split(labeled_box / "data/demo", task, "unlabeled")}
+    unlabeled = {e.uid: e for e in load_prepared_split(labeled_box / "data/demo", task, "unlabeled")}
     rows = [r for r in read_jsonl(labeled_box / OUT / "candidates.jsonl") if r["entropy"] is not None]
     for r in rows[:10]:
         prompt, response = chat.encode(task_prompt(task, unlabeled[r["id"]]), f"Answer: {r['pseudo_answer']}")

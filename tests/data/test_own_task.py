@@ -10,31 +10,25 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import BIN, run_cmd
+from conftest import BIN, ROOT, run_cmd
 
-LABELS = ["billing", "bug", "feature", "other"]
-CUES = {"billing": ["refund", "invoice", "charged twice"], "bug": ["crash", "error 500", "broken button"],
-        "feature": ["please add", "would love", "dark mode"], "other": ["thanks", "hello", "office hours"]}
-TASK_FILE = """\
-name: tickets
-prompt: tickets.jinja
-answer_type: label
-labels: [billing, bug, feature, other]
-columns: {question: text, answer: label}
-"""
-PROMPT = """\
-Classify this support ticket.
-
-{{ question }}
-{% include "_labels.jinja" %}
-"""
+LABELS = ["negative", "neutral", "positive"]
+CUES = {"negative": ["refund now", "it crashed again", "terrible support"],
+        "neutral": ["a question about invoices", "office hours?", "change my email"],
+        "positive": ["love the new app", "great support", "thanks a lot"]}
+# The README's example, read from its "Your own task" section: what a user copies is what runs here.
+_SECTION = (ROOT / "README.md").read_text().split("## Your own task", 1)[1].split("\n## ", 1)[0]
+TASK_FILE = re.search(r"```yaml\n(.*?)```", _SECTION, re.S).group(1)
+PROMPT = re.search(r"```jinja\n(.*?)```", _SECTION, re.S).group(1)
+_BASH = re.search(r"```bash\n(.*?)```", _SECTION, re.S).group(1)
+COMMANDS = [line.split("#")[0].split() for line in _BASH.splitlines()]  # generate, validate, train, run
 # the tiny model learns the answer format in ~80 steps; `vote` because it cannot follow a self-justify prompt
 FAST_RUN = ["justify=vote", "k=1", "shots=[0,1]", "max_new_tokens=8", "train_overrides={num_train_epochs: 20}"]
 
 
 def write_tickets(folder: Path, seed: int = 0, sizes=(("labeled", 32), ("unlabeled", 24), ("test", 16))) -> Path:
-    """tickets/{tickets.yaml, tickets.jinja, data/{labeled,unlabeled,test}.csv}: `text,label` rows, the
-    label given away by a cue phrase; the unlabeled file has no label column."""
+    """tickets/{tickets.yaml, tickets.jinja, data/{labeled,unlabeled,test}.csv}: `text,sentiment` rows, the
+    label given away by a cue phrase; the unlabeled file has no sentiment column."""
     rng = random.Random(seed)
     (folder / "data").mkdir(parents=True)
     (folder / "tickets.yaml").write_text(TASK_FILE)
@@ -43,9 +37,9 @@ def write_tickets(folder: Path, seed: int = 0, sizes=(("labeled", 32), ("unlabel
         rows = []
         for i in range(n):
             label = rng.choice(LABELS)
-            rows.append({"text": f"Ticket {i}: {rng.choice(CUES[label])} on my account", "label": label})
+            rows.append({"text": f"Ticket {i}: {rng.choice(CUES[label])} on my account", "sentiment": label})
         with open(folder / "data" / f"{split}.csv", "w", newline="") as f:
-            fields = ["text"] if split == "unlabeled" else ["text", "label"]
+            fields = ["text"] if split == "unlabeled" else ["text", "sentiment"]
             writer = csv.DictWriter(f, fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
@@ -63,35 +57,35 @@ def box(tmp_path, tiny_model) -> Path:
 
 @pytest.mark.slow
 def test_own_label_task_from_csv_to_evolved_model(box):
-    gen = run_cmd([BIN / "python", "-m", "semievol_lf.recipes", "--task", "tickets/tickets.yaml", "--source",
-                   "tickets/data", "--model", "tiny", "--out", "my_recipes"], cwd=box)
+    generate, validate, train, run = COMMANDS
+    gen = run_cmd([BIN / generate[0], *generate[1:]], cwd=box)
     assert "prepared tickets: 32 labeled, 24 unlabeled, 16 test" in gen.stdout
     labeled = json.loads((box / "data/tickets/labeled.json").read_text())
     assert all(r["output"] == f"Answer: {r['answer']}" and r["answer"] in LABELS for r in labeled)
-    assert "Answer with one of billing, bug, feature, other" in labeled[0]["instruction"]
+    assert "Answer with one of negative, neutral, positive" in labeled[0]["instruction"]
     unlabeled = json.loads((box / "data/tickets/unlabeled.json").read_text())
     assert all("answer" not in r and r["output"] == "" for r in unlabeled)
 
     recipes = sorted(str(p.relative_to(box)) for p in (box / "my_recipes").glob("*.yaml"))
     assert [Path(r).name for r in recipes] == [f"{s}_tickets.yaml" for s in
                                                ("evaluate", "evolve", "pseudolabel", "run", "warmup")]
-    validated = run_cmd([BIN / "python", "-m", "semievol_lf.recipes", "validate", *recipes], cwd=box)
+    assert validate[-1] == "my_recipes/*.yaml"
+    validated = run_cmd([BIN / validate[0], *validate[1:-1], *recipes], cwd=box)
     assert validated.stdout.count(": ok (") == 5
 
-    run_cmd([BIN / "llamafactory-cli", "train", "my_recipes/warmup_tickets.yaml", "num_train_epochs=1"], cwd=box)
+    run_cmd([BIN / train[0], *train[1:], "num_train_epochs=1"], cwd=box)
     assert (box / "saves/tiny/tickets/warmup/adapter_model.safetensors").is_file()
 
-    run_cmd([BIN / "semievol-lf", "run", "my_recipes/run_tickets.yaml", "output_dir=runs/tickets", *FAST_RUN],
-            cwd=box)
+    run_cmd([BIN / run[0], *run[1:], *FAST_RUN], cwd=box)
     run = box / "runs/tickets"
-    summary = json.loads((run / "summary.json").read_text())
-    assert {"Vanilla", "SFT", "SemiEvol"} <= set(summary["results"])
+    results = json.loads((run / "summary.json").read_text())["rounds"][0]["results"]
+    assert {"Vanilla", "SFT", "SemiEvol"} <= set(results)
     # predictions are label words or nothing, scored against the test file's labels (recounted here)
     preds = [json.loads(line) for line in (run / "round_1/eval/semievol/predictions.jsonl").read_text().splitlines()]
     test = {r["id"]: r["answer"] for r in json.loads((run / "data/test.json").read_text())}
     assert len(preds) == 16 and {p["pred"] for p in preds} <= set(LABELS) | {"[no answer]"}
     correct = sum(p["pred"] == test[p["id"]] for p in preds)
-    assert summary["results"]["SemiEvol"]["correct"] == correct
+    assert results["SemiEvol"]["correct"] == correct
     selected = json.loads((run / "round_1/pseudolabel/selected.json").read_text())
     assert selected and all(r["output"] == f"Answer: {r['answer']}" and r["answer"] in LABELS for r in selected)
     assert (run / "report.md").is_file()
@@ -107,12 +101,12 @@ BAD = {
                      "tickets.jinja:4", r"Jinja syntax error"),
     "label_without_labels": ({"tickets.yaml": TASK_FILE.replace("labels: [billing, bug, feature, other]\n", "")},
                              "tickets.yaml:3", r"`answer_type: label` needs `labels`"),
-    "duplicate_labels": ({"tickets.yaml": TASK_FILE.replace("[billing, bug,", "[billing, bug, Bug,")},
-                         "tickets.yaml:4", r"`labels`: 'Bug' is listed twice \(as 'bug'\)"),
+    "duplicate_labels": ({"tickets.yaml": TASK_FILE.replace("neutral, positive]", "neutral, Neutral, positive]")},
+                         "tickets.yaml:4", r"`labels`: 'Neutral' is listed twice \(as 'neutral'\)"),
     "free_text": ({"tickets.yaml": TASK_FILE.replace("answer_type: label", "answer_type: text")},
                   "tickets.yaml:3", r"Free-text answers are out of scope"),
-    "answer_not_a_label": ({"data/labeled.csv": "text,label\nTicket 0: refund,billing\nTicket 1: crash,refund\n"},
-                           "data/labeled.csv:3", r"label: 'refund' is not one of billing, bug, feature, other"),
+    "answer_not_a_label": ({"data/labeled.csv": "text,sentiment\nTicket 0: refund,negative\nTicket 1: ok,good\n"},
+                           "data/labeled.csv:3", r"sentiment: 'good' is not one of negative, neutral, positive"),
     "column_not_in_data": ({"tickets.yaml": TASK_FILE.replace("question: text", "question: body")},
                            "data/labeled.csv:1", r"missing column\(s\) body \(`columns.question` of tickets.yaml\)"),
 }
@@ -135,11 +129,11 @@ def test_a_bad_task_file_is_one_error_line_before_anything_trains(tmp_path, case
 
 
 @pytest.mark.parametrize("response,expected", [
-    ("Answer: Bug", "bug"),                                 # case-insensitive, canonical spelling
-    ("It mentions a refund, so billing. Answer: **feature**", "feature"),  # the explicit answer wins
-    ("Answer: bug. On reflection, Answer: billing", "billing"),  # the last explicit one
-    ("Sounds like a feature request, not a bug.", "bug"),   # no explicit answer: the last label named
-    ("debugging the billings", "[no answer]"),              # labels only as whole words
+    ("Answer: Neutral", "neutral"),                          # case-insensitive, canonical spelling
+    ("They want a refund, so negative. Answer: **positive**", "positive"),  # the explicit answer wins
+    ("Answer: neutral. On reflection, Answer: negative", "negative"),  # the last explicit one
+    ("Not negative, rather positive in tone.", "positive"),  # no explicit answer: the last label named
+    ("positively nonneutral", "[no answer]"),                # labels only as whole words
     ("", "[no answer]"),
 ])
 def test_label_answers_are_read_from_hand_written_responses(tmp_path, response, expected):
@@ -148,4 +142,4 @@ def test_label_answers_are_read_from_hand_written_responses(tmp_path, response, 
     task = get_task(str(write_tickets(tmp_path / "tickets", sizes=()) / "tickets.yaml"))
     assert task.answer_type == "label" and task.labels == tuple(LABELS)
     assert task.extract(response) == expected
-    assert task.normalise_answer(" Feature ", 0) == "feature" and task.normalise_answer("feat", 0) is None
+    assert task.normalise_answer(" Positive ", 0) == "positive" and task.normalise_answer("pos", 0) is None

@@ -13,7 +13,7 @@ from semievol_lf.data.loading import load_examples
 from semievol_lf.data.tasks import get_task
 from semievol_lf.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = [c.name for c in make_cases()]
 
 

@@ -35,7 +35,7 @@ class Replay:
 
     def __init__(self, box, model):
         from semievol_lf.backends import load_backend
-        from semievol_lf.data.loading import load_task_split
+        from semievol_lf.data.loading import load_prepared_split
         from semievol_lf.data.tasks import get_task
         from semievol_lf.llamafactory.chat_format import ChatFormat
 
@@ -43,7 +43,7 @@ class Replay:
         self.chat = ChatFormat(str(model), "default")
         self.backend = load_backend("hf", str(model), str(box / "saves/tiny/demo/warmup"),
                                     stop_ids=self.chat.stop_ids, decode=self.chat.decode)
-        self.unlabeled = {e.uid: e for e in load_task_split(box / "data/demo", self.task, "unlabeled")}
+        self.unlabeled = {e.uid: e for e in load_prepared_split(box / "data/demo", self.task, "unlabeled")}
 
     def generate(self, prompt: str, adapter: bool, seed: int, temperature: float) -> str:
         from semievol_lf.backends import GenerationRequest

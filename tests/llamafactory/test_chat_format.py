@@ -32,13 +32,13 @@ print(json.dumps(out))
 
 def demo_pairs(data_dir) -> list[tuple[str, str]]:
     """Every kind of prompt the steps render for the demo task, with and without a response."""
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.prompts import icp_prompt, justify_prompt, task_prompt
     from semievol_lf.data.tasks import get_task
 
     task = get_task("demo")
-    labeled = load_task_split(data_dir, task, "labeled")
-    unlabeled = load_task_split(data_dir, task, "unlabeled")[:4]
+    labeled = load_prepared_split(data_dir, task, "labeled")
+    unlabeled = load_prepared_split(data_dir, task, "unlabeled")[:4]
     pairs = [(task_prompt(task, u), "") for u in unlabeled]
     pairs += [(icp_prompt(task, u, labeled[:3]), "") for u in unlabeled]
     pairs += [(justify_prompt(task, u, ["Answer: A", "Answer: B\nbecause", " x", ""]), "") for u in unlabeled]

@@ -23,7 +23,7 @@ import yaml
 from semievol_lf.data.loading import SPLITS
 from semievol_lf.data.sources import RELEASED_TASKS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The main checkout and every worktree sit beside shared/; SEMIEVOL_DATA points elsewhere.
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
 VARIANTS = ["fixture", "released"]
