@@ -11,10 +11,14 @@ The output folder holds manifest.json (written first: the inputs), cache/*.jsonl
 requests) and the step's final file (written last). The cache is an append-only JSONL;
 requests run in fixed chunks of the full, deterministic request list and a chunk is logged
 whole or not at all, so a resumed run computes exactly the chunks an uninterrupted run would,
-in the same batches. Not handled here: what the requests are (the steps build them).
+in the same batches; a backend that keeps a window of requests in flight (openai) gets every
+request still to do at once and its answers are logged as they arrive (each request carries
+its own seed, so its answer does not depend on its batch). Not handled here: what the requests
+are (the steps build them).
 """
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,12 +134,35 @@ def open_backend(cfg: Any, chat):
 
 def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], log: JsonlLog,
                encode: Callable[[object], dict], chunk_size: int, desc: str) -> dict[str, dict]:
-    """Run `call` on the requests whose keys are not in `log`, chunk by chunk; return key -> result.
+    """Run `call` on the requests whose keys are not in `log`; return key -> result.
 
     `keyed` is [(key, request)] in a fixed order; `encode` turns one backend result into a
-    JSON-able dict that is logged with its key.
+    JSON-able dict that is logged with its key. `call` runs chunk by chunk (`chunk_size` requests,
+    each chunk logged whole), unless it is a backend's `generate` or `score` and the backend keeps
+    a window of requests in flight (`generate_each` / `score_each`, the openai backend): then all
+    the requests still to do go in one window and each answer is logged as it arrives (`_streamed`).
     """
     done = {row["key"]: row for row in log.load()}
+    each = _each_form(call)
+    if each is not None:
+        todo = [(k, req) for k, req in keyed if k not in done]
+        computed = _streamed(each, todo, log, encode, done, desc, len(keyed))
+    else:
+        computed = _chunked(call, keyed, log, encode, done, chunk_size, desc)
+    if computed:
+        logger.info(f"{desc}: computed {computed}, reused {len(keyed) - computed}")
+    return done
+
+
+def _each_form(call: Callable) -> Callable | None:
+    """backend.generate -> backend.generate_each where the backend streams its answers; else None."""
+    owner, name = getattr(call, "__self__", None), getattr(call, "__name__", "")
+    return getattr(owner, f"{name}_each", None) if owner is not None else None
+
+
+def _chunked(call, keyed, log: JsonlLog, encode, done: dict, chunk_size: int, desc: str) -> int:
+    """Fixed chunks of the full request list, so a resumed run computes exactly the chunks an
+    uninterrupted run would, in the same batches."""
     chunks = [keyed[i:i + chunk_size] for i in range(0, len(keyed), chunk_size)]
     todo = [c for c in chunks if not all(k in done for k, _ in c)]
     computed = 0
@@ -148,6 +175,35 @@ def run_cached(call: Callable[[list], list], keyed: list[tuple[str, object]], lo
             done.update({row["key"]: row for row in rows})
             computed += len(chunk)
             bar.update(len(chunk))
-    if computed:
-        logger.info(f"{desc}: computed {computed}, reused {len(keyed) - computed}")
-    return done
+    return computed
+
+
+STREAM_FLUSH_S = 1.0  # a streamed stage appends what arrived at most this often (one fsync per append)
+
+
+def _streamed(each, todo: list, log: JsonlLog, encode, done: dict, desc: str, total: int) -> int:
+    """All of `todo` in one window; answers are appended to `log` as they arrive (every
+    STREAM_FLUSH_S seconds, and whatever arrived when the window stops, by an error too)."""
+    rows: list[dict] = []
+    computed = 0
+    last = time.monotonic()
+
+    def flush() -> None:
+        nonlocal rows, last
+        if rows:
+            log.append(rows)
+            faults.chunk_appended(log.path)  # SEMIEVOL_FAULT counts appends
+            done.update({row["key"]: row for row in rows})
+            rows, last = [], time.monotonic()
+
+    with tqdm(total=total, initial=total - len(todo), desc=desc, unit="req") as bar:
+        try:
+            for i, result in each([req for _, req in todo]):
+                rows.append({"key": todo[i][0], **encode(result)})
+                computed += 1
+                bar.update(1)
+                if time.monotonic() - last >= STREAM_FLUSH_S:
+                    flush()
+        finally:
+            flush()
+    return computed

@@ -12,9 +12,19 @@ from typing import Any, Protocol
 
 from ..errors import UserError
 
-# Engines (vllm, a server) batch requests themselves; a chunk is only the unit of caching and resume,
-# large enough to keep an engine's batch full, small enough that a kill loses little work.
-ENGINE_CHUNK = 256
+# Requests per call of an engine that batches them itself (the in-process vllm backend): the unit of caching
+# and resume. vLLM's scheduler runs up to `max_num_seqs` sequences at once (256, or 1024 on GPUs of 70 GiB or
+# more); a call of 4096 keeps that batch full for at least four batches' worth of work before its last requests
+# drain, and a kill loses at most one call (minutes of one GPU's work). The openai backend has no such
+# call: it streams (`generate_each`), and `run_cached` logs each answer as it arrives.
+ENGINE_CHUNK = 4096
+
+# The sampling fields a request sets to "off" (vLLM's names and neutral values, `SamplingParams`): sent
+# explicitly by the vllm and openai backends, because `vllm serve` fills a field a request leaves out from the
+# model's generation_config.json (e.g. top_k 20, repetition_penalty 1.05). top_k -1 means "all tokens" in
+# every vLLM release (0 does too since 0.9, but older ones refuse 0).
+SAMPLING_OFF = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                "frequency_penalty": 0.0}
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,11 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the model (the next step may load another)."""
+
+
+# A backend that keeps a window of requests in flight (openai) also has `generate_each(requests)` and
+# `score_each(requests)`: iterators of (index into requests, result) in the order the answers arrive.
+# `step.run_cached` uses them when they exist, so a stage is one window with no chunk barrier.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..errors import UserError
 
@@ -106,22 +106,49 @@ class HTTPClient:
         raise _Unreachable(last)
 
 
+def run_window(pool: ThreadPoolExecutor, client: HTTPClient, calls: list[Callable[[], object]],
+               who: str, tries: int) -> Iterator[tuple[int, object]]:
+    """Run `calls` on `pool` and yield (index, result) as each answer arrives; the pool's size is the
+    window: that many requests stay in flight until fewer are left, with no barrier between them.
+
+    The first failure stops the rest (`client.abort`, queued calls cancelled); the answers of the
+    requests still in flight then are yielded first, so the caller can save them, and the failure is
+    raised last: a server still unreachable after `tries` tries is one UserError naming `who`.
+    """
+    client.abort.clear()
+    futures = {pool.submit(call): i for i, call in enumerate(calls)}
+    pending = set(futures)
+    error: BaseException | None = None
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=futures.__getitem__):
+                if f.cancelled():
+                    continue
+                if f.exception() is None:
+                    yield futures[f], f.result()
+                elif error is None:
+                    error = f.exception()
+                    client.abort.set()  # the others stop retrying; queued ones never start
+                    for other in pending:
+                        other.cancel()
+    finally:  # also when the caller stops early (a KeyboardInterrupt, a failed cache write)
+        if pending:
+            client.abort.set()
+            for f in pending:
+                f.cancel()
+            wait(pending)
+    if error is not None:
+        if isinstance(error, _Unreachable):
+            raise UserError(f"{who} unreachable after {tries} tries: {error.args[0]}; finished requests are saved, "
+                            "re-run to resume") from None
+        raise error
+
+
 def run_concurrently(pool: ThreadPoolExecutor, client: HTTPClient, calls: list[Callable[[], object]],
                      who: str, tries: int) -> list:
-    """Run `calls` on `pool` (its size is the concurrency); results in order. The first failure stops
-    the rest (`client.abort`); a server still unreachable after `tries` tries is one UserError naming `who`."""
-    client.abort.clear()
-    futures = [pool.submit(call) for call in calls]
-    _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    failed = next((f for f in futures if f.done() and f.exception() is not None), None)
-    if failed is None:
-        return [f.result() for f in futures]
-    client.abort.set()
-    for f in pending:
-        f.cancel()
-    wait(futures)
-    err = failed.exception()
-    if isinstance(err, _Unreachable):
-        raise UserError(f"{who} unreachable after {tries} tries: {err.args[0]}; finished requests are saved, "
-                        "re-run to resume") from None
-    raise err
+    """`run_window`, results in order (all or an error)."""
+    results: list = [None] * len(calls)
+    for i, result in run_window(pool, client, calls, who, tries):
+        results[i] = result
+    return results

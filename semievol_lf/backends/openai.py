@@ -11,7 +11,12 @@
 
 Every request is one POST to `/v1/completions` with `prompt` as a list of token ids (rendered
 here with the LlamaFactory template, so the server adds no BOS and applies no chat template),
-its own `seed`, `temperature`, `top_p`, `max_tokens`, and the template's `stop_token_ids`. The
+its own `seed`, `temperature`, `top_p`, `max_tokens`, the template's `stop_token_ids`, and every
+other sampling field vLLM reads at its "off" value (`SAMPLING_OFF`: top_k -1, min_p 0,
+repetition/presence/frequency penalties neutral). `vllm serve` fills a field a request leaves out
+from the model's generation_config.json (its `--generation-config auto` default: Qwen2.5-7B-Instruct
+would add top_k 20 and repetition_penalty 1.05), so leaving one out would sample differently from
+hf and the in-process engine. The
 `model` field picks the model: `base_model` (the served name of the base, by default
 `model_name_or_path`, which is what `vllm serve PATH` calls it) or the served name of the step's
 adapter. That name is found in `/v1/models` by the adapter's folder (vLLM lists each LoRA with its
@@ -28,12 +33,15 @@ reads entry i of `choices[0].prompt_logprobs` ({"<token id>": {"logprob": ...}},
 exactly as the vllm backend does in-process. (`echo=true, logprobs=0` also works on vLLM, but
 returns token strings, not ids, so the token cannot be checked.)
 
-Requests run `concurrency` at a time. A connection error, a timeout (`timeout` seconds for one
-request's answer) or an HTTP 429/5xx is retried `max_retries` times with exponential backoff
-(`backoff`, 2 x backoff, ... capped at 30 s, or the server's Retry-After); then a `UserError`
-says the server is unreachable. `run_cached` has logged every finished chunk by then, so
-re-running the same command resumes where it stopped. Any other HTTP error (a wrong model
-name, a bad request) is a `UserError` at once, with the server's message.
+Requests run in a window of `concurrency`: that many are in flight until fewer are left, across a
+whole stage (`generate_each` and `score_each` yield each answer as it arrives, and `run_cached`
+logs them as they come; there is no chunk that waits for its slowest request). A connection
+error, a timeout (`timeout` seconds for one request's answer) or an HTTP 429/5xx is retried
+`max_retries` times with exponential backoff (`backoff`, 2 x backoff, ... capped at 30 s, or the
+server's Retry-After); then a `UserError` says the server is unreachable. Every answer that came
+back has been logged by then, so re-running the same command resumes where it stopped. Any
+other HTTP error (a wrong model name, a bad request) is a `UserError` at once, with the
+server's message.
 
 Does not handle:
 - chat-only hosted APIs (`/v1/chat/completions` alone, as OpenAI's current models): they take
@@ -49,16 +57,29 @@ Does not handle:
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError
-from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
-from .http_client import HTTPClient, backoff_delay, retryable_status, run_concurrently  # noqa: F401 (the retry policy's home)
+from .base import (
+    ENGINE_CHUNK,
+    SAMPLING_OFF,
+    Generation,
+    GenerationRequest,
+    ScoreRequest,
+    response_logprobs,
+    score_prompt_ids,
+)
+from .http_client import HTTPClient, backoff_delay, retryable_status, run_window  # noqa: F401 (the retry policy's home)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER"
+SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER --generation-config vllm"
+# Requests in flight at once: vLLM's scheduler runs at most `max_num_seqs` sequences per step, 256 by
+# default for `vllm serve` (1024 on GPUs of 70 GiB or more); a window that size keeps every batch slot
+# of one server busy (fewer leaves slots idle, more only queues in the server). For
+# `--data-parallel-size N` or a bigger GPU, raise `backend_args.concurrency` to N x max_num_seqs.
+DEFAULT_CONCURRENCY = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,23 +132,27 @@ def generation_payload(req: GenerationRequest, model: str, stop_ids: Sequence[in
 
     GenerationRequest((0, 5), adapter=True, seed=7, temperature=0.7, max_new_tokens=8), "warm" ->
     {"model": "warm", "prompt": [0, 5], "seed": 7, "temperature": 0.7, "top_p": 1.0, "max_tokens": 8,
-     "n": 1, "return_token_ids": True}
+     "n": 1, "return_token_ids": True, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
+     "presence_penalty": 0.0, "frequency_penalty": 0.0}
     """
     payload = {"model": model, "prompt": list(req.prompt_ids), "seed": req.seed, "temperature": req.temperature,
-               "top_p": req.top_p, "max_tokens": req.max_new_tokens, "n": 1, "return_token_ids": True}
+               "top_p": req.top_p, "max_tokens": req.max_new_tokens, "n": 1, "return_token_ids": True,
+               **SAMPLING_OFF}
     if stop_ids:
         payload["stop_token_ids"] = list(stop_ids)
     return payload
 
 
 def score_payload(req: ScoreRequest, model: str) -> dict:
-    """The JSON body that scores `response_ids` after `prompt_ids`: one prompt, one dummy new token.
+    """The JSON body that scores `response_ids` after `prompt_ids`: one prompt, one dummy new token
+    (greedy; the sampling fields are sent at their "off" values all the same, as for generation).
 
     ScoreRequest((0, 5), (7, 1)), "warm" ->
-    {"model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+    {"model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "top_p": 1.0,
+     "prompt_logprobs": 0, "top_k": -1, "min_p": 0.0, ...}
     """
-    return {"model": model, "prompt": score_prompt_ids(req), "max_tokens": 1, "temperature": 0.0,
-            "prompt_logprobs": 0}
+    return {"model": model, "prompt": score_prompt_ids(req), "max_tokens": 1, "temperature": 0.0, "top_p": 1.0,
+            "prompt_logprobs": 0, **SAMPLING_OFF}
 
 
 def parse_generation(answer: dict) -> Generation:
@@ -171,9 +196,9 @@ class OpenAIBackend:
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
                  base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
-                 adapter_model: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
-                 backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, batch_size: int = 1,
-                 decode: Any = None, sleep_while_training: bool = False, **unknown: Any):
+                 adapter_model: str | None = None, concurrency: int = DEFAULT_CONCURRENCY, max_retries: int = 5,
+                 timeout: float = 600.0, backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True,
+                 batch_size: int = 1, decode: Any = None, sleep_while_training: bool = False, **unknown: Any):
         if unknown:
             known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
                      "backoff", "check_models", "sleep_while_training"]
@@ -187,8 +212,9 @@ class OpenAIBackend:
         self.loaded: str | None = None  # the adapter this backend loaded (unloaded again by `close`)
         self.adapter_model = adapter_model if adapter_name_or_path else None
         self.stop_ids = tuple(stop_ids)  # `decode` is unused: the server detokenizes
-        self.chunk_size = max(batch_size, ENGINE_CHUNK)
-        self.description = f"openai backend: {base_url} (the server chose the dtype and memory settings)"
+        self.chunk_size = max(batch_size, ENGINE_CHUNK)  # only for callers that batch: run_cached streams
+        self.description = (f"openai backend: {base_url}, {concurrency} requests in flight (the server chose the "
+                            "dtype and memory settings)")
         self.concurrency = concurrency
         self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                                  timeout=timeout, max_retries=max_retries, backoff=backoff)
@@ -242,23 +268,37 @@ class OpenAIBackend:
             raise UserError(f"server at {self.base_url} accepted the adapter {self.adapter_path} but does not list it")
         return name
 
-    def _run_all(self, calls: list[Callable[[], Any]]) -> list:
-        """Run the calls `concurrency` at a time; results in order. The first failure stops the rest."""
+    def _window(self, calls: list[Callable[[], Any]]) -> Iterator[tuple[int, Any]]:
+        """(index, answer) as each call's answer arrives, `concurrency` in flight; the first failure stops the rest."""
         if self._pool is None:
             raise RuntimeError("the openai backend is closed")
-        return run_concurrently(self._pool, self.client, calls, f"server at {self.base_url}",
-                                self.client.max_retries + 1)
+        return run_window(self._pool, self.client, calls, f"server at {self.base_url}", self.client.max_retries + 1)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def _run_all(self, calls: list[Callable[[], Any]]) -> list:
+        """The answers of `calls`, in order."""
+        return _in_order(self._window(calls), len(calls))
+
+    def _post_all(self, payloads: list[dict]) -> Iterator[tuple[int, dict]]:
+        return self._window([lambda p=p: self.client.request("/completions", p) for p in payloads])
+
+    def generate_each(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """(index into `requests`, Generation) in the order the answers arrive."""
         payloads = [generation_payload(r, served_model(r.adapter, self.base_model, self.adapter_model), self.stop_ids)
                     for r in requests]
-        answers = self._run_all([lambda p=p: self.client.request("/completions", p) for p in payloads])
-        return [parse_generation(a) for a in answers]
+        for i, answer in self._post_all(payloads):
+            yield i, parse_generation(answer)
+
+    def score_each(self, requests: list[ScoreRequest]) -> Iterator[tuple[int, list[float]]]:
+        """(index into `requests`, per-token log-probabilities) in the order the answers arrive."""
+        payloads = [score_payload(r, served_model(r.adapter, self.base_model, self.adapter_model)) for r in requests]
+        for i, answer in self._post_all(payloads):
+            yield i, parse_score(answer, requests[i], self.base_url)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        return _in_order(self.generate_each(requests), len(requests))
 
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
-        payloads = [score_payload(r, served_model(r.adapter, self.base_model, self.adapter_model)) for r in requests]
-        answers = self._run_all([lambda p=p: self.client.request("/completions", p) for p in payloads])
-        return [parse_score(a, r, self.base_url) for a, r in zip(answers, requests)]
+        return _in_order(self.score_each(requests), len(requests))
 
     def close(self) -> None:
         """Unload the adapter this backend loaded (a step's adapter must not linger in the server's LoRA
@@ -273,3 +313,10 @@ class OpenAIBackend:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _in_order(each: Iterator[tuple[int, Any]], n: int) -> list:
+    out: list = [None] * n
+    for i, result in each:
+        out[i] = result
+    return out

@@ -4,10 +4,11 @@
     backend.generate([GenerationRequest(prompt_ids=(0, 17, 42), adapter=True, seed=7)])
     backend.score([ScoreRequest(prompt_ids=(0, 17, 42), response_ids=(99, 1))])  # -> [[-2.3, -0.1]]
 
-Each request becomes one entry of a single `LLM.generate` call: its own `SamplingParams`
-(seed, temperature, top_p, max_tokens) and its own `lora_request` (None for the base model,
-the warm `LoRARequest` for the adapter), so base and adapter requests share a batch and a
-request's sample does not depend on its batch-mates. Prompts go in as token ids
+Each request becomes one entry of a single `LLM.generate` call (of up to `ENGINE_CHUNK` = 4096
+requests, so the engine's batch stays full; each call's results are cached before the next): its own
+`SamplingParams` (seed, temperature, top_p, max_tokens; the other sampling fields "off") and its
+own `lora_request` (None for the base model, the warm `LoRARequest` for the adapter), so base and
+adapter requests share a batch and a request's sample does not depend on its batch-mates. Prompts go in as token ids
 (`TokensPrompt`), never as text: a rendered string would get a second BOS.
 
 Scoring runs prompt + response as one prompt with `max_tokens=1, prompt_logprobs=0` and reads
@@ -38,7 +39,15 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
-from .base import ENGINE_CHUNK, Generation, GenerationRequest, ScoreRequest, response_logprobs, score_prompt_ids
+from .base import (
+    ENGINE_CHUNK,
+    SAMPLING_OFF,
+    Generation,
+    GenerationRequest,
+    ScoreRequest,
+    response_logprobs,
+    score_prompt_ids,
+)
 
 # vLLM's allowed `max_lora_rank` values (vllm/config/lora.py `MaxLoRARanks`, 0.32);
 # the engine reads the live list from vLLM when it can.
@@ -146,10 +155,11 @@ def build_sampling_kwargs(req: GenerationRequest, stop_ids: Sequence[int] = ()) 
     """`SamplingParams` keywords for one request.
 
     Temperature 0 is greedy in vLLM; the seed is passed anyway (it is ignored there). `stop_ids`
-    are the LlamaFactory template's stop tokens (e.g. Llama 3's <|eot_id|>).
+    are the LlamaFactory template's stop tokens (e.g. Llama 3's <|eot_id|>). The other sampling fields
+    are set to "off" (`SAMPLING_OFF`), as the openai backend sends them, so both sample alike.
     """
     kwargs = {"n": 1, "seed": req.seed, "temperature": req.temperature, "top_p": req.top_p,
-              "max_tokens": req.max_new_tokens}
+              "max_tokens": req.max_new_tokens, **SAMPLING_OFF}
     if stop_ids:
         kwargs["stop_token_ids"] = list(stop_ids)
     return kwargs

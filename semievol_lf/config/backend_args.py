@@ -51,9 +51,15 @@ class OpenAIBackendArguments:
         default=None, metadata={"help": "The base model's served name; default: `model_name_or_path`."})
     adapter_model: str | None = field(default=None, metadata={
         "help": "The warm adapter's served name; default: found in /v1/models by the adapter's folder."})
-    concurrency: int = field(default=8, metadata={"help": "Requests in flight at once."})
+    concurrency: int = field(default=256, metadata={
+        "help": "Requests in flight at once, kept up across a whole stage (a window, not chunks). 256 is vLLM's "
+                "default `max_num_seqs` for `vllm serve` (sequences it batches per step; 1024 on GPUs of 70 GiB or "
+                "more): fewer leaves batch slots idle, more only queues in the server. With "
+                "`--data-parallel-size N` or a larger `--max-num-seqs`, raise it to match."})
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request, with backoff."})
-    timeout: float = field(default=60.0, metadata={"help": "Seconds per request."})
+    timeout: float = field(default=600.0, metadata={
+        "help": "Seconds to wait for one answer. In a full window an answer waits for its batch-mates (minutes on "
+                "a slow server); a dead server is found at once (connection refused), this bounds a hung one."})
     backoff: float = field(
         default=1.0, metadata={"help": "First retry delay in seconds, doubled each retry (at most 30 s)."})
     check_models: bool = field(

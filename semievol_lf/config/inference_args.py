@@ -1,16 +1,57 @@
 """How a step runs its requests (backend, dtype, batching, lengths, GPU memory, seed) and where it writes.
 
-`backend: auto` picks the fastest backend this environment has: vllm when it is importable, else
-hf. The GPU settings (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`) are the
-vllm engine's; the hf backend uses one device and the openai backend the server's own settings.
+`backend: auto` picks the fastest backend this environment has: vllm when it is importable; else hf
+on a machine without a CUDA device; with a CUDA device and no vLLM it stops (`choose_backend`): hf
+there would be a Python decode loop, hours instead of minutes. The GPU settings
+(`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`) are the vllm engine's; the hf
+backend uses one device and the openai backend the server's own settings.
 """
 
 import importlib.util
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
+from ..errors import UserError
 from .backend_args import BACKEND_ARGUMENTS, backend_kwargs, check_backend_args
 from .base import Arguments
+
+# The LoRA rank of the adapters `semievol-lf run` trains, unless `train_overrides` or the preset set one
+# (llamafactory/recipes.py, the train recipe's `lora_rank`); a served model needs `--max-lora-rank` >= it.
+RUN_LORA_RANK = 16
+
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cuda_device() -> bool:
+    """Whether torch sees a CUDA device (imports torch: asked only for `backend: auto` without vLLM)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_backend(requested: str, *, vllm_found: bool, cuda: bool, serve_hint: str = "") -> tuple[str, str]:
+    """(backend, why) for `backend: requested`; raises ValueError where `auto` has no good choice.
+
+    ("auto", vllm_found=True, cuda=...) -> ("vllm", ...);  ("auto", False, cuda=False) -> ("hf", ...);
+    ("auto", False, cuda=True) -> ValueError with the two ways out;  ("hf", ...) -> ("hf", "`backend: hf`")
+    """
+    if requested != "auto":
+        return requested, f"`backend: {requested}`"
+    if vllm_found:
+        return "vllm", "`backend: auto` and vllm is importable"
+    if not cuda:
+        return "hf", ("`backend: auto` and vllm is not installed here (pip install vllm, in its own environment: "
+                      "README, vLLM)")
+    raise ValueError(
+        "`backend: auto` found a CUDA device but no vLLM in this environment, and will not fall back to hf on a "
+        "GPU (a Python decode loop: hours where vLLM takes minutes). Either run in an environment with vLLM "
+        "(docs/gpu.md, vLLM (GPU), ways 1 and 2), or serve the model with vLLM elsewhere and use the openai "
+        f"backend:{serve_hint or ' vllm serve MODEL --generation-config vllm, then backend=openai'}. "
+        "Or set `backend: hf` to run on hf anyway.")
 
 
 @dataclass
@@ -18,7 +59,9 @@ class InferenceArguments(Arguments):
     SECTION: ClassVar[str] = "inference"
 
     backend: Literal["auto", "hf", "vllm", "openai"] = field(default="hf", metadata={
-        "help": "Inference backend; auto: vllm when it is importable here (the fastest on a GPU), else hf."})
+        "help": "Inference backend; auto: vllm when it is importable here (the fastest on a GPU), else hf on a "
+                "machine without CUDA; with CUDA and no vLLM it stops with the two ways out (a vLLM environment, "
+                "or `vllm serve` and backend=openai). Set hf to use hf on a GPU."})
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Keyword arguments of the backend, checked per backend (listed at the end of --help), "
                 "e.g. {base_url: ...} for openai, {tensor_parallel_size: 4} for vllm."})
@@ -40,13 +83,12 @@ class InferenceArguments(Arguments):
 
     def __post_init__(self):
         super().__post_init__()
-        self.backend_reason = f"`backend: {self.backend}`"  # not a field: left out of manifests
         if self.backend == "auto":
-            found = importlib.util.find_spec("vllm") is not None
-            self.backend = "vllm" if found else "hf"
-            self.backend_reason = ("`backend: auto` and vllm is importable" if found else
-                                   "`backend: auto` and vllm is not installed here (pip install vllm, in its own "
-                                   "environment: README, vLLM)")
+            found = vllm_importable()
+            self.backend, self.backend_reason = choose_backend(
+                "auto", vllm_found=found, cuda=not found and cuda_device(), serve_hint=self.serve_hint())
+        else:
+            self.backend_reason = f"`backend: {self.backend}`"  # not a field: left out of manifests
         if self.backend not in BACKEND_ARGUMENTS:
             raise ValueError(f"`backend` must be one of {', '.join(BACKEND_ARGUMENTS)}, got {self.backend!r}")
         for key in ("batch_size", "max_new_tokens", "cutoff_len", "tensor_parallel_size"):
@@ -78,6 +120,47 @@ class InferenceArguments(Arguments):
     @staticmethod
     def nested_help() -> list[tuple[str, type]]:
         return [(f"backend_args (backend={name})", cls) for name, cls in BACKEND_ARGUMENTS.items()]
+
+    def serve_hint(self) -> str:
+        """The `vllm serve` command for this recipe's model and LoRA settings, and the run with `backend=openai`.
+
+        A step with an adapter folder serves it as `warm` (`--max-lora-rank` from its adapter_config.json);
+        `semievol-lf run` (which has `train_overrides`) trains its adapters later, so the server loads each
+        at run time (VLLM_ALLOW_RUNTIME_LORA_UPDATING) and `--max-lora-rank` is the recipes' LoRA rank.
+        """
+        from ..backends.vllm import adapter_rank, max_lora_rank_for, read_adapter_config
+
+        model = _model_of(self)
+        adapter = getattr(self, "adapter_name_or_path", None)
+        serve = ["vllm", "serve", model]
+        is_run = hasattr(self, "train_overrides")
+        if is_run:
+            try:
+                preset_rank = self.preset.train.get("lora_rank")
+            except (AttributeError, KeyError):  # an unknown preset: refused by the run's own check right after
+                preset_rank = None
+            rank = self.train_overrides.get("lora_rank") or preset_rank or RUN_LORA_RANK
+            serve += ["--enable-lora", "--max-lora-rank", str(max_lora_rank_for(int(rank)))]
+        elif adapter:
+            try:
+                rank = adapter_rank(read_adapter_config(adapter))
+            except (UserError, OSError, ValueError, KeyError):  # not trained yet, or unreadable: the recipes' rank
+                rank = RUN_LORA_RANK
+            serve += ["--enable-lora", "--lora-modules", f"warm={adapter}", "--max-lora-rank",
+                      str(max_lora_rank_for(rank))]
+        serve += ["--max-model-len", str(self.max_model_len or self.cutoff_len + self.max_new_tokens),
+                  "--generation-config", "vllm", "--port", "8000"]
+        env = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True " if is_run else ""
+        return (f" `{env}{' '.join(serve)}` (in the vLLM environment), then this command with "
+                "`backend=openai 'backend_args={base_url: \"http://127.0.0.1:8000/v1\"}'`")
+
+
+def _model_of(cfg) -> str:
+    """The base model of a step (`model_name_or_path`) or of a run (its preset's, unless overridden)."""
+    try:
+        return getattr(cfg, "base_model", None) or getattr(cfg, "model_name_or_path", None) or "MODEL"
+    except KeyError:  # a run with an unknown preset: refused by its own check right after
+        return "MODEL"
 
 
 @dataclass

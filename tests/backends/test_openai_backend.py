@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from semievol_lf import step
 from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.openai import (
     OpenAIBackend,
@@ -33,6 +34,10 @@ from semievol_lf.io_utils import JsonlLog
 from semievol_lf.step import run_cached
 
 BASE = "saves/base"
+# vLLM's own "off" values (SamplingParams, CompletionRequest._DEFAULT_SAMPLING_PARAMS), written out here
+# rather than imported: a field left out would be filled from the model's generation_config.json by `vllm serve`
+SAMPLING_OFF = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                "frequency_penalty": 0.0}
 
 
 # -- request building -----------------------------------------------------------------------------
@@ -50,7 +55,7 @@ def test_generation_payload_carries_the_requests_own_seed_and_settings():
     base = GenerationRequest((0, 6), adapter=False, seed=12, temperature=0.0)
     assert generation_payload(warm, "warm") == {
         "model": "warm", "prompt": [0, 5, 9], "seed": 11, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5,
-        "n": 1, "return_token_ids": True}
+        "n": 1, "return_token_ids": True, **SAMPLING_OFF}
     p = generation_payload(base, BASE, stop_ids=(2, 128009))
     assert p["model"] == BASE and p["prompt"] == [0, 6] and p["seed"] == 12 and p["temperature"] == 0.0
     assert p["max_tokens"] == 64 and p["stop_token_ids"] == [2, 128009]
@@ -59,7 +64,8 @@ def test_generation_payload_carries_the_requests_own_seed_and_settings():
 
 def test_score_payload_is_prompt_then_response_with_prompt_logprobs():
     assert score_payload(ScoreRequest((0, 5), (7, 1), adapter=True), "warm") == {
-        "model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+        "model": "warm", "prompt": [0, 5, 7, 1], "max_tokens": 1, "temperature": 0.0, "top_p": 1.0,
+        "prompt_logprobs": 0, **SAMPLING_OFF}
     with pytest.raises(UserError, match="empty prompt"):
         score_payload(ScoreRequest((), (7,)), BASE)
 
@@ -111,6 +117,10 @@ class FakeServer:
 
     ok: answers (a generation's text is "s<seed>@<model>"); 503: "overloaded"; 404: unknown model;
     slow: waits `delay` s first. After `die_after` completions it closes its port (a crash).
+    It counts the completions in flight (`peak`: the most at once). `gate`: the first `gate` requests
+    are held until that many are in flight together (`gate_broken` if they never are, within 5 s).
+    `hold_first`: the first request is held until every other of `hold_first` requests is answered
+    (`held_too_long` if that took over 5 s). `answered`: the seeds, in the order they were answered.
     It serves "base" and the LoRA "warm" loaded from "adapter/"; with `can_load`, POST
     /load_lora_adapter adds a LoRA (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), else it is a 404.
     `sleep_mode` imitates vLLM's development endpoints (POST /sleep?level=N, POST /wake_up, GET
@@ -120,8 +130,14 @@ class FakeServer:
     """
 
     def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0,
-                 can_load: bool = False, sleep_mode: str | None = None):
+                 can_load: bool = False, sleep_mode: str | None = None, gate: int | None = None,
+                 hold_first: int | None = None):
         self.mode, self.die_after, self.delay, self.can_load = mode, die_after, delay, can_load
+        self.in_flight = self.peak = 0
+        self.gate = threading.Barrier(gate, timeout=5) if gate else None
+        self.gate_broken = self.held_too_long = False
+        self.hold_first, self.others_done = hold_first, threading.Event()
+        self.answered: list[int] = []
         self.sleep_mode, self.sleeping, self.events = sleep_mode, False, []
         self.models = [{"id": "base", "root": "base", "parent": None},
                        {"id": "warm", "root": "adapter/", "parent": "base"}]
@@ -178,8 +194,22 @@ class FakeServer:
                     server.hits.append({**body, "asleep": True} if server.sleeping else body)
                     server.headers.append(dict(self.headers))
                     n = len(server.hits)
+                    server.in_flight += 1
+                    server.peak = max(server.peak, server.in_flight)
+                if server.gate is not None and n <= server.gate.parties:
+                    try:
+                        server.gate.wait()
+                    except threading.BrokenBarrierError:
+                        server.gate_broken = True
+                if server.hold_first and n == 1:
+                    server.held_too_long = not server.others_done.wait(5)
                 if server.delay:
                     time.sleep(server.delay)
+                with server.lock:
+                    server.in_flight -= 1
+                    server.answered.append(body.get("seed"))
+                    if server.hold_first and len(server.answered) == server.hold_first - 1:
+                        server.others_done.set()
                 if server.mode == "503":
                     return self._send(503, {"error": {"message": "overloaded", "code": 503}}, {"Retry-After": "0"})
                 if server.mode == "404":
@@ -345,8 +375,10 @@ def test_other_http_errors_fail_at_once_with_the_servers_message():
     server.stop()
 
 
-def test_a_run_cut_by_a_crash_keeps_finished_chunks_and_resumes(tmp_path):
-    """pseudolabel's pattern: run_cached over a JsonlLog; the server dies after 21 answers."""
+def test_a_run_cut_by_a_crash_keeps_every_answer_and_resumes(tmp_path, monkeypatch):
+    """pseudolabel's pattern: run_cached over a JsonlLog; the server dies after 21 answers. Every answer
+    that came back is in the log (logged as it arrived), and the re-run asks only for the others."""
+    monkeypatch.setattr(step, "STREAM_FLUSH_S", 0.0)  # append each answer at once
     server = FakeServer(die_after=21)
     port = server.port
     backend = _backend(server.url, concurrency=4)
@@ -356,9 +388,7 @@ def test_a_run_cut_by_a_crash_keeps_finished_chunks_and_resumes(tmp_path):
     with pytest.raises(UserError, match="unreachable after 3 tries.*re-run to resume"):
         run_cached(backend.generate, keyed, log, encode, chunk_size=8, desc="collaborate")
     kept = [row["key"] for row in log.load()]
-    assert kept == [k for k, _ in keyed[:len(kept)]] and len(kept) % 8 == 0  # whole chunks, in order
-    assert 16 <= len(kept) <= 24  # the chunks finished before the crash (at most 21 answers, 4 in flight)
-    first_answers = len(server.hits)
+    assert len(kept) == len(set(kept)) == len(server.answered) >= 21  # each answer logged, once
 
     back = FakeServer(port=port)  # the server is back on the same port; the same command runs again
     try:
@@ -367,10 +397,67 @@ def test_a_run_cut_by_a_crash_keeps_finished_chunks_and_resumes(tmp_path):
     finally:
         backend.close()
         back.stop()
-    assert len(back.hits) == 40 - len(kept)  # only the unfinished chunks were asked again
-    assert {h["seed"] for h in back.hits} == {r.seed for _, r in keyed[len(kept):]}
+    assert len(back.hits) == 40 - len(kept)  # only the unanswered requests were asked again
+    assert {h["seed"] for h in back.hits} == {r.seed for k, r in keyed if k not in kept}
     assert [done[k]["text"] for k, _ in keyed] == [f"s{r.seed}@{'warm' if r.adapter else 'base'}" for _, r in keyed]
-    assert first_answers >= 21
+    assert sorted(row["key"] for row in log.load()) == sorted(k for k, _ in keyed)  # each cached once
+
+
+# -- the window: requests in flight across the whole stage ------------------------------------------
+
+def test_the_window_stays_full_and_every_request_carries_every_sampling_field(tmp_path, monkeypatch):
+    """More requests than the window: the server sees exactly `concurrency` in flight at its peak (the
+    first 8 are held until all 8 are there at once), each request once, each with every sampling field
+    set, so `vllm serve` fills none from generation_config.json; each answer is cached once."""
+    monkeypatch.setattr(step, "STREAM_FLUSH_S", 0.0)
+    window, n = 8, 8 * 3 + 5
+    server = FakeServer(gate=window, delay=0.01)
+    backend = _backend(server.url, concurrency=window, stop_ids=(2, 7))
+    keyed = [(f"q{i}", r) for i, r in enumerate(_requests(n))]
+    log = JsonlLog(tmp_path / "collaborate.jsonl")
+    try:
+        done = run_cached(backend.generate, keyed, log, lambda g: {"text": g.text}, chunk_size=4, desc="collaborate")
+    finally:
+        backend.close()
+        server.stop()
+    assert not server.gate_broken and server.peak == window
+    assert sorted(h["seed"] for h in server.hits) == [r.seed for _, r in keyed]  # each asked once
+    for hit, (_, req) in zip(sorted(server.hits, key=lambda h: h["seed"]), keyed):
+        assert (hit["seed"], hit["prompt"]) == (req.seed, list(req.prompt_ids))
+        assert {k: hit[k] for k in SAMPLING_OFF} == SAMPLING_OFF
+        assert (hit["temperature"], hit["top_p"], hit["max_tokens"], hit["n"]) == (1.0, 1.0, 64, 1)
+        assert hit["stop_token_ids"] == [2, 7] and hit["return_token_ids"] is True
+    rows = log.load()
+    assert sorted(r["key"] for r in rows) == sorted(k for k, _ in keyed)  # each cached once
+    assert all(done[k]["text"] == f"s{r.seed}@{'warm' if r.adapter else 'base'}" for k, r in keyed)
+
+
+def test_a_slow_request_does_not_hold_back_the_others(tmp_path):
+    """No chunk barrier: the first request to arrive is held until all the others are answered; with
+    chunks of 8 (the old way) the next chunk would wait for it and the server would give up after 5 s."""
+    n = 20
+    server = FakeServer(hold_first=n)
+    backend = _backend(server.url, concurrency=4)
+    keyed = [(f"q{i}", r) for i, r in enumerate(_requests(n))]
+    try:
+        done = run_cached(backend.generate, keyed, JsonlLog(tmp_path / "c.jsonl"), lambda g: {"text": g.text},
+                          chunk_size=8, desc="collaborate")
+    finally:
+        backend.close()
+        server.stop()
+    assert not server.held_too_long and server.answered[-1] == server.hits[0]["seed"]  # the held one, last
+    assert len(done) == n
+
+
+def test_score_streams_through_the_window_too(server):
+    backend = _backend(server.url, concurrency=3)
+    try:
+        reqs = [ScoreRequest((0, 5), (7, 10 + i)) for i in range(7)]
+        got = dict(backend.score_each(reqs))
+    finally:
+        backend.close()
+    assert sorted(got) == list(range(7)) and got[2] == [-0.07, -0.12]
+    assert all({k: h[k] for k in SAMPLING_OFF} == SAMPLING_OFF and h["prompt_logprobs"] == 0 for h in server.hits)
 
 
 # -- sleep mode around a fine-tune ------------------------------------------------------------------

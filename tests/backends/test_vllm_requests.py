@@ -46,8 +46,9 @@ def test_each_request_keeps_its_own_seed_and_settings():
     reqs = [GenerationRequest(prompt_ids=(0, 5), adapter=False, seed=11, temperature=0.7, top_p=0.9, max_new_tokens=5),
             GenerationRequest(prompt_ids=(0, 6), adapter=True, seed=12)]
     kw = [build_sampling_kwargs(r) for r in reqs]
-    assert kw[0] == {"n": 1, "seed": 11, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5}
-    assert kw[1] == {"n": 1, "seed": 12, "temperature": 1.0, "top_p": 1.0, "max_tokens": 64}  # the dataclass defaults
+    off = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert kw[0] == {"n": 1, "seed": 11, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5, **off}
+    assert kw[1] == {"n": 1, "seed": 12, "temperature": 1.0, "top_p": 1.0, "max_tokens": 64, **off}  # defaults
 
 
 def test_temperature_zero_is_passed_through_as_greedy():
