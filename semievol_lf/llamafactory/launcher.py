@@ -12,6 +12,11 @@ restarts from step 0.
 
 Several GPUs: LlamaFactory starts torchrun on every visible GPU by itself, which multiplies the
 global batch. `keep_global_batch` scales gradient accumulation so the recipe's global batch holds.
+
+DeepSpeed: LlamaFactory's parser refuses a `deepspeed` recipe that was not started by torchrun
+("Please use `FORCE_TORCHRUN=1` to launch DeepSpeed training.", hparams/parser.py), and its CLI
+starts torchrun only with FORCE_TORCHRUN=1 or more than one device (launcher.py), so a recipe
+with `deepspeed` is launched with FORCE_TORCHRUN=1 (`train_env`).
 """
 
 import json
@@ -80,6 +85,20 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def train_env(recipe: dict, environ: dict | None = None) -> dict | None:
+    """The environment of `llamafactory-cli train RECIPE`: FORCE_TORCHRUN=1 added for a `deepspeed`
+    recipe (LlamaFactory refuses DeepSpeed outside torchrun, even on one GPU); None = inherit ours.
+
+    >>> train_env({"deepspeed": "ds_z3.json"}, {})["FORCE_TORCHRUN"]
+    '1'
+    >>> train_env({"lora_rank": 8}, {}) is None
+    True
+    """
+    if not recipe.get("deepspeed"):
+        return None
+    return {**(os.environ if environ is None else environ), "FORCE_TORCHRUN": "1"}
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The `checkpoint-N` folder with the largest N that holds a trainer state, or None."""
     steps = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*")
@@ -121,10 +140,13 @@ def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | N
         started.write()  # checkpoints from here on belong to these inputs
     atomic_write_text(recipe_path, yaml.safe_dump(recipe, sort_keys=False))
     cmd = [llamafactory_cli(), "train", str(recipe_path)]
+    env = train_env(recipe)
+    if env is not None:
+        print(f"{name}: DeepSpeed ({recipe['deepspeed']}): FORCE_TORCHRUN=1 {' '.join(cmd)}")
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f, while_training or nullcontext():
-            proc = faults.run_training(name, cmd, stdout=f, stderr=subprocess.STDOUT)
+            proc = faults.run_training(name, cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     except OSError as err:
         raise UserError(f"cannot write {log}: {err.strerror}") from None
     trained = any((output_dir / f).is_file() for f in ("adapter_config.json", "model.safetensors"))

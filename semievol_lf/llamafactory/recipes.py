@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -446,6 +447,7 @@ def validate_recipe(path: str | Path) -> str:
                     produced)
         return f"{path}: ok ({kind}, task {values.get('task')})"
 
+    see_one_device()  # before torch's first CUDA call: LlamaFactory's parser demands torchrun on several GPUs
     import torch
     import transformers
     from llamafactory.hparams import get_train_args
@@ -470,6 +472,10 @@ def validate_recipe(path: str | Path) -> str:
     try:
         get_train_args(check)
     except ValueError as err:
+        if "Please launch distributed training" in str(err):  # CUDA was up before see_one_device could act
+            raise UserError(f"{path}: validate in a process that sees one GPU: CUDA_VISIBLE_DEVICES=0 python -m "
+                            "semievol_lf.recipes validate ... (LlamaFactory's parser demands torchrun on several "
+                            "GPUs; training launches it itself)") from None
         match = _UNUSED_KEYS.search(str(err))
         if match:
             key = match.group(1).split(",")[0].strip(" '\"")
@@ -479,6 +485,34 @@ def validate_recipe(path: str | Path) -> str:
     _check_path("model_name_or_path", str(values.get("model_name_or_path", "")), at("model_name_or_path"), produced)
     _check_datasets(values, at, produced)
     return f"{path}: ok ({values.get('stage')}, dataset {values.get('dataset')}{hardware_note})"
+
+
+def first_visible_device(visible: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for a process that sees the first of the devices `visible` lets it see.
+
+    None -> "0";  "3,5" -> "3";  "GPU-a1b2,GPU-c3d4" -> "GPU-a1b2";  "" -> "" (none stays none)
+    """
+    if visible is None:
+        return "0"
+    return visible.split(",")[0].strip()
+
+
+def see_one_device() -> None:
+    """Let this process see one GPU at most, for the `get_train_args` check of a train recipe.
+
+    LlamaFactory's parser refuses a process that sees several GPUs without torchrun ("Please launch
+    distributed training with `llamafactory-cli` or `torchrun`.", hparams/parser.py: transformers
+    puts a lone process over n GPUs in DataParallel mode), and `llamafactory-cli train` itself
+    starts torchrun when it sees several (launcher.py). A recipe does not depend on the device count,
+    so it is checked as one process on one GPU sees it. CUDA reads CUDA_VISIBLE_DEVICES once, when
+    it starts: `main` sets it before anything touches CUDA; an in-process caller gets it set here
+    when torch can still count devices without starting CUDA (NVML). Without a GPU (these CPU
+    machines) the count is 0 and nothing changes.
+    """
+    import torch
+
+    if not torch.cuda.is_initialized() and torch.cuda.device_count() > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = first_visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _check_template(name: str | None, where: str) -> None:
@@ -515,6 +549,8 @@ def _check_datasets(values: dict, at, produced: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["validate"]:
+        # a process of its own: it sees one GPU from the start, before torch or CUDA (see_one_device)
+        os.environ["CUDA_VISIBLE_DEVICES"] = first_visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
         parser = argparse.ArgumentParser(prog="python -m semievol_lf.recipes validate")
         parser.add_argument("files", nargs="+")
         args = parser.parse_args(argv[1:])

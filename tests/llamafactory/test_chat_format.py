@@ -148,3 +148,27 @@ def test_evaluate_scores_the_end_of_turn_as_eq6_does(formats):
             if name not in ("qwen3", "mistral"):  # these put ids before the content: an empty thought, a space
                 assert scored == eq6, name
             assert scored[-len(chat.end_of_turn):] == chat.end_of_turn, name
+
+
+def test_an_export_whose_probe_ids_this_environment_does_not_reproduce_is_refused(formats, tmp_path):
+    """The export stores LlamaFactory's ids of the probes; the vLLM environment (another transformers)
+    renders them again on load. A stored id edited stands for a tokenizer that tokenises differently."""
+    import shutil
+
+    from semievol_lf.errors import UserError
+    from semievol_lf.llamafactory.chat_format import PROBES, ExportedChatFormat
+
+    _, folder = formats["llama3"]
+    spec = json.loads((folder / "format.json").read_text())
+    assert [(p["prompt"], p["response"]) for p in spec["probes"]] == PROBES and spec["transformers_version"]
+    copy = tmp_path / "llama3"
+    shutil.copytree(folder, copy)
+    spec["probes"][1]["ids"][1][0] += 1  # the first response id of ("What is 2 + 2?", "Answer: B")
+    (copy / "format.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError) as err:
+        ExportedChatFormat(copy)
+    message = str(err.value)
+    assert message.startswith(f"`chat_format`: {copy}: this environment renders the probe ('What is 2 + 2?', "
+                              "'Answer: B') differently") and "response ids differ from position 0" in message
+    assert f"exported with transformers {spec['transformers_version']}" in message
+    ExportedChatFormat(folder)  # the export as written loads

@@ -1,6 +1,7 @@
 """The committed recipes are the generator's output, and LlamaFactory's own parser accepts them."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -142,3 +143,34 @@ def test_gpu_recipes_infer_with_vllm_in_bf16_and_a_context_that_fits():
             assert r["max_model_len"] == r["cutoff_len"] + r["max_new_tokens"] < 131072
     demo = yaml.safe_load((ROOT / "recipes" / "run_demo.yaml").read_text())
     assert demo["backend"] == "hf" and not {"dtype", "max_model_len", "gpu_memory_utilization"} & set(demo)
+
+
+@pytest.mark.parametrize("visible, first", [(None, "0"), ("3,5", "3"), ("GPU-a1b2, GPU-c3d4", "GPU-a1b2"), ("", "")])
+def test_validate_sees_the_first_visible_device_only(visible, first):
+    from semievol_lf.llamafactory.recipes import first_visible_device
+
+    assert first_visible_device(visible) == first
+
+
+def test_a_train_recipe_is_checked_as_one_process_on_one_gpu_sees_it(sandbox, monkeypatch):
+    """With two GPUs visible LlamaFactory's parser demands torchrun: `get_train_args` runs with
+    CUDA_VISIBLE_DEVICES narrowed to the first one. Here a stand-in torch counts the devices CUDA would
+    see (no GPU on the CPU machines); the `validate` command narrows it before torch is imported."""
+    import llamafactory.hparams
+    import torch
+
+    seen = []
+    real = llamafactory.hparams.get_train_args
+    monkeypatch.setattr(llamafactory.hparams, "get_train_args",
+                        lambda args: (seen.append(os.environ["CUDA_VISIBLE_DEVICES"]), real(args))[1])
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.chdir(sandbox)  # the recipe's paths are relative to the checkout
+    assert ": ok (sft," in validate_recipe("recipes/warmup_demo.yaml")
+    assert seen == ["3"]
+
+    code = ("import os, sys; from semievol_lf.llamafactory import recipes; recipes.validate_recipe = lambda f: "
+            "os.environ['CUDA_VISIBLE_DEVICES']; recipes.main(['validate', 'x.yaml'])")
+    proc = run_cmd([PY, "-c", code], cwd=sandbox, env={**os.environ, "CUDA_VISIBLE_DEVICES": "3,5"})
+    assert proc.stdout == "3\n"

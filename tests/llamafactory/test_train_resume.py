@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_sandbox
 
 from semievol_lf.io_utils import file_digest
@@ -116,3 +117,33 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert launcher.visible_gpus() == 3
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert launcher.visible_gpus() == 0
+
+
+def test_a_deepspeed_recipe_is_launched_with_force_torchrun(tmp_path, monkeypatch, capsys):
+    """LlamaFactory refuses DeepSpeed unless torchrun started it, which its CLI does on one GPU only with
+    FORCE_TORCHRUN=1: the launcher sets it for a `deepspeed` recipe, and only then."""
+    import importlib.util
+
+    lf = Path(importlib.util.find_spec("llamafactory").origin).parent  # its own code, read not imported
+    assert "Please use `FORCE_TORCHRUN=1` to launch DeepSpeed training." in (lf / "hparams" / "parser.py").read_text()
+    assert 'is_env_enabled("FORCE_TORCHRUN")' in (lf / "launcher.py").read_text()
+
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    (tmp_path / "d.json").write_text("[]")
+    envs = []
+
+    def llamafactory_cli(cmd, env=None, **kwargs):
+        envs.append(env)
+        out = Path(yaml.safe_load(Path(cmd[2]).read_text())["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli)
+    monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
+    for name, extra in [("plain", {}), ("ds", {"deepspeed": "recipes/deepspeed/ds_z3_config.json"})]:
+        recipe = {"model_name_or_path": str(tmp_path / "m"), "dataset_dir": str(tmp_path), "dataset": "d",
+                  "output_dir": str(tmp_path / name), **extra}
+        launcher.train(name, recipe, tmp_path / f"{name}.yaml", tmp_path / f"{name}.log", n_gpus=1)
+    assert envs[0] is None and envs[1]["FORCE_TORCHRUN"] == "1"
+    assert "ds: DeepSpeed (recipes/deepspeed/ds_z3_config.json): FORCE_TORCHRUN=1" in capsys.readouterr().out
