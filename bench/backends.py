@@ -76,7 +76,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run one backend on the workload, write its JSON")
@@ -90,7 +90,7 @@ def main() -> None:
     run.add_argument("--backend-args", default="{}", help="JSON of extra backend keyword arguments")
     tab = sub.add_parser("table", help="print the table of some result JSONs")
     tab.add_argument("results", nargs="+")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.cmd == "table":
         print(table([json.loads(Path(p).read_text()) for p in args.results]))
         return

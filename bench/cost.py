@@ -212,20 +212,20 @@ def table(stages: list[Stage]) -> list[str]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the released MMLU folder (labeled/unlabeled/test)")
     parser.add_argument("--short-answer", type=int, default=8, help="tokens of a short answer (\"Answer: B\" + EOS)")
     parser.add_argument("--short-justify", type=int, default=96, help="tokens of a brief self-justification")
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.tasks import get_task
 
     task = get_task("mmlu")
-    labeled, unlabeled, test = (load_task_split(args.data, task, s) for s in ("labeled", "unlabeled", "test"))
+    labeled, unlabeled, test = (load_prepared_split(args.data, task, s) for s in ("labeled", "unlabeled", "test"))
     tok = gguf_tokenizer()
     texts = [e.question for e in unlabeled[:2000]]
     chars_per_token = sum(map(len, texts)) / sum(count(tok, texts))

@@ -208,7 +208,7 @@ def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -
     """Oracle: the run's evolve fine-tune (same recipe, same seed) on labeled ∪ unlabeled with the true
     answers, evaluated like SemiEvol; in run_dir/oracle and run_dir/eval/oracle."""
     from semievol_lf.config import RunArguments, as_config
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.tasks import get_task
     from semievol_lf.semievol.pipeline import Runner
     from semievol_lf.semievol.run_setup import ensure_model, prepare_data
@@ -217,15 +217,18 @@ def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         cfg = as_config(RunArguments, run_config(args, source, model, run_dir, seed, {}))
         runner = Runner(cfg)
-        runner.model = ensure_model(cfg.model, runner.model, explicit=True)  # as Runner.run resolves it
+        # as Runner.run resolves them; the warm-up is skipped when this seed's runs already made it
+        runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
         data = prepare_data(cfg.task, cfg.source, runner.layout, cfg.data_seed, cfg.data_sizes)
         task = get_task(cfg.task)
-        folder = oracle_data(task, load_task_split(data, task, "unlabeled"), source_answers(source / "unlabeled.csv"),
-                             data / "labeled.json", runner.layout.root / "oracle")
+        warm = runner.train("round_1_warmup", "warmup", data, f"{task.name}_labeled", runner.layout.warmup)
+        unlabeled = load_prepared_split(data, task, "unlabeled")
+        folder = oracle_data(task, unlabeled, source_answers(source / "unlabeled.csv"), data / "labeled.json",
+                             runner.layout.root / "oracle")
         adapter = runner.train("oracle_evolve", "evolve", folder, f"{task.name}_labeled,{task.name}_selected",
                                folder / "evolve")
         result = runner.evaluate("Oracle", data, adapter, runner.layout.baseline("Oracle"))
-        sft = runner.evaluate("SFT", data, runner.layout.warmup, runner.layout.baseline("SFT"))
+        sft = runner.evaluate("SFT", data, warm, runner.layout.baseline("SFT"))
     return {"acc": accuracy(result), "sft": accuracy(sft), "wall": time.perf_counter() - start}
 
 

@@ -181,7 +181,7 @@ def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool) -> dict
     `baselines`: the variants of a seed share them), from the prepared data and this project's prompts,
     counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP demonstrations: the
     mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request (an upper bound)."""
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.prompts import justify_prompt, task_prompt
     from semievol_lf.data.tasks import get_task
     from semievol_lf.semievol.pseudolabel.collaborate import sample_configs
@@ -189,7 +189,7 @@ def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool) -> dict
     t = get_task(task)
     key = (task, str(data))
     if key not in _LENGTHS:
-        split = {s: load_task_split(data, t, s) for s in ("labeled", "unlabeled", "test")}
+        split = {s: load_prepared_split(data, t, s) for s in ("labeled", "unlabeled", "test")}
         q = {s: [n + 10 for n in cost.count(tokenizer, [task_prompt(t, e) for e in split[s]])] for s in split}
         _LENGTHS[key] = (split, q, statistics.mean(q["labeled"]) + 4)
     split, q, demo = _LENGTHS[key]

