@@ -10,7 +10,6 @@ complete and runs alone (LlamaFactory has no `include:`); a test regenerates and
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -460,15 +459,17 @@ def validate_recipe(path: str | Path) -> str:
         # bf16/fp16 are hardware checks, not recipe checks: validate the rest on a CPU machine.
         check.update(bf16=False, fp16=False)
         hardware_note = "; bf16 not checked: no GPU here"
-    if check.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        # the Trainer imports deepspeed to read the config: without it, check the file is there and parses
+    if check.get("deepspeed"):
+        # LlamaFactory's parser refuses DeepSpeed outside torchrun ("Please use `FORCE_TORCHRUN=1`", hparams/
+        # parser.py) and the Trainer imports deepspeed to read the config: validate checks that the file is
+        # there and parses, and the rest of the recipe without it (the launcher sets FORCE_TORCHRUN=1)
         config = Path(str(check.pop("deepspeed")))
         try:
             json.loads(config.read_text())
         except (OSError, ValueError) as err:
             raise UserError(f"{at('deepspeed')}: `deepspeed`: cannot read {config} as a DeepSpeed JSON config "
                             f"({getattr(err, 'strerror', None) or err})") from None
-        hardware_note += "; deepspeed config read as JSON: deepspeed not installed here"
+        hardware_note += "; deepspeed config read as JSON (DeepSpeed itself starts under torchrun)"
     try:
         get_train_args(check)
     except ValueError as err:
