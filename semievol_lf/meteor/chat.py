@@ -9,12 +9,17 @@ fine-tunes saw it, and loads on the first request that is not in the cache (a re
 nothing). An endpoint (`EndpointChat`) sends it to `/v1/chat/completions` of any OpenAI-compatible
 server, `concurrency` at a time, with the retries and backoff of backends/http_client.py; the key is
 read from the environment variable the config names. `preflight` refuses a missing key or a server
-that stays down before any expensive work.
+that stays down before any expensive work. A reasoning model (`reasoning: true`) gets its length limit
+as `max_completion_tokens` and no temperature; `omit_fields` leaves out any field a model refuses.
+A reply with `null` content, or cut at the length limit (finish_reason "length"), is asked again once
+(a cut one with twice the limit); one still incomplete is kept as it came (a null one as "") and marked
+`Incomplete`: its cache row records why, and `cached_chat` counts and logs every such reply.
 
 Not handled: streaming; tools; multi-turn conversations (every request is one user turn).
 """
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +44,17 @@ class ChatRequest:
     # The start of the reply, written for a local model (its template's assistant turn begins with it, and
     # the text returned starts with it); an endpoint gets the prompt alone, which must ask for the format.
     prefill: str = ""
+
+
+class Incomplete(str):
+    """A reply that stayed incomplete after its retry: its text as it came ("" for null content) and why."""
+
+    problem: str  # "null": no content;  "length": cut at the length limit
+
+    def __new__(cls, text: str, problem: str):
+        self = super().__new__(cls, text)
+        self.problem = problem
+        return self
 
 
 class LocalChat:
@@ -133,11 +149,16 @@ class EndpointChat:
                                  backoff=args.backoff)
         self.chunk_size = max(64, args.concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        self.incomplete: Counter = Counter()  # "null" / "length" -> replies kept incomplete (cached ones included)
 
-    def payload(self, r: ChatRequest) -> dict:
-        """{"model": ..., "messages": [{"role": "user", "content": PROMPT}], "temperature", "max_tokens", "seed"}"""
-        return {"model": self.args.model, "messages": [{"role": "user", "content": r.prompt}],
-                "temperature": r.temperature, "max_tokens": r.max_new_tokens, "seed": r.seed}
+    def payload(self, r: ChatRequest, length_scale: int = 1) -> dict:
+        """{"model": ..., "messages": [{"role": "user", "content": PROMPT}], "temperature", "max_tokens", "seed"},
+        with `max_completion_tokens` for a reasoning model and without the fields the endpoint omits."""
+        body = {"model": self.args.model, "messages": [{"role": "user", "content": r.prompt}],
+                "temperature": r.temperature, self.args.length_field: r.max_new_tokens * length_scale, "seed": r.seed}
+        for key in self.args.omit_fields:
+            body.pop(key, None)
+        return body
 
     def _run_all(self, calls: list[Callable[[], dict]]) -> list[dict]:
         if self._pool is None:
@@ -145,16 +166,33 @@ class EndpointChat:
         return run_concurrently(self._pool, self.client, calls, f"{self.name} at {self.base_url}",
                                 self.args.max_retries + 1)
 
-    def generate(self, requests: list[ChatRequest]) -> list[str]:
-        payloads = [self.payload(r) for r in requests]
-        answers = self._run_all([lambda p=p: self.client.request("/chat/completions", p) for p in payloads])
+    def _replies(self, payloads: list[dict]) -> list[tuple[str, str | None]]:
+        """(text, problem) per payload: problem "null" (no content), "length" (cut at the limit) or None."""
         out = []
-        for a in answers:
+        for a in self._run_all([lambda p=p: self.client.request("/chat/completions", p) for p in payloads]):
             try:
-                out.append((a["choices"][0]["message"]["content"] or "").strip())
-            except (KeyError, IndexError, TypeError):
+                choice = a["choices"][0]
+                content = choice["message"].get("content")
+            except (KeyError, IndexError, TypeError, AttributeError):
                 raise UserError(f"{self.name} at {self.base_url}: not a chat completion: {str(a)[:200]}") from None
+            problem = "null" if content is None else "length" if choice.get("finish_reason") == "length" else None
+            out.append(((content or "").strip(), problem))
         return out
+
+    def generate(self, requests: list[ChatRequest]) -> list[str]:
+        """One text per request; a null or length-cut reply is asked again once (a cut one with twice the limit),
+        and one still incomplete comes back as `Incomplete`."""
+        replies = self._replies([self.payload(r) for r in requests])
+        again = [i for i, (_, problem) in enumerate(replies) if problem]
+        if again:
+            logger.warning(f"{self.name} at {self.base_url}: {len(again)} reply(ies) null or cut at the length "
+                           "limit; asking each again once (a cut one with twice the limit)")
+            retried = self._replies([self.payload(requests[i], 2 if replies[i][1] == "length" else 1)
+                                     for i in again])
+            replies = list(replies)
+            for i, reply in zip(again, retried):
+                replies[i] = reply
+        return [Incomplete(text, problem) if problem else text for text, problem in replies]
 
     def check(self) -> None:
         """The server answers `/models` (retried as any request) and, when it lists models, serves ours."""
@@ -201,8 +239,10 @@ def chat_identity(args: ChatModelArguments) -> dict:
     """What a teacher's or judge's answers depend on (for a step's manifest)."""
     from ..step import model_identity
 
-    if args.kind == "openai":
-        return {"kind": "openai", "model": args.model, "base_url": args.base_url}
+    if args.kind == "openai":  # the request settings only when set, so older run folders still resume
+        extra = {"reasoning": True} if args.reasoning else {}
+        extra.update({"omit_fields": sorted(args.omit_fields)} if args.omit_fields else {})
+        return {"kind": "openai", "model": args.model, "base_url": args.base_url, **extra}
     return {"kind": args.kind, "model": model_identity(args.local_model), "template": args.local_template}
 
 
@@ -212,8 +252,22 @@ def cached_chat(chat, keyed: list[tuple[str, ChatRequest]], log: JsonlLog, desc:
     if hasattr(chat, "check_lengths"):
         cached = {row["key"] for row in log.load()}
         chat.check_lengths([(k, r) for k, r in keyed if k not in cached], desc)
-    done = run_cached(chat.generate, keyed, log, lambda text: {"text": text}, chat.chunk_size, desc)
+    done = run_cached(chat.generate, keyed, log, _reply_row, chat.chunk_size, desc)
+    problems = Counter(done[key]["problem"] for key, _ in keyed if done[key].get("problem"))
+    if problems:
+        counts = getattr(chat, "incomplete", None)
+        if counts is not None:
+            counts.update(problems)
+        logger.warning(f"{desc}: {sum(problems.values())} of {len(keyed)} replies of the {chat.name} incomplete after "
+                       f"a retry ({problems['length']} cut at the length limit, kept cut; {problems['null']} with "
+                       f"null content, kept as \"\"): raise `{chat.name}.max_new_tokens`, or see {log.path}")
     return {key: done[key]["text"] for key, _ in keyed}
+
+
+def _reply_row(text: str) -> dict:
+    """A cache row: the text, and why it is incomplete when it is (`Incomplete`)."""
+    problem = getattr(text, "problem", None)
+    return {"text": str(text), **({"problem": problem} if problem else {})}
 
 
 def cached_scores(chat: LocalChat, keyed: list[tuple[str, tuple[str, str]]], log: JsonlLog, desc: str) -> dict:

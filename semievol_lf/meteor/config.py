@@ -43,7 +43,14 @@ class ChatModelArguments:
     backoff: float = field(default=1.0, metadata={"help": "openai: first retry delay in seconds, doubled each retry."})
     max_new_tokens: int = field(default=512, metadata={"help": "Length limit of each answer, verdict or score."})
     temperature: float = field(default=0.0, metadata={"help": "0: greedy (local), or the API's most deterministic."})
-
+    reasoning: bool = field(default=False, metadata={
+        "help": "openai: an o1/o3-style reasoning model, which refuses `max_tokens` and `temperature`: send the "
+                "length limit as `max_completion_tokens` (its hidden reasoning counts against it: raise "
+                "`max_new_tokens`) and no temperature."})
+    omit_fields: list[Literal["temperature", "seed", "max_tokens", "max_completion_tokens"]] = field(
+        default_factory=list, metadata={"help": "openai: request fields never sent (the model refuses them), e.g. "
+                                                "[seed]; the length limit's field is `max_completion_tokens` when "
+                                                "`reasoning`, else `max_tokens`."})
 
     def __post_init__(self):
         if self.kind == "openai":
@@ -57,6 +64,10 @@ class ChatModelArguments:
         for key in ("concurrency", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
+        if (self.reasoning or self.omit_fields) and self.kind != "openai":
+            raise ValueError("`reasoning` and `omit_fields` are settings of an endpoint (`kind: openai`)")
+        if self.reasoning and "temperature" not in self.omit_fields:
+            self.omit_fields = [*self.omit_fields, "temperature"]
         if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
             raise ValueError("`max_retries` must be >= 0, `timeout` > 0, `backoff` >= 0")
 
@@ -67,6 +78,11 @@ class ChatModelArguments:
     @property
     def local_template(self) -> str:
         return self.template or (PRESETS[self.preset].template if self.preset else "default")
+
+    @property
+    def length_field(self) -> str:
+        """The request field of the length limit: `max_completion_tokens` for a reasoning model."""
+        return "max_completion_tokens" if self.reasoning else "max_tokens"
 
     def api_key(self) -> str | None:
         """The key read from `api_key_env` (None when no variable is named)."""

@@ -31,17 +31,29 @@ def judge_prompt(question: str, answer: str) -> str:
     return meteor_prompt("judge", question=question, answer=answer)
 
 
-def parse_scores(text: str) -> dict[str, float] | None:
-    """The six scores of a judgment, or None unless all six are there and within 1-10.
+def _score_re(name: str) -> re.Pattern:
+    # the name, up to 4 separators (":", "**", "|", "=", " - "), a number not signed and not a range, an optional "/10"
+    return re.compile(rf"\b{name}\b[\s:*=|\-]{{0,4}}(?<![-\d.])(\d+(?:\.\d+)?)(?:\s*/\s*10\b)?(?!\d|\.\d|\s*[-/]\s*\d)",
+                      re.IGNORECASE)
 
-    "Accuracy: 8\\nCompleteness: 7 ... Overall: 8" -> {"accuracy": 8.0, ..., "overall": 8.0};  "Great!" -> None
+
+_SCORE_RES = {name: _score_re(name) for name in SCORES}
+
+
+def parse_scores(text: str) -> dict[str, float] | None:
+    """The six scores of a judgment, or None (an invalid judgment, counted by `summarize`, never a score) unless
+    each is there once (or repeated with the same value), a plain number within 1-10.
+
+    "Accuracy: 8\nCompleteness: 7/10 ... Overall: 8" -> {"accuracy": 8.0, "completeness": 7.0, ..., "overall": 8.0};
+    "Great!" -> None;  "Accuracy: N ..." -> None;  "Accuracy: 8-9 ..." -> None;  "Accuracy: 3/5 ..." -> None;
+    "Accuracy: 0 ..." -> None;  "Accuracy: 8 ... Accuracy: 3 ..." -> None
     """
     out = {}
     for name in SCORES:
-        m = re.search(rf"\b{name}\b\W{{0,4}}(\d+(?:\.\d+)?)(?:\s*/\s*10)?", text, re.IGNORECASE)
-        if not m or not 1 <= float(m.group(1)) <= 10:
+        values = {float(v) for v in _SCORE_RES[name].findall(text)}
+        if len(values) != 1 or not 1 <= min(values) <= 10:
             return None
-        out[name] = float(m.group(1))
+        out[name] = values.pop()
     return out
 
 

@@ -32,6 +32,16 @@ from .training import dpo_recipe, sft_recipe, train
 BASELINE, METEOR = "w/o METEOR", "w/ METEOR"
 
 
+def note_incomplete(summary: dict, chat) -> None:
+    """Add an endpoint's replies kept incomplete (null, or cut at the length limit) to summary["incomplete_replies"]
+    (name -> {"null": n, "length": n}), shown by the report."""
+    counts = getattr(chat, "incomplete", None)
+    if counts:
+        mine = summary.setdefault("incomplete_replies", {}).setdefault(chat.name, {})
+        for problem, n in counts.items():
+            mine[problem] = mine.get(problem, 0) + n
+
+
 class MeteorRunner:
     def __init__(self, cfg: MeteorArguments):
         self.cfg = cfg
@@ -65,6 +75,7 @@ class MeteorRunner:
             return data_quality(cfg, self.layout, domain, distill_answers(self.layout), teacher, judge_chat)
         finally:
             if not same:
+                note_incomplete(self.summary, judge_chat)
                 judge_chat.close()
 
     def run(self) -> dict:
@@ -82,6 +93,7 @@ class MeteorRunner:
         summary = {"student": cfg.student, **names,
                    "domain_questions": len(domain),
                    "test_questions": len(test), "output_dir": str(layout.root)}
+        self.summary = summary
 
         # Stage 1: weak-to-strong distillation
         student = self.student(None)
@@ -101,6 +113,7 @@ class MeteorRunner:
             # Stage 2: refinement with the teacher's verdicts, an SFT round every `fine_tune_interval`
             summary["refine"] = refine(cfg, layout, domain, sft, self.student, teacher)
         finally:
+            note_incomplete(summary, teacher)
             teacher.close()
         if cfg.stop_after == "refine":
             return summary
@@ -124,6 +137,7 @@ class MeteorRunner:
             summary["judge"] = judge(cfg, layout, test, {BASELINE: self.student(None), METEOR: self.student(dpo)},
                                      judge_chat)
         finally:
+            note_incomplete(summary, judge_chat)
             judge_chat.close()
         summary["adapters"] = {"sft": str(sft), "refine": str(refined), "dpo": str(dpo)}
         atomic_write_json(layout.summary, summary)

@@ -11,8 +11,11 @@ student after round 2, revision 1), so a resumed run replays the same decisions 
 skips the rounds whose markers say they finished. refine/trace.jsonl holds every attempt and verdict,
 round_K.json the K-th round's data; stats.json is written last.
 
-An answer never judged correct after `max_revisions` revisions is dropped (counted). Not handled: a
-teacher that writes its verdict anywhere but in its first sentence (it is then read as feedback).
+The teacher is asked for a machine-readable verdict, a first line `VERDICT: CORRECT` or `VERDICT: INCORRECT`
+(templates/meteor/verdict.jinja; a local teacher's reply is started with `PREFILL` for it). `parse_verdict` reads
+that line only; a hedged or unreadable reply is feedback, counted as `unreadable` in stats.json, never accepted.
+An answer never judged correct after `max_revisions` revisions is dropped (counted). Not handled: a verdict
+given as JSON, or anywhere but on the first line (it is then unreadable, so feedback).
 """
 
 import re
@@ -30,9 +33,16 @@ from .training import sft_recipe, train
 ANSWER_PROMPT = prompt_shape("answer", "question")
 JUDGE_PROMPT = prompt_shape("verdict", "question", "answer")
 REVISE_PROMPT = prompt_shape("revise", "question", "answer", "feedback")
-CORRECT, FEEDBACK = "correct", "feedback"
-_NEGATED = re.compile(r"\b(incorrect|not (entirely |fully |completely )?correct|partially correct|wrong)\b")
-_FIRST_SENTENCE = re.compile(r"^[^.!?\n]*")
+PREFILL = "VERDICT:"  # a local teacher's reply starts here (an endpoint's is asked for by the prompt alone)
+CORRECT, INCORRECT, UNREADABLE = "correct", "incorrect", "unreadable"  # only CORRECT accepts; the rest is feedback
+# a leading reasoning block (its opening tag may be missing: some servers put it in the prompt)
+_THINK = re.compile(r"^\s*(?:<think>)?.*?</think>", re.DOTALL | re.IGNORECASE)
+_EMPHASIS = re.compile(r"[*_`#>]+")
+_VERDICT_LINE = re.compile(r"^\s*verdict\s*:\s*(correct|incorrect)\b\s*(.*)$")
+# after a CORRECT line, any of these in the rest of the reply makes it hedged ("VERDICT: CORRECT\nMostly, but ...")
+_HEDGE = re.compile(r"\b(however|but|although|though|mostly|partially|partly|largely|generally|somewhat|almost|"
+                    r"nearly|not|incomplete|incorrect|inaccurate|imprecise|wrong|missing|misses|lacks?|lacking|"
+                    r"mistakes?|errors?|issues?|flaws?|problems?|verdict)\b")
 
 
 def answer_prompt(question: str) -> str:
@@ -47,16 +57,44 @@ def revise_prompt(question: str, answer: str, feedback: str) -> str:
     return meteor_prompt("revise", question=question, answer=answer, feedback=feedback)
 
 
-def parse_verdict(text: str) -> str:
-    """The teacher's verdict, read from its first sentence.
+def _strip_think(text: str) -> str:
+    return _THINK.sub("", text, count=1).strip()
 
-    "Correct." -> correct;  "**Correct** - well explained" -> correct;  "The answer is correct." -> correct;
-    "Incorrect. You missed ..." -> feedback;  "Not correct: ..." -> feedback;  "" -> feedback
+
+def parse_verdict(text: str) -> str:
+    """The teacher's verdict, read from the first line of its reply (after a leading <think>...</think> block;
+    markdown emphasis and case ignored). Only a clean `VERDICT: CORRECT` is correct; hedged or unreadable
+    replies are `unreadable` (feedback, like `incorrect`).
+
+    "VERDICT: CORRECT" -> correct;  "**Verdict:** correct." -> correct;
+    "<think>...</think>VERDICT: CORRECT" -> correct;  "VERDICT: INCORRECT\nYou missed ..." -> incorrect;
+    "VERDICT: CORRECT, but incomplete" -> unreadable;
+    "VERDICT: CORRECT\nMostly; however ..." -> unreadable;  "Correct." -> unreadable;
+    "Evaluation:\n\nVERDICT: CORRECT" -> unreadable;  "" -> unreadable
     """
-    first = _FIRST_SENTENCE.match(text.strip().lower()).group(0)
-    if _NEGATED.search(first):
-        return FEEDBACK
-    return CORRECT if re.search(r"\bcorrect\b", first) else FEEDBACK
+    lines = [_EMPHASIS.sub("", line).strip().lower() for line in _strip_think(text).splitlines()]
+    lines = [line for line in lines if line]
+    m = _VERDICT_LINE.match(lines[0]) if lines else None
+    if not m:
+        return UNREADABLE
+    verdict, rest = m.groups()
+    if verdict == "incorrect":
+        return INCORRECT
+    if rest.strip(" .!") or _HEDGE.search("\n".join(lines[1:])):
+        return UNREADABLE
+    return CORRECT
+
+
+def feedback_of(text: str) -> str:
+    """What the student is shown to revise: the reply without its reasoning block and verdict line.
+
+    "VERDICT: INCORRECT\nMention dropout." -> "Mention dropout.";  "Wrong, see X" -> "Wrong, see X"
+    """
+    body = _strip_think(text)
+    first, _, rest = body.partition("\n")
+    if _VERDICT_LINE.match(_EMPHASIS.sub("", first).strip().lower()) and rest.strip():
+        return rest.strip()
+    return body
 
 
 def rounds_due(n_accepted: int, n_trained: int, interval: int) -> list[int]:
@@ -84,7 +122,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
     t = cfg.teacher_args
     manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_revisions",
                                                        "fine_tune_interval", "train_overrides"),
-                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, REVISE_PROMPT],
+                                         "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, REVISE_PROMPT, PREFILL],
                                          "teacher_tokens": t.max_new_tokens, "teacher_temperature": t.temperature}),
                 "questions": fingerprint([q.to_dict() for q in questions]), "teacher": chat_identity(t),
                 "student": make_student(adapter).identity}
@@ -96,7 +134,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
     banner(f"METEOR stage 2: refinement and iterative training ({len(questions)} questions, an SFT round every "
            f"{interval} accepted answers, at most {cfg.max_revisions} revisions)")
     trace, accepted, rounds = [], [], []
-    verdicts = {CORRECT: 0, FEEDBACK: 0}
+    verdicts = {CORRECT: 0, INCORRECT: 0, UNREADABLE: 0}
     student = make_student(adapter)
     try:
         for start in range(0, len(questions), interval):
@@ -112,7 +150,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
             for i in range(cfg.max_revisions + 1):
                 keyed = [(tag(q, i), ChatRequest(verdict_prompt(q.question, current[q.uid]),
                                                  request_seed(cfg.seed, tag(q, i), "judge"), t.temperature,
-                                                 t.max_new_tokens)) for q in pending]
+                                                 t.max_new_tokens, prefill=PREFILL)) for q in pending]
                 judged = cached_chat(teacher, keyed, step.cache("judge"), f"judge (revision {i})")
                 still = []
                 for q in pending:
@@ -129,7 +167,7 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
                 if not pending or i == cfg.max_revisions:
                     break
                 keyed = [(tag(q, i + 1), ChatRequest(
-                    revise_prompt(q.question, current[q.uid], judged[tag(q, i)]),
+                    revise_prompt(q.question, current[q.uid], feedback_of(judged[tag(q, i)])),
                     request_seed(cfg.seed, tag(q, i + 1), "revise"), max_new_tokens=cfg.max_new_tokens))
                     for q in pending]
                 revised = cached_chat(student, keyed, step.cache("revise"), f"revise (revision {i + 1})")

@@ -53,7 +53,8 @@ def stages_table(summary: dict) -> Table:
     v = r.get("verdicts", {})
     rows = [
         ["1 distill", f"{d.get('rows', MISSING)} SFT rows from {d.get('questions', MISSING)} teacher answers"],
-        ["2 refine", f"verdicts: {v.get('correct', MISSING)} correct, {v.get('feedback', MISSING)} feedback; "
+        ["2 refine", f"verdicts: {v.get('correct', MISSING)} correct, {v.get('incorrect', MISSING)} incorrect, "
+                     f"{v.get('unreadable', MISSING)} unreadable or hedged (read as feedback); "
                      f"{r.get('accepted', MISSING)} accepted, {r.get('dropped', MISSING)} dropped after "
                      f"{r.get('max_revisions', MISSING)} revisions; {len(r.get('rounds', []))} SFT round(s) every "
                      f"{r.get('fine_tune_interval', MISSING)}"],
@@ -88,6 +89,7 @@ def render_markdown(summary: dict) -> str:
     results = summary["judge"]
     parts = [f"# METEOR: {summary['student']} taught by {summary['teacher']}\n\n",
              f"## Stages ({summary['domain_questions']} domain questions)\n\n", _markdown(stages_table(summary)),
+             *_incomplete_section(summary),
              *_quality_section(summary),
              f"\n## The judge ({summary['judge_model']}) on {summary['test_questions']} test questions\n\n",
              _markdown(judge_table(results))]
@@ -97,6 +99,15 @@ def render_markdown(summary: dict) -> str:
                   "ties count half):\n\n", _markdown(wins)]
     parts += [f"\n![judge scores]({PLOT})\n"]
     return "".join(parts)
+
+
+def _incomplete_section(summary: dict) -> list[str]:
+    """The endpoints' replies kept incomplete after a retry (chat.Incomplete), when there were any."""
+    counts = summary.get("incomplete_replies") or {}
+    parts = [f"{name} {c.get('length', 0)} cut at the length limit, {c.get('null', 0)} null"
+             for name, c in counts.items() if any(c.values())]
+    return [f"\nIncomplete replies after one retry (kept as they came; see each stage's cache): "
+            f"{'; '.join(parts)}.\n"] if parts else []
 
 
 def _quality_section(summary: dict) -> list[str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, run_cmd
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from semievol_lf.config import build_config
 from semievol_lf.errors import UserError
@@ -23,20 +25,89 @@ from semievol_lf.meteor.config import ChatModelArguments, MeteorArguments
 from semievol_lf.meteor.judge import parse_scores, summarize
 from semievol_lf.meteor.preferences import best_of
 from semievol_lf.meteor.questions import demo_questions, load_questions, split_questions
-from semievol_lf.meteor.refine import parse_verdict, rounds_due
+from semievol_lf.meteor.refine import feedback_of, parse_verdict, rounds_due
 
 CLI = Path(sys.executable).with_name("semievol-lf")
 
 
 # ---------------------------------------------------------------------------------------------- pure logic
 
+# hand-written teacher replies: only a clean first line `VERDICT: CORRECT` accepts an answer
 @pytest.mark.parametrize("text, verdict", [
-    ("Correct.", "correct"), ("**Correct** - well explained", "correct"), ("The answer is correct.", "correct"),
-    ("Incorrect. You missed regularization.", "feedback"), ("Not correct: see dropout", "feedback"),
-    ("Partially correct, but ...", "feedback"), ("The answer explains overfitting. It is correct.", "feedback"),
-    ("", "feedback"), ("Great answer", "feedback")])
+    ("VERDICT: CORRECT", "correct"), ("VERDICT: CORRECT.", "correct"), ("verdict: correct", "correct"),
+    ("**VERDICT: CORRECT**", "correct"), ("**Verdict:** Correct", "correct"), ("## VERDICT: `CORRECT`", "correct"),
+    ("\n\n  VERDICT:CORRECT  \n", "correct"), ("VERDICT: CORRECT\n\nThe answer is correct.", "correct"),
+    ("<think>Is it right? Dropout... yes.\nVERDICT: INCORRECT? no</think>\nVERDICT: CORRECT", "correct"),
+    ("<THINK>\nhmm\n</THINK>VERDICT: CORRECT", "correct"),
+    ("the reasoning, its opening tag in the prompt</think>\n\nVERDICT: CORRECT", "correct"),
+    ("VERDICT: INCORRECT\nYou missed regularization.", "incorrect"), ("**Verdict: incorrect**", "incorrect"),
+    ("VERDICT: INCORRECT - see dropout", "incorrect"), ("<think>x</think>VERDICT: INCORRECT\nHint: ...", "incorrect"),
+    # the hedged replies of issue 22, old style and in the new format
+    ("The answer is generally correct; however, there are some issues.", "unreadable"),
+    ("Mostly correct, but it misses the bias term.", "unreadable"), ("This is not quite correct.", "unreadable"),
+    ("Almost correct, but incomplete.", "unreadable"), ("Correct.", "unreadable"), ("Incorrect.", "unreadable"),
+    ("Evaluation:\n\nCorrect.", "unreadable"), ("<think>...</think>Correct.", "unreadable"),
+    ("VERDICT: MOSTLY CORRECT", "unreadable"), ("VERDICT: NOT CORRECT", "unreadable"),
+    ("VERDICT: PARTIALLY CORRECT\nIt misses X.", "unreadable"), ("VERDICT: CORRECT, but incomplete", "unreadable"),
+    ("VERDICT: CORRECT (mostly)", "unreadable"), ("VERDICT: CORRECT-ish", "unreadable"),
+    ("VERDICT: CORRECT\nMostly, though it misses the bias term.", "unreadable"),
+    ("VERDICT: CORRECT\nHowever, there are some issues.", "unreadable"),
+    # hostile: a verdict buried after text, both verdicts, an unclosed reasoning block, the template echoed
+    ("Evaluation:\n\nVERDICT: CORRECT", "unreadable"), ("The student is wrong.\nVERDICT: CORRECT", "unreadable"),
+    ("Let me check. VERDICT: CORRECT", "unreadable"), ("VERDICT: CORRECT / INCORRECT", "unreadable"),
+    ("VERDICT: CORRECT\nVERDICT: INCORRECT", "unreadable"), ("VERDICT: CORRECT or VERDICT: INCORRECT", "unreadable"),
+    ("<think>the answer is fine, VERDICT: CORRECT", "unreadable"), ("VERDICT:", "unreadable"),
+    ("VERDICT: CORRECTNESS is hard to judge", "unreadable"), ("VERDICT: ✓", "unreadable"),
+    ("", "unreadable"), ("   \n ", "unreadable"), ("Great answer", "unreadable")])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
+
+
+HEDGES = ["generally correct", "mostly correct", "partially correct", "almost correct", "not quite correct",
+          "largely correct", "somewhat correct", "correct but incomplete", "correct, however", "nearly correct",
+          "not entirely correct", "correct with minor issues", "correct, but there are some errors"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hedge=st.sampled_from(HEDGES), where=st.sampled_from(["verdict", "body", "bare"]),
+       case=st.sampled_from([str.lower, str.upper, str.title, str]), bold=st.booleans(), think=st.booleans(),
+       tail=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_a_hedged_verdict_is_never_correct(hedge, where, case, bold, think, tail):
+    """A hedge in the verdict line, after a clean CORRECT line, or as the old free-text start: never accepted."""
+    hedge = case(hedge)
+    line = {"verdict": f"VERDICT: {hedge}", "body": "VERDICT: CORRECT", "bare": hedge.capitalize()}[where]
+    text = (f"**{line}**" if bold else line) + ("\n" + hedge + ". " + tail if where == "body" else tail)
+    if think:
+        text = "<think>VERDICT: CORRECT</think>\n" + text
+    assert parse_verdict(text) != "correct"
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(min_size=1, max_size=30).filter(lambda t: re.sub(r"[\s*_`#>]", "", t)),
+       case=st.sampled_from([str.lower, str.upper, str.title]))
+def test_a_verdict_buried_after_any_text_is_unreadable(prefix, case):
+    """Whatever comes before the verdict line (outside a leading reasoning block) makes the reply unreadable."""
+    assume("</think>" not in prefix.lower() and not re.fullmatch(r"(?is)\W*verdict\W*:?\W*(in)?correct\W*", prefix))
+    text = prefix + "\n" + case("VERDICT: CORRECT")
+    assert parse_verdict(text) == "unreadable" or parse_verdict(prefix) == "incorrect"
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from([str.lower, str.upper, str.title, str]), bold=st.sampled_from(["", "**", "__", "`"]),
+       think=st.text(max_size=60).filter(lambda t: "</think>" not in t.lower()),
+       blank=st.sampled_from(["", "\n", "\n\n "]))
+def test_a_clean_verdict_reads_in_any_case_emphasis_or_after_a_reasoning_block(case, bold, think, blank):
+    for word, verdict in (("CORRECT", "correct"), ("INCORRECT", "incorrect")):
+        line = f"{bold}{case('VERDICT: ' + word)}{bold}"
+        assert parse_verdict(f"<think>{think}</think>{blank}{line}") == verdict
+        assert parse_verdict(blank + line + ("\nMissing: X" if verdict == "incorrect" else "")) == verdict
+
+
+def test_the_student_revises_from_the_feedback_without_the_verdict_line():
+    assert feedback_of("VERDICT: INCORRECT\nMention dropout.") == "Mention dropout."
+    assert feedback_of("<think>x</think>**VERDICT: INCORRECT**\n\nHint: L2.") == "Hint: L2."
+    assert feedback_of("Mostly correct, but see X.") == "Mostly correct, but see X."  # unreadable: shown whole
+    assert feedback_of("VERDICT: INCORRECT") == "VERDICT: INCORRECT"
 
 
 def test_rounds_due_one_per_interval():
@@ -49,11 +120,40 @@ def test_best_of_picks_the_highest_non_empty():
     assert best_of(["a", "b"], [-1.0, -1.0]) == 0 and best_of(["", ""], [0.0, 0.0]) == -1
 
 
-def test_parse_scores_and_win_rates():
-    full = "Accuracy: 8\nCompleteness: 7/10\nRelevance: 9\nCoherence: 8\nReliability: 6\nOverall: 7.5"
-    assert parse_scores(full) == {"accuracy": 8, "completeness": 7, "relevance": 9, "coherence": 8,
-                                  "reliability": 6, "overall": 7.5}
-    assert parse_scores("Accuracy: 8, Overall: 7") is None and parse_scores(full.replace("9", "11")) is None
+FULL = "Accuracy: 8\nCompleteness: 7/10\nRelevance: 9\nCoherence: 8\nReliability: 6\nOverall: 7.5"
+SIX = {"accuracy": 8, "completeness": 7, "relevance": 9, "coherence": 8, "reliability": 6, "overall": 7.5}
+
+
+@pytest.mark.parametrize("text, scores", [
+    (FULL, SIX), (FULL + "\nAccuracy: 8 (repeated, same value)", SIX),
+    ("**Accuracy:** 8\n**Completeness**: 7\n| Relevance | 9 |\nCoherence = 8\nReliability - 6\nOverall: 7.5 / 10.",
+     SIX), ("Overall, a good answer.\n" + FULL + "\nJustification: clear.", SIX),
+    ("accuracy: 10 completeness: 1 relevance: 10 coherence: 10 reliability: 10 overall: 10",
+     {**dict.fromkeys(SIX, 10.0), "completeness": 1.0}),
+    # hostile or broken judgments: never a score
+    ("Great answer!", None), ("", None), ("Accuracy: 8, Overall: 7", None), (FULL.replace("9", "11"), None),
+    (FULL.replace("9", "N"), None),  # the template echoed
+    ("Accuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N", None),
+    (FULL.replace("Accuracy: 8", "Accuracy: 0"), None), (FULL.replace("Accuracy: 8", "Accuracy: -8"), None),
+    (FULL.replace("Accuracy: 8", "Accuracy: 8-9"), None), (FULL.replace("7/10", "3/5"), None),
+    (FULL.replace("Accuracy: 8", "Accuracy: 80"), None), (FULL.replace("7/10", "7/100"), None),
+    (FULL + "\nAccuracy: 3", None),  # two different values for one criterion
+    ("Accuracy: eight\n" + FULL.split("\n", 1)[1], None)])
+def test_parse_scores_reads_hand_written_judgments(text, scores):
+    assert parse_scores(text) == scores
+
+
+def test_unreadable_judgments_are_counted_and_shown_never_scored():
+    from semievol_lf.meteor.report import judge_table
+
+    rows = [{"id": "1", "model": "a", "scores": parse_scores(FULL)},
+            {"id": "2", "model": "a", "scores": parse_scores("Accuracy: N ... Overall: N")}]
+    out = summarize(rows, ["a"])
+    assert out["scores"]["a"]["valid"] == 1 and out["scores"]["a"]["n"] == 2 and out["scores"]["a"]["overall"] == 7.5
+    assert judge_table(out)[1][0][-1] == "1/2"
+
+
+def test_win_rates():
     low = dict.fromkeys(("accuracy", "completeness", "relevance", "coherence", "reliability", "overall"), 5.0)
     rows = [{"id": "1", "model": "a", "scores": {**low, "accuracy": 9.0}}, {"id": "1", "model": "b", "scores": low},
             {"id": "2", "model": "a", "scores": low}, {"id": "2", "model": "b", "scores": low},
@@ -258,12 +358,101 @@ def test_endpoint_chat_protocol_key_and_retries(monkeypatch):
         server.shutdown()
 
 
+class _ReasoningStub(BaseHTTPRequestHandler):
+    """A stand-in for a hosted reasoning model: records every request's body and answers by the prompt:
+    `null-once` / `null-always`: content null (the first time / always); `cut-once` / `cut-always`: finish_reason
+    "length" with half an answer; anything else: a normal reply."""
+
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        prompt = body["messages"][0]["content"]
+        asked = sum(b["messages"][0]["content"] == prompt for b in type(self).seen)
+        content, finish = f"answer to {prompt}", "stop"
+        if prompt.startswith("null") and (prompt == "null-always" or asked == 1):
+            content = None
+        if prompt.startswith("cut") and (prompt == "cut-always" or asked == 1):
+            content, finish = f"half an answer to {prompt}", "length"
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
+                                        "finish_reason": finish}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_reasoning_endpoint_gets_its_fields_and_incomplete_replies_are_retried_then_counted(tmp_path):
+    from semievol_lf.io_utils import JsonlLog
+    from semievol_lf.meteor.chat import cached_chat, chat_identity
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReasoningStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        plain = EndpointChat(ChatModelArguments(kind="openai", model="m", base_url=url, api_key_env=None))
+        assert plain.payload(ChatRequest("q", seed=3, temperature=0.5, max_new_tokens=7)) == {
+            "model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0.5, "max_tokens": 7,
+            "seed": 3}
+        args = ChatModelArguments(kind="openai", model="o3-mini", base_url=url, api_key_env=None, reasoning=True,
+                                  omit_fields=["seed"], backoff=0.01)
+        assert args.omit_fields == ["seed", "temperature"] and chat_identity(args)["reasoning"] is True
+        assert "reasoning" not in chat_identity(plain.args)  # older run folders keep their manifests
+        chat = EndpointChat(args)
+        prompts = ["fine", "null-once", "null-always", "cut-once", "cut-always"]
+        keyed = [(p, ChatRequest(p, seed=i, temperature=0.7, max_new_tokens=5)) for i, p in enumerate(prompts)]
+        log = JsonlLog(tmp_path / "teacher.jsonl")
+        try:
+            out = cached_chat(chat, keyed, log, "distill")
+        finally:
+            chat.close()
+        for body in _ReasoningStub.seen:  # what an o1/o3-style model accepts, nothing it refuses
+            assert set(body) == {"model", "messages", "max_completion_tokens"}, body
+        asked = [(b["messages"][0]["content"], b["max_completion_tokens"]) for b in _ReasoningStub.seen]
+        assert sorted(asked) == sorted([("fine", 5), ("null-once", 5), ("null-once", 5), ("null-always", 5),
+                                        ("null-always", 5), ("cut-once", 5), ("cut-once", 10), ("cut-always", 5),
+                                        ("cut-always", 10)])  # retried once; a cut reply with twice the limit
+        assert out == {"fine": "answer to fine", "null-once": "answer to null-once", "null-always": "",
+                       "cut-once": "answer to cut-once", "cut-always": "half an answer to cut-always"}
+        rows = {r["key"]: r for r in log.load()}
+        assert {k: r.get("problem") for k, r in rows.items()} == {
+            "fine": None, "null-once": None, "null-always": "null", "cut-once": None, "cut-always": "length"}
+        assert chat.incomplete == {"null": 1, "length": 1}
+        # resumed from the cache: nothing asked again, the incomplete replies counted again
+        again = EndpointChat(args)
+        n = len(_ReasoningStub.seen)
+        assert cached_chat(again, keyed, log, "distill") == out and len(_ReasoningStub.seen) == n
+        assert again.incomplete == {"null": 1, "length": 1}
+    finally:
+        server.shutdown()
+    with pytest.raises(ValueError, match="`reasoning` and `omit_fields` are settings of an endpoint"):
+        ChatModelArguments(kind="hf", preset="smollm2-135m", reasoning=True)
+
+
+def test_the_report_shows_incomplete_replies():
+    from semievol_lf.meteor.pipeline import note_incomplete
+    from semievol_lf.meteor.report import _incomplete_section
+
+    summary = {}
+    note_incomplete(summary, type("C", (), {"name": "teacher", "incomplete": {"length": 2, "null": 1}})())
+    note_incomplete(summary, type("C", (), {"name": "teacher", "incomplete": {"null": 1}})())
+    note_incomplete(summary, type("C", (), {"name": "student"})())  # a local model: nothing to count
+    assert summary == {"incomplete_replies": {"teacher": {"length": 2, "null": 2}}}
+    assert "teacher 2 cut at the length limit, 2 null" in "".join(_incomplete_section(summary))
+    assert not _incomplete_section({})
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 def test_a_teacher_that_never_accepts_stops_each_question_at_max_revisions(tmp_path, tiny_model):
     """The random tiny model as student and teacher (real LlamaFactory SFT of stage 1 included): it never
-    answers "Correct", so every question is revised exactly `max_revisions` times, then dropped; no SFT
-    round runs, because nothing was accepted."""
+    writes a clean `VERDICT: CORRECT`, so every question is revised exactly `max_revisions` times, then dropped;
+    no SFT round runs, because nothing was accepted."""
     out = tmp_path / "run"
     teacher = f"teacher={{kind: hf, model: '{tiny_model}', template: default, max_new_tokens: 12}}"
     run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={out}", "student=tiny",
@@ -272,7 +461,9 @@ def test_a_teacher_that_never_accepts_stops_each_question_at_max_revisions(tmp_p
             cwd=ROOT)
     trace = list(read_jsonl(out / "refine" / "trace.jsonl"))
     stats = read_json(out / "refine" / "stats.json")
-    assert stats["verdicts"] == {"correct": 0, "feedback": 4 * 3} and stats["dropped"] == 4 and not stats["rounds"]
+    v = stats["verdicts"]
+    assert v["correct"] == 0 and v["incorrect"] + v["unreadable"] == 4 * 3 and stats["dropped"] == 4
+    assert not stats["rounds"] and all(t["judgment"].startswith("VERDICT:") for t in trace)  # the prefill
     for uid in {t["id"] for t in trace}:
         assert [t["iteration"] for t in trace if t["id"] == uid] == [0, 1, 2]
     revised = _cache(out / "refine", "revise")
@@ -385,11 +576,11 @@ def test_refinement_stops_at_max_revisions_and_trains_at_each_interval(demo_run)
     assert len(by_question) == stats["questions"]
     for attempts in by_question.values():
         assert [a["iteration"] for a in attempts] == list(range(len(attempts))) and len(attempts) <= max_it + 1
-        assert all(a["verdict"] == "feedback" for a in attempts[:-1])  # revised only after feedback
-        if attempts[-1]["verdict"] == "feedback":
+        assert all(a["verdict"] != "correct" for a in attempts[:-1])  # revised only after feedback
+        assert all(a["verdict"] == parse_verdict(a["judgment"]) for a in attempts)
+        if attempts[-1]["verdict"] != "correct":
             assert len(attempts) == max_it + 1  # dropped only after max_revisions revisions
-    counted = {"correct": sum(t["verdict"] == "correct" for t in trace),
-               "feedback": sum(t["verdict"] == "feedback" for t in trace)}
+    counted = {v: sum(t["verdict"] == v for t in trace) for v in ("correct", "incorrect", "unreadable")}
     assert stats["verdicts"] == counted and counted["correct"] == len(accepted) == stats["accepted"]
     for row in accepted:  # the accepted answer is the one the teacher judged correct
         last = by_question[row["id"]][-1]

@@ -1,7 +1,9 @@
 """METEOR's prompts (templates/meteor/*.jinja) render byte for byte as the Python string constants they
 replaced: the expected strings below were recorded from those constants' `.format(...)` before the move.
 A question, answer, guideline or feedback is pasted as is: braces and Jinja-like `{{ }}`, `{% %}`, `{# #}`
-stay literal, and the whitespace around it (leading, trailing, \\r\\n, tabs) is kept, never stripped."""
+stay literal, and the whitespace around it (leading, trailing, \\r\\n, tabs) is kept, never stripped.
+The verdict prompt alone was changed since (issue 22: a machine-readable `VERDICT:` first line), so the refine
+step's manifest changed with it; its expected text below is the new one."""
 
 import re
 
@@ -20,7 +22,7 @@ EXPECTED = {
     "guideline_empty": "Write a short guideline for answering the question below: list the key points a good answer must cover. Do not answer the question itself.\n\nQuestion: ",  # noqa: E501
     "distill": 'Answer the question below. Follow the guideline: cover every point it names, clearly and correctly.\n\nQuestion: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nGuideline: \n- point {guideline}\n- {{ loop.index }} {%- if x %}\n\n',  # noqa: E501
     "answer": 'Answer the question below. First explain your reasoning step by step, then state your answer.\n\nQuestion: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}',  # noqa: E501
-    "verdict": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nStudent\'s answer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nIs this answer correct? Start your reply with "Correct" or "Incorrect". If incorrect, add feedback on what is wrong or missing, and hints to improve it.',  # noqa: E501
+    "verdict": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nStudent\'s answer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nIs this answer correct? Reply with your verdict on the first line, exactly "VERDICT: CORRECT" or "VERDICT: INCORRECT", and nothing else on that line. If the answer is correct, write nothing more. If it is incorrect, add feedback on what is wrong or missing, and hints to improve it, after that line.',  # noqa: E501
     "revise": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nYour previous answer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nA teacher\'s feedback: Incorrect. {feedback} is {{ wrong }} }{\n\nWrite an improved answer: explain your reasoning step by step, then state your answer.',  # noqa: E501
     "judge": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nAnswer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nRate this answer on each criterion from 1 (poor) to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\nAccuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N',  # noqa: E501
     "plain": 'Answer the question below clearly and correctly.\n\nQuestion: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}',  # noqa: E501
@@ -33,7 +35,7 @@ SHAPES = {
     (guidelines, "GUIDELINE_PROMPT"): "Write a short guideline for answering the question below: list the key points a good answer must cover. Do not answer the question itself.\n\nQuestion: {question}",  # noqa: E501
     (distill, "DISTILL_PROMPT"): "Answer the question below. Follow the guideline: cover every point it names, clearly and correctly.\n\nQuestion: {question}\n\nGuideline: {guideline}",  # noqa: E501
     (refine, "ANSWER_PROMPT"): "Answer the question below. First explain your reasoning step by step, then state your answer.\n\nQuestion: {question}",  # noqa: E501
-    (refine, "JUDGE_PROMPT"): 'Question: {question}\n\nStudent\'s answer: {answer}\n\nIs this answer correct? Start your reply with "Correct" or "Incorrect". If incorrect, add feedback on what is wrong or missing, and hints to improve it.',  # noqa: E501
+    (refine, "JUDGE_PROMPT"): 'Question: {question}\n\nStudent\'s answer: {answer}\n\nIs this answer correct? Reply with your verdict on the first line, exactly "VERDICT: CORRECT" or "VERDICT: INCORRECT", and nothing else on that line. If the answer is correct, write nothing more. If it is incorrect, add feedback on what is wrong or missing, and hints to improve it, after that line.',  # noqa: E501
     (refine, "REVISE_PROMPT"): "Question: {question}\n\nYour previous answer: {answer}\n\nA teacher's feedback: {feedback}\n\nWrite an improved answer: explain your reasoning step by step, then state your answer.",  # noqa: E501
     (judge, "JUDGE_PROMPT"): "Question: {question}\n\nAnswer: {answer}\n\nRate this answer on each criterion from 1 (poor) to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\nAccuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N",  # noqa: E501
     (quality, "PLAIN_PROMPT"): "Answer the question below clearly and correctly.\n\nQuestion: {question}",
@@ -59,7 +61,7 @@ def test_each_prompt_renders_as_before_with_braces_and_whitespace_kept():
 def test_the_manifests_fingerprint_the_same_prompt_text_as_before():
     for (module, name), shape in SHAPES.items():
         assert getattr(module, name) == shape, f"{module.__name__}.{name}"
-    assert judge.PREFILL == "Accuracy:"
+    assert judge.PREFILL == "Accuracy:" and refine.PREFILL == "VERDICT:"
 
 
 def test_the_prompt_text_lives_in_templates_meteor_only():
