@@ -130,3 +130,10 @@ def test_config_and_data_import_no_orchestration():
         if name.startswith(("semievol_lf.config", "semievol_lf.data")):
             wrong = {m for m in imports if m.startswith(above) and m not in allowed}
             assert not wrong, f"{name} imports {sorted(wrong)}"
+
+
+def test_no_test_folder_shadows_a_package_the_lanes_import():
+    """tests/ is on sys.path under pytest: a folder `tests/llamafactory` is found as a namespace package
+    `llamafactory` in the vLLM venv, where the lane asserts LlamaFactory is absent."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir()}
+    assert not folders & {"llamafactory", "vllm", "transformers", "torch", "datasets", "semievol_lf"}
