@@ -249,16 +249,22 @@ def _splits(raw, at) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(raw[k]).strip()) for k in SPLIT_NAMES if k in raw)
 
 
+def _read_text(path: Path, missing: str, unreadable: str) -> str:
+    """The file's UTF-8 text, or one UserError: `missing`, or `unreadable (why)`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(missing) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{unreadable} ({getattr(err, 'strerror', None) or err})") from None
+
+
 def check_prompt(prompt: Path, where: str) -> None:
     """The prompt file exists, is readable and parses as Jinja (with the line of a syntax error)."""
     import jinja2
 
-    try:
-        source = prompt.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{where}: `prompt`: {prompt} not found (a path relative to the task file)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{where}: `prompt`: cannot read {prompt} ({getattr(err, 'strerror', None) or err})") from None
+    source = _read_text(prompt, f"{where}: `prompt`: {prompt} not found (a path relative to the task file)",
+                        f"{where}: `prompt`: cannot read {prompt}")
     try:
         jinja2.Environment().parse(source)  # syntax only: includes resolve when it renders
     except jinja2.TemplateSyntaxError as err:
@@ -267,12 +273,7 @@ def check_prompt(prompt: Path, where: str) -> None:
 
 def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
     """(values, key -> line), with nested mapping keys as `columns.question`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: task file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read the task file ({getattr(err, 'strerror', None) or err})") from None
+    text = _read_text(path, f"{path}: task file not found", f"{path}: cannot read the task file")
     try:
         node, values = yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as err:
