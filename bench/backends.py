@@ -8,6 +8,10 @@ Each backend runs in the environment that has it, writes one JSON, and `table` p
     .venv/bin/python bench/backends.py run --backend openai --model M --adapter A --out openai.json
     python bench/backends.py table hf.json vllm.json openai.json
 
+`ServerLoad` polls a `vllm serve`'s `/metrics` while a stage runs (requests running and waiting in
+the server: the window as the server saw it) and `stage_table` prints a stage's throughput per way of
+running it (tests/vllm_lane/test_serve_window.py writes it to serve_window.txt).
+
 The workload (`workload`): `prompts` random token-id prompts, each answered greedily by the base
 model and by the warm adapter (`max_new_tokens` tokens), and `prompts` (prompt, response) pairs
 scored under each. The vLLM lane (tests/vllm_lane/test_serve_agreement.py) runs it for all three
@@ -19,8 +23,11 @@ measure per-request overhead, not what a GPU would do with a real model.
 import argparse
 import json
 import random
+import re
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +81,80 @@ def table(results: list[dict]) -> str:
         rows.append(f"{r['backend']:<8}{s['load']:>9.2f}{s['generate']:>12.2f}{gen_rate:>11.1f}"
                     f"{s['score']:>10.2f}{score_rate:>13.1f}")
     return "\n".join(rows)
+
+
+def sampled_stage(prompts: int = 256, max_new_tokens: int = 16, seed: int = 1, vocab: tuple[int, int] = (4, 900)):
+    """A pseudo-labeling stage's shape: every prompt sampled (temperature 1, its own seed) under base and warm."""
+    rng = random.Random(seed)
+    ids = [tuple([0] + [rng.randrange(*vocab) for _ in range(rng.randrange(8, 24))]) for _ in range(prompts)]
+    return [GenerationRequest(p, adapter=adapter, seed=1000 + 2 * i + adapter, temperature=1.0,
+                              max_new_tokens=max_new_tokens) for i, p in enumerate(ids) for adapter in (False, True)]
+
+
+# vLLM's Prometheus gauges (vllm/v1/metrics/loggers.py): sequences in the running batch, and queued ones.
+GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The gauges in a `/metrics` answer, summed over their label sets (one per engine).
+
+    'vllm:num_requests_running{engine="0",model_name="m"} 12.0' -> {"vllm:num_requests_running": 12.0, ...}
+    """
+    out = dict.fromkeys(GAUGES, 0.0)
+    for line in text.splitlines():
+        m = re.match(r"^([\w:]+)(?:\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$", line)
+        if m and m.group(1) in out and m.group(2) != "NaN":
+            out[m.group(1)] += float(m.group(2))
+    return out
+
+
+class ServerLoad:
+    """Poll `<server>/metrics` every `interval` s in a thread between `start()` and `stop()`: the peak of
+    requests running, waiting, and both together (= requests in flight in the server)."""
+
+    def __init__(self, base_url: str, interval: float = 0.02):
+        self.url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+        self.interval, self.samples = interval, 0
+        self.peak = {"running": 0.0, "waiting": 0.0, "in_flight": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    g = parse_metrics(resp.read().decode())
+            except OSError:
+                g = None
+            if g is not None:
+                running, waiting = g["vllm:num_requests_running"], g["vllm:num_requests_waiting"]
+                self.samples += 1
+                for key, value in (("running", running), ("waiting", waiting), ("in_flight", running + waiting)):
+                    self.peak[key] = max(self.peak[key], value)
+            self._stop.wait(self.interval)
+
+    def start(self) -> "ServerLoad":
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"samples": self.samples, **{f"peak_{k}": int(v) for k, v in self.peak.items()}}
+
+
+def stage_table(rows: list[dict]) -> str:
+    """One row per way of running one stage: requests, seconds, requests/s, generated tokens/s, and the
+    server's peak requests in flight (running + waiting, from /metrics) where there is a server."""
+    head = (f"{'way':<30}{'requests':>9}{'seconds':>9}{'req/s':>8}{'gen tok/s':>11}"
+            f"{'peak in flight (running+waiting)':>34}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        peak = (f"{r['peak_in_flight']} ({r['peak_running']}+{r['peak_in_flight'] - r['peak_running']})"
+                if "peak_in_flight" in r else "-")
+        lines.append(f"{r['way']:<30}{r['requests']:>9}{r['seconds']:>9.2f}{r['requests'] / r['seconds']:>8.1f}"
+                     f"{r['tokens'] / r['seconds']:>11.1f}{peak:>34}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

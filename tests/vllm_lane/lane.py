@@ -54,12 +54,13 @@ class Server:
     its engine too)."""
 
     def __init__(self, model: str, adapter: str | None, log_dir: Path, max_model_len: int = 256,
-                 allow_loading: bool = False, **lora):
+                 allow_loading: bool = False, extra: list[str] = (), **lora):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.model = model  # its served name
         self.cmd = serve.serve_command(model, adapter, port=self.port, on_cpu=serve.running_on_cpu(), **lora,
                                        extra=["--dtype", "float32", "--max-model-len", str(max_model_len),
-                                              "--seed", "0"])
+                                              "--seed", "0", *extra])
         self.env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if allow_loading else {}
         self.log_dir, self.proc, self.starts = log_dir, None, []
 
