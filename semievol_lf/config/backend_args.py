@@ -58,8 +58,8 @@ class OpenAIBackendArguments:
         "help": "The warm adapter's served name; default: found in /v1/models by the adapter's folder."})
     concurrency: int = field(default=256, metadata={
         "help": "Requests in flight at once, kept up across a whole stage (a window, not chunks). 256 is vLLM's "
-                "default `max_num_seqs` for `vllm serve` (sequences it batches per step; 1024 on GPUs of 70 GiB or "
-                "more): fewer leaves batch slots idle, more only queues in the server. With "
+                "default `max_num_seqs` for `vllm serve` (sequences one engine batches per step; 1024 on an H100, H200 "
+                "or larger, 128 on the CPU): fewer leaves batch slots idle, more only queues in the server. With "
                 "`--data-parallel-size N`, N servers in `base_urls` or a larger `--max-num-seqs`, raise it to match."})
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request, with backoff."})
     timeout: float = field(default=600.0, metadata={
