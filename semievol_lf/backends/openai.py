@@ -269,7 +269,7 @@ class OpenAIBackend:
         self.adapter_models: list[str | None] = [self.adapter_model] * len(self.base_urls)  # its name per server
         self.stop_ids = tuple(stop_ids)  # `decode` is unused: the server detokenizes
         self.chunk_size = max(batch_size, ENGINE_CHUNK)  # only for callers that batch: run_cached streams
-        where = (self.base_url if len(urls) == 1 else
+        where = (f"{self.base_url}," if len(urls) == 1 else
                  f"{len(urls)} servers ({', '.join(self.base_urls)}) sharing one window of")
         self.description = (f"openai backend: {where} {concurrency} requests in flight (the server chose the "
                             "dtype and memory settings)")
@@ -290,9 +290,13 @@ class OpenAIBackend:
 
     def check_models(self) -> None:
         """Refuse to start unless every server serves the base and this step's adapter; find (or load) the
-        adapter's served name on each."""
-        for i in range(len(self.base_urls)):
-            self.adapter_models[i] = self._check_server(i)
+        adapter's served name on each. A server that fails the check unloads what the others loaded."""
+        try:
+            for i in range(len(self.base_urls)):
+                self.adapter_models[i] = self._check_server(i)
+        except BaseException:
+            self.close()
+            raise
         self.adapter_model = self.adapter_models[0]
 
     def _check_server(self, i: int) -> str | None:

@@ -589,6 +589,9 @@ def test_each_server_is_checked_and_names_the_adapter_its_own_way(tmp_path):
     try:
         with pytest.raises(UserError, match=f"server at {missing.url} does not serve 'base'"):
             _spread_backend([started, missing], adapter=None)
+        with pytest.raises(UserError, match=f"server at {missing.url} does not serve 'base'"):
+            _spread_backend([loading, missing], adapter=str(warm))
+        assert [m["id"] for m in loading.models] == ["base", "warm"]  # what the first server loaded, unloaded
     finally:
         for server in (started, loading, missing):
             server.stop()
