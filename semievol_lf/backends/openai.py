@@ -257,8 +257,8 @@ class OpenAIBackend:
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise UserError("`backend_args`: the openai backend needs concurrency >= 1, max_retries >= 0, timeout > 0")
         urls = server_urls({"base_url": base_url, "base_urls": base_urls})
-        if sleep_while_training and len(urls) > 1:
-            raise UserError("`backend_args.sleep_while_training` puts one server to sleep (`base_url`); with "
+        if sleep_while_training and base_urls:
+            raise UserError("`backend_args.sleep_while_training` puts the one server of `base_url` to sleep; with "
                             "`base_urls`, run the servers on other GPUs than the fine-tunes")
         self.base_urls = [url.rstrip("/") for url in urls]
         self.base_url = self.base_urls[0]

@@ -80,8 +80,8 @@ class OpenAIBackendArguments:
                              "server)")
         if self.base_urls is not None and len(set(self.base_urls)) != len(self.base_urls):
             raise ValueError(f"`backend_args.base_urls` lists a server twice: {self.base_urls}")
-        if self.sleep_while_training and len(self.base_urls or ()) > 1:
-            raise ValueError("`backend_args.sleep_while_training` puts one server to sleep (`base_url`); with "
+        if self.sleep_while_training and self.base_urls:
+            raise ValueError("`backend_args.sleep_while_training` puts the one server of `base_url` to sleep; with "
                              "`base_urls`, run the servers on other GPUs than the fine-tunes")
         if self.concurrency < 1:
             raise ValueError(f"`backend_args.concurrency` must be >= 1, got {self.concurrency}")

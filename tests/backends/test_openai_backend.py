@@ -632,11 +632,12 @@ def test_one_server_or_a_list_never_both():
     for bad, message in [({"base_url": "http://a:1/v1", "base_urls": ["http://b:1/v1"]}, "set one"),
                          ({"base_urls": ["http://a:1/v1", "http://a:1/v1"]}, "lists a server twice"),
                          ({"base_urls": ["http://a:1/v1", "http://b:1/v1"], "sleep_while_training": True},
-                          "puts one server to sleep")]:
+                          "puts the one server of `base_url` to sleep"),
+                         ({"base_urls": ["http://a:1/v1"], "sleep_while_training": True}, "with `base_urls`")]:
         with pytest.raises(ValueError, match=message):
             check_backend_args("openai", bad)
-    with pytest.raises(UserError, match="puts one server to sleep"):
-        OpenAIBackend("m", None, base_urls=["http://a:1/v1", "http://b:1/v1"], sleep_while_training=True)
+    with pytest.raises(UserError, match="puts the one server of `base_url` to sleep"):
+        OpenAIBackend("m", None, base_urls=["http://a:1/v1"], sleep_while_training=True)
 
 
 # -- the server's own defaults ---------------------------------------------------------------------
