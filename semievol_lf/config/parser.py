@@ -39,6 +39,8 @@ RENAMED = {
     ("MeteorArguments", "meteor_dir"): "output_dir",
     ("MeteorArguments", "k"): "num_samples",  # `k` is SemiEvol's ICP neighbours
     ("MeteorArguments", "max_iterations"): "max_revisions",  # SemiEvol's rounds are `iterations`
+    ("MeteorArguments", "high_compute"): "preference_rule",  # stage 3 ranks the greedy answer and samples by one rule
+    ("MeteorArguments", "low_max_new_tokens"): "max_new_tokens",  # every answer has the same length limit
 }
 
 

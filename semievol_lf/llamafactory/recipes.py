@@ -137,11 +137,12 @@ TASK_RUN = {"demo": {"model": "tiny-word", "k": 1, "shots": [0, 1], "source": "g
 # `semievol-lf meteor run recipes/meteor_demo.yaml`: every METEOR stage for real on the CPU in minutes:
 # SmolLM2-135M-Instruct as student, teacher and judge (hf backend), a few generated domain questions,
 # short answers, one epoch per fine-tune. A real run points `teacher` at an endpoint (README, METEOR).
+# Stage 3 ranks by likelihood: 48-token answers are all cut at the limit, so the authors' length rule ties.
 METEOR_SECTIONS = {
     "model": ["student", "teacher", "judge"],
     "dataset": ["questions", "n_questions", "n_test"],
-    "method": ["quality_questions", "max_revisions", "fine_tune_interval", "high_compute", "num_samples",
-               "sample_temperature", "low_max_new_tokens", "high_max_new_tokens"],
+    "method": ["quality_questions", "max_revisions", "keep_unaccepted", "fine_tune_interval", "preference_rule",
+               "num_samples", "sample_temperature", "sample_top_p"],
     "inference": ["backend", "dtype", "batch_size", "max_new_tokens", "seed"],
     "output": ["output_dir"],
     "train": ["train_overrides", "dpo_overrides"],
@@ -150,18 +151,18 @@ METEOR_CPU_TRAIN = {"num_train_epochs": 1.0, "cutoff_len": 384, "per_device_trai
                     "gradient_accumulation_steps": 1, "logging_steps": 1}
 METEOR_DEMO = {
     "student": "smollm2-135m", "teacher": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 64},
-    "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 40},
+    "judge": {"kind": "hf", "preset": "smollm2-135m", "max_new_tokens": 200},
     "questions": "generated", "n_questions": 8, "n_test": 3,
     "quality_questions": 3, "max_revisions": 2, "fine_tune_interval": 3,
-    "high_compute": "best_of_k", "num_samples": 3, "low_max_new_tokens": 32,
+    "preference_rule": "likelihood", "num_samples": 1,
     "backend": "hf", "dtype": "auto", "batch_size": 8, "max_new_tokens": 48, "seed": 42,
     "output_dir": "runs/meteor_demo",
     "train_overrides": METEOR_CPU_TRAIN,
-    "dpo_overrides": {**METEOR_CPU_TRAIN, "per_device_train_batch_size": 2, "learning_rate": 5.0e-5},
+    "dpo_overrides": {**METEOR_CPU_TRAIN, "per_device_train_batch_size": 2},
 }
 NOTES[("meteor", "teacher")] = ("the CPU demo's teacher and judge are SmolLM2-135M-Instruct itself; a real run: "
                                 "{kind: openai, model: gpt-4o, api_key_env: OPENAI_API_KEY} or a `vllm serve` URL")
-CHOICES["high_compute"] = "[best_of_k, long_budget]"
+CHOICES["preference_rule"] = "[longer, likelihood]"
 
 
 def meteor_recipe() -> dict:

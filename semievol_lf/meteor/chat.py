@@ -10,7 +10,8 @@ nothing). An endpoint (`EndpointChat`) sends it to `/v1/chat/completions` of any
 server, `concurrency` at a time, with the retries and backoff of backends/http_client.py; the key is
 read from the environment variable the config names. `preflight` refuses a missing key or a server
 that stays down before any expensive work. A reasoning model (`reasoning: true`) gets its length limit
-as `max_completion_tokens` and no temperature; `omit_fields` leaves out any field a model refuses.
+as `max_completion_tokens` and no temperature; `omit_fields` leaves out any field a model refuses;
+`continue_final_message` (vLLM) has the model continue a request's `prefill` as a local model does.
 A reply with `null` content, or cut at the length limit (finish_reason "length"), is asked again once
 (a cut one with twice the limit); one still incomplete is kept as it came (a null one as "") and marked
 `Incomplete`: its cache row records why, and `cached_chat` counts and logs every such reply.
@@ -41,8 +42,10 @@ class ChatRequest:
     seed: int
     temperature: float = 0.0  # 0: greedy
     max_new_tokens: int = 256
+    top_p: float = 1.0  # nucleus sampling (1: off)
     # The start of the reply, written for a local model (its template's assistant turn begins with it, and
-    # the text returned starts with it); an endpoint gets the prompt alone, which must ask for the format.
+    # the text returned starts with it); an endpoint gets the prompt alone, which must ask for the format,
+    # unless it continues a final assistant message (`continue_final_message`, vLLM).
     prefill: str = ""
 
 
@@ -101,7 +104,8 @@ class LocalChat:
 
         gens = self.backend.generate([
             GenerationRequest(self._prompt_ids(r), adapter=bool(self.adapter), seed=r.seed,
-                              temperature=r.temperature, max_new_tokens=r.max_new_tokens) for r in requests])
+                              temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
+            for r in requests])
         return [(r.prefill + g.text).strip() for r, g in zip(requests, gens)]
 
     def check_lengths(self, keyed: list[tuple[str, ChatRequest]], desc: str) -> None:
@@ -120,6 +124,11 @@ class LocalChat:
         if r.prefill:
             ids += tuple(self.chat_format.tokenizer.encode(r.prefill, add_special_tokens=False))
         return ids
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens of each text under the model's tokenizer (no special tokens; nothing loads but the tokenizer)."""
+        tokenizer = self.chat_format.tokenizer
+        return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
     def logprobs(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
         """Per-token log-probabilities of each (prompt, answer)'s answer tokens and the template's end of turn
@@ -156,6 +165,11 @@ class EndpointChat:
         with `max_completion_tokens` for a reasoning model and without the fields the endpoint omits."""
         body = {"model": self.args.model, "messages": [{"role": "user", "content": r.prompt}],
                 "temperature": r.temperature, self.args.length_field: r.max_new_tokens * length_scale, "seed": r.seed}
+        if r.top_p < 1.0:
+            body["top_p"] = r.top_p
+        if self.args.continue_final_message and r.prefill:  # vLLM: the model continues the reply's start
+            body["messages"].append({"role": "assistant", "content": r.prefill})
+            body.update(continue_final_message=True, add_generation_prompt=False)
         for key in self.args.omit_fields:
             body.pop(key, None)
         return body
@@ -176,7 +190,7 @@ class EndpointChat:
             except (KeyError, IndexError, TypeError, AttributeError):
                 raise UserError(f"{self.name} at {self.base_url}: not a chat completion: {str(a)[:200]}") from None
             problem = "null" if content is None else "length" if choice.get("finish_reason") == "length" else None
-            out.append(((content or "").strip(), problem))
+            out.append((content or "", problem))
         return out
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
@@ -192,7 +206,9 @@ class EndpointChat:
             replies = list(replies)
             for i, reply in zip(again, retried):
                 replies[i] = reply
-        return [Incomplete(text, problem) if problem else text for text, problem in replies]
+        starts = [r.prefill if self.args.continue_final_message else "" for r in requests]
+        texts = ["" if problem == "null" else (start + text).strip() for start, (text, problem) in zip(starts, replies)]
+        return [Incomplete(text, problem) if problem else text for text, (_, problem) in zip(texts, replies)]
 
     def check(self) -> None:
         """The server answers `/models` (retried as any request) and, when it lists models, serves ours."""
@@ -242,6 +258,7 @@ def chat_identity(args: ChatModelArguments) -> dict:
     if args.kind == "openai":  # the request settings only when set, so older run folders still resume
         extra = {"reasoning": True} if args.reasoning else {}
         extra.update({"omit_fields": sorted(args.omit_fields)} if args.omit_fields else {})
+        extra.update({"continue_final_message": True} if args.continue_final_message else {})
         return {"kind": "openai", "model": args.model, "base_url": args.base_url, **extra}
     return {"kind": args.kind, "model": model_identity(args.local_model), "template": args.local_template}
 

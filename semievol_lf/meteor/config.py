@@ -47,10 +47,14 @@ class ChatModelArguments:
         "help": "openai: an o1/o3-style reasoning model, which refuses `max_tokens` and `temperature`: send the "
                 "length limit as `max_completion_tokens` (its hidden reasoning counts against it: raise "
                 "`max_new_tokens`) and no temperature."})
-    omit_fields: list[Literal["temperature", "seed", "max_tokens", "max_completion_tokens"]] = field(
+    omit_fields: list[Literal["temperature", "top_p", "seed", "max_tokens", "max_completion_tokens"]] = field(
         default_factory=list, metadata={"help": "openai: request fields never sent (the model refuses them), e.g. "
                                                 "[seed]; the length limit's field is `max_completion_tokens` when "
                                                 "`reasoning`, else `max_tokens`."})
+    continue_final_message: bool = field(default=False, metadata={
+        "help": "openai, a `vllm serve` endpoint: send the start of the reply a local model is given (the judge's "
+                "`[{\"answer\": 1, \"accuracy\": `, the teacher's `VERDICT:`) as an assistant message that the "
+                "model continues (vLLM's `continue_final_message`); a hosted API refuses it."})
 
     def __post_init__(self):
         if self.kind == "openai":
@@ -64,8 +68,9 @@ class ChatModelArguments:
         for key in ("concurrency", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
-        if (self.reasoning or self.omit_fields) and self.kind != "openai":
-            raise ValueError("`reasoning` and `omit_fields` are settings of an endpoint (`kind: openai`)")
+        if (self.reasoning or self.omit_fields or self.continue_final_message) and self.kind != "openai":
+            raise ValueError("`reasoning`, `omit_fields` and `continue_final_message` are settings of an endpoint "
+                             "(`kind: openai`)")
         if self.reasoning and "temperature" not in self.omit_fields:
             self.omit_fields = [*self.omit_fields, "temperature"]
         if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
@@ -92,8 +97,8 @@ class ChatModelArguments:
 @dataclass
 class MeteorArguments(InferenceArguments):
     """`semievol-lf meteor run RECIPE`: METEOR's stages on a domain's questions: guidelines -> distill (SFT) ->
-refine (SFT every `fine_tune_interval`) -> preferences (DPO) -> judge; a report. Every finished step is
-skipped when the run is repeated; an interrupted one resumes from its cache."""
+refine (SFT every `fine_tune_interval`) -> preferences (SimPO) -> judge every stage's model; a report. Every
+finished step is skipped when the run is repeated; an interrupted one resumes from its cache."""
 
     PROG: ClassVar[str] = "semievol-lf meteor run"
     SECTION: ClassVar[str] = "inference"
@@ -112,30 +117,37 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
                    "\"id\"), or `generated` for the built-in demo domain (machine-learning questions)."))
     n_questions: int | None = field(default=None, metadata=_section(
         "dataset", "Use the first N questions (after the test split); null: all."))
-    n_test: int = field(default=4, metadata=_section(
-        "dataset", "Questions held out for the judge (stage 4), taken from the end of the file."))
+    n_test: int = field(default=100, metadata=_section(
+        "dataset", "Questions held out for the judge (stage 4), taken from the end of the file (the authors' "
+                   "README evaluates 100)."))
     quality_questions: int = field(default=4, metadata=_section(
         "method", "Stage 1: the teacher also answers the first N distillation questions without the guideline, and "
                   "the judge scores both answer sets (METEOR's data-quality table); 0: off."))
-    max_revisions: int = field(default=3, metadata=_section(
-        "method", "Stage 2: revisions of an answer the teacher did not accept, at most (was `max_iterations`)."))
+    max_revisions: int = field(default=2, metadata=_section(
+        "method", "Stage 2: revisions after the first answer, at most: 2 = 3 attempts in total, the authors' "
+                  "`max_iterations 3` (was `max_iterations`)."))
+    keep_unaccepted: bool = field(default=True, metadata=_section(
+        "method", "Stage 2: a question the teacher never accepted keeps its last attempt in the training data "
+                  "(the authors' code); false: dropped."))
     fine_tune_interval: int = field(default=10, metadata=_section(
-        "method", "Stage 2: an SFT round each time the accepted answers grow by this many."))
-    high_compute: Literal["best_of_k", "long_budget"] = field(default="best_of_k", metadata=_section(
-        "method", "Stage 3: the high-compute answer: the best of `num_samples` samples by the student's own judgment "
-                  "(mean log-likelihood of the answer), or one greedy answer with `high_max_new_tokens`."))
-    num_samples: int = field(default=4, metadata=_section(
-        "method", "Stage 3, best_of_k: samples per question (was `k`)."))
-    sample_temperature: float = field(default=1.0, metadata=_section(
-        "method", "Stage 3: temperature of the `num_samples` samples."))
-    low_max_new_tokens: int = field(default=128, metadata=_section(
-        "method", "Stage 3: the low-compute (greedy) answer's length limit; best_of_k samples use it too."))
-    high_max_new_tokens: int = field(default=512, metadata=_section(
-        "method", "Stage 3, long_budget: the high-compute answer's length limit."))
+        "method", "Stage 2: an SFT round (one epoch) each time the training items grow by this many."))
+    preference_rule: Literal["longer", "likelihood"] = field(default="longer", metadata=_section(
+        "method", "Stage 3: which of a question's answers (the greedy one and `num_samples` samples) is preferred: "
+                  "longer: the one with the most tokens against the one with the fewest (the authors'); "
+                  "likelihood: the highest mean log-probability under the student against the lowest."))
+    num_samples: int = field(default=1, metadata=_section(
+        "method", "Stage 3: sampled answers beside the greedy one per question; 1: the authors' pair (was `k`)."))
+    sample_temperature: float = field(default=0.7, metadata=_section(
+        "method", "Stage 3 and stage 4's test answers: the sampling temperature (the authors' 0.7)."))
+    sample_top_p: float = field(default=0.9, metadata=_section(
+        "method", "Stage 3 and stage 4's test answers: nucleus sampling's top-p (the authors' 0.9)."))
     train_overrides: dict = field(default_factory=dict, metadata=_section(
-        "train", "LlamaFactory keys merged into the SFT recipes (stages 1 and 2)."))
+        "train", "LlamaFactory keys merged into the SFT recipes of stages 1 and 2 (over METEOR's settings, "
+                 "training.meteor_train)."))
     dpo_overrides: dict = field(default_factory=dict, metadata=_section(
-        "train", "LlamaFactory keys merged into the DPO recipe (stage 3), e.g. {pref_beta: 0.1}."))
+        "train", "LlamaFactory keys merged into stage 3's preference recipe (LlamaFactory stage `dpo`, "
+                 "`pref_loss: simpo` by default), e.g. {pref_loss: sigmoid, pref_beta: 0.1} for DPO against the "
+                 "stage-2 student."))
     output_dir: str = field(default="runs/meteor", metadata=_section(
         "output", "Everything the run writes (was `meteor_dir`)."))
     overwrite_output_dir: bool = field(default=False, metadata=_section(
@@ -148,18 +160,18 @@ skipped when the run is repeated; an interrupted one resumes from its cache."""
         if self.student not in PRESETS:
             raise ValueError(f"`student`: unknown preset {self.student!r}.{did_you_mean(self.student, PRESETS)} "
                              f"Available: {', '.join(PRESETS)}")
-        for key in ("max_revisions", "fine_tune_interval", "num_samples", "low_max_new_tokens", "high_max_new_tokens",
-                    "n_test"):
+        for key in ("fine_tune_interval", "num_samples", "n_test"):
             if getattr(self, key) < 1:
                 raise ValueError(f"`{key}` must be >= 1, got {getattr(self, key)}")
+        if self.max_revisions < 0:
+            raise ValueError(f"`max_revisions` must be >= 0, got {self.max_revisions}")
+        if not 0 < self.sample_top_p <= 1 or self.sample_temperature <= 0:
+            raise ValueError(f"`sample_top_p` must be in (0, 1] and `sample_temperature` > 0, got "
+                             f"{self.sample_top_p} and {self.sample_temperature}")
         if self.quality_questions < 0:
             raise ValueError(f"`quality_questions` must be >= 0, got {self.quality_questions}")
         if self.n_questions is not None and self.n_questions < 1:
             raise ValueError(f"`n_questions` must be >= 1, got {self.n_questions}")
-        if self.high_compute == "long_budget" and self.high_max_new_tokens <= self.low_max_new_tokens:
-            raise ValueError("`high_compute: long_budget` needs `high_max_new_tokens` > `low_max_new_tokens`")
-        if self.high_compute == "best_of_k" and self.num_samples < 2:
-            raise ValueError("`high_compute: best_of_k` needs `num_samples` >= 2")
         if self.questions != "generated" and not Path(self.questions).is_file():
             raise ValueError(f"`questions`: {self.questions} is not a file")
         self.teacher_args = self._chat("teacher", self.teacher)

@@ -1,8 +1,8 @@
 """`semievol-lf meteor run RECIPE`: METEOR end to end, resumable, with a report.
 
     guidelines (student) -> distill (teacher) -> quality (teacher without guidelines, judge) -> SFT ->
-    refine (student, teacher; SFT every `fine_tune_interval` accepted) -> preferences (student) -> DPO ->
-    judge (both students, judge) -> report
+    refine (student, teacher; SFT every `fine_tune_interval` items) -> preferences (student) -> SimPO ->
+    judge (the student of every stage, judge) -> report
 
 Every step is skipped when its finished outputs match its inputs (a step folder's manifest and final
 file; a fine-tune's marker), and an interrupted step resumes from its request cache. Endpoints are
@@ -27,9 +27,10 @@ from .preferences import PREFERENCE_DATASET, preferences
 from .quality import data_quality
 from .questions import demo_questions, load_questions, split_questions
 from .refine import refine
-from .training import dpo_recipe, sft_recipe, train
+from .training import preference_recipe, sft_recipe, train
 
-BASELINE, METEOR = "w/o METEOR", "w/ METEOR"
+# the student of each stage, in the judge's table (stage 4)
+BASE, DISTILLED, REFINED, EVOLVED = "base", "distilled", "refined", "self-evolved"
 
 
 def note_incomplete(summary: dict, chat) -> None:
@@ -109,7 +110,7 @@ class MeteorRunner:
             summary["quality"] = self._quality(domain, teacher)
             if cfg.stop_after == "distill":
                 return summary
-            sft = train("sft", sft_recipe(cfg, layout.distill, SFT_DATASET, layout.sft), layout)
+            sft = train("sft", sft_recipe(cfg, "distill", layout.distill, SFT_DATASET, layout.sft), layout)
             # Stage 2: refinement with the teacher's verdicts, an SFT round every `fine_tune_interval`
             summary["refine"] = refine(cfg, layout, domain, sft, self.student, teacher)
         finally:
@@ -119,7 +120,7 @@ class MeteorRunner:
             return summary
         refined = Path(summary["refine"]["adapter"])
 
-        # Stage 3: self-training by progressive compute -> DPO
+        # Stage 3: self-evolution, the greedy answer against sampled ones -> a preference fine-tune (SimPO)
         student = self.student(refined)
         try:
             summary["preferences"] = preferences(cfg, layout, domain, student)
@@ -127,14 +128,16 @@ class MeteorRunner:
             student.close()
         if cfg.stop_after == "preferences":
             return summary
-        # LlamaFactory's parser checks the DPO recipe before it trains (not again once it trained)
-        dpo = train("dpo", dpo_recipe(cfg, layout.preferences, PREFERENCE_DATASET, layout.dpo, previous=refined),
+        # LlamaFactory's parser checks the preference recipe before it trains (not again once it trained)
+        dpo = train("dpo", preference_recipe(cfg, layout.preferences, PREFERENCE_DATASET, layout.dpo,
+                                             previous=refined),
                     layout, validate=not (layout.dpo / "semievol_step.json").is_file())
 
-        # Stage 4: the judge, with and without METEOR
+        # Stage 4: the judge ranks the student of every stage on the same test questions
         judge_chat = open_chat(cfg.judge_args, "judge", cfg.batch_size, cfg.dtype, cfg.cutoff_len)
+        students = {BASE: None, DISTILLED: sft, REFINED: refined, EVOLVED: dpo}
         try:
-            summary["judge"] = judge(cfg, layout, test, {BASELINE: self.student(None), METEOR: self.student(dpo)},
+            summary["judge"] = judge(cfg, layout, test, {name: self.student(a) for name, a in students.items()},
                                      judge_chat)
         finally:
             note_incomplete(summary, judge_chat)

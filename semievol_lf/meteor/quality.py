@@ -1,20 +1,20 @@
 """Stage 1c: the guideline ablation (METEOR's data-quality comparison). The teacher also answers the
-first `quality_questions` distillation questions without the guideline; the judge scores both answer
-sets on the five criteria and overall, as in stage 4.
+first `quality_questions` distillation questions without the guideline; the judge scores both answers
+to each question in one prompt on the five criteria, as in stage 4 (judge.judge_answers).
 
     results = data_quality(cfg, layout, questions, with_guideline, teacher, judge_chat)
     # quality/cache/plain.jsonl (no-guideline answers), cache/judge.jsonl, scores.jsonl, results.json last
 
-The with-guideline answers are stage 1b's (distill/cache/teacher.jsonl), not asked again. `results` is
-judge.summarize's: mean scores per answer set and the win rate per criterion. Not handled: training
+The with-guideline answers are stage 1b's (distill/cache/teacher.jsonl), not asked again. Not handled: training
 a second student on the no-guideline data (METEOR compares the data, which is what is measured here).
+`results` is judge.summarize's: mean scores with intervals per answer set, the win rate per criterion.
 """
 
 from ..io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
 from ..progress import banner
 from ..step import StepOutputs
 from .chat import ChatRequest, cached_chat, chat_identity, request_seed
-from .judge import JUDGE_PROMPT, PREFILL, score_answers
+from .judge import JUDGE_PROMPT, PREFILL, judge_answers
 from .prompts import meteor_prompt, prompt_shape
 
 PLAIN_PROMPT = prompt_shape("plain", "question")  # templates/meteor/plain.jinja, as the manifest records it
@@ -47,8 +47,7 @@ def data_quality(cfg, layout, questions: list, with_guideline: dict[str, str], t
                                  t.temperature, t.max_new_tokens)) for q in questions]
     answers = {WITH: {q.uid: with_guideline[q.uid] for q in questions},
                WITHOUT: cached_chat(teacher, keyed, step.cache("plain"), "answers without guidelines")}
-    rows, results = score_answers(cfg, questions, answers, judge_chat, step.cache("judge"), "judge (data quality)",
-                                  "quality")
+    rows, results = judge_answers(cfg, questions, answers, judge_chat, step, "judge (data quality)", "quality")
     atomic_write_jsonl(folder / "scores.jsonl", rows)
     atomic_write_json(folder / "results.json", results)  # last
     return results

@@ -1,21 +1,23 @@
 """Stage 2: refinement and iterative training. The student answers with its reasoning, the teacher judges
-("correct", or feedback with hints), the student revises, up to `max_revisions` revisions; every time
-the accepted answers grow by `fine_tune_interval`, the student is fine-tuned on those answers (an SFT
-round, which continues the current student) and the next questions are answered by the new student.
+("correct", or feedback with hints), the student revises: `max_revisions` + 1 attempts at most (the
+authors' 3 in total). A question the teacher never accepted keeps its last attempt (`keep_unaccepted`,
+the authors' code) or is dropped. Every time the training items grow by `fine_tune_interval`, the
+student is fine-tuned on those items (an SFT round of one epoch, which continues the current student) and
+the next questions are answered by the new student.
 
     stats = refine(cfg, layout, questions, adapter, make_student, teacher)
 
 Questions go in blocks of `fine_tune_interval` (each block is answered by the student of that moment,
-as batches). Every request's key names the student round that made it (`q7|m2|i1`: question q7,
+as batches). The student's answers are sampled as the authors' (`sample_temperature`, `sample_top_p`,
+seeded per request). Every request's key names the student round that made it (`q7|m2|i1`: question q7,
 student after round 2, revision 1), so a resumed run replays the same decisions from the caches and
 skips the rounds whose markers say they finished. refine/trace.jsonl holds every attempt and verdict,
-round_K.json the K-th round's data; stats.json is written last.
+round_K.json the K-th round's data (`accepted`: false on a kept last attempt); stats.json is written last.
 
 The teacher is asked for a machine-readable verdict, a first line `VERDICT: CORRECT` or `VERDICT: INCORRECT`
 (templates/meteor/verdict.jinja; a local teacher's reply is started with `PREFILL` for it). `parse_verdict` reads
 that line only; a hedged or unreadable reply is feedback, counted as `unreadable` in stats.json, never accepted.
-An answer never judged correct after `max_revisions` revisions is dropped (counted). Not handled: a verdict
-given as JSON, or anywhere but on the first line (it is then unreadable, so feedback).
+Not handled: a verdict given as JSON, or anywhere but on the first line (it is then unreadable, so feedback).
 """
 
 import re
@@ -97,12 +99,12 @@ def feedback_of(text: str) -> str:
     return body
 
 
-def rounds_due(n_accepted: int, n_trained: int, interval: int) -> list[int]:
-    """The SFT rounds to run now: one per `interval` accepted answers not trained on yet.
+def rounds_due(n_items: int, n_trained: int, interval: int) -> list[int]:
+    """The SFT rounds to run now: one per `interval` training items not trained on yet.
 
     (10, 0, 10) -> [1];  (25, 1, 10) -> [2];  (9, 0, 10) -> [];  (20, 0, 10) -> [1, 2]
     """
-    return list(range(n_trained + 1, n_accepted // interval + 1))
+    return list(range(n_trained + 1, n_items // interval + 1))
 
 
 def _round_data(folder: Path, k: int, rows: list[dict]) -> str:
@@ -120,8 +122,9 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
     """`make_student(adapter)` gives the student with that adapter (closed by the caller's `close`)."""
     folder = layout.refine
     t = cfg.teacher_args
-    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_revisions",
-                                                       "fine_tune_interval", "train_overrides"),
+    manifest = {"settings": fingerprint({**cfg.settings("seed", "max_new_tokens", "max_revisions", "keep_unaccepted",
+                                                       "fine_tune_interval", "train_overrides", "sample_temperature",
+                                                       "sample_top_p"),
                                          "prompts": [ANSWER_PROMPT, JUDGE_PROMPT, REVISE_PROMPT, PREFILL],
                                          "teacher_tokens": t.max_new_tokens, "teacher_temperature": t.temperature}),
                 "questions": fingerprint([q.to_dict() for q in questions]), "teacher": chat_identity(t),
@@ -132,8 +135,9 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
         return read_json(folder / "stats.json")
     interval = cfg.fine_tune_interval
     banner(f"METEOR stage 2: refinement and iterative training ({len(questions)} questions, an SFT round every "
-           f"{interval} accepted answers, at most {cfg.max_revisions} revisions)")
-    trace, accepted, rounds = [], [], []
+           f"{interval} training items, at most {cfg.max_revisions + 1} attempts each)")
+    sampling = {"temperature": cfg.sample_temperature, "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens}
+    trace, items, rounds = [], [], []  # items: the training rows, accepted answers and kept last attempts
     verdicts = {CORRECT: 0, INCORRECT: 0, UNREADABLE: 0}
     student = make_student(adapter)
     try:
@@ -142,8 +146,8 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
             m = len(rounds)  # the student's round: 0 is the stage-1 student
             tag = lambda q, i, m=m: f"{q.uid}|m{m}|i{i}"  # noqa: E731
             keyed = [(tag(q, 0), ChatRequest(answer_prompt(q.question),
-                                             request_seed(cfg.seed, tag(q, 0), "answer"),
-                                             max_new_tokens=cfg.max_new_tokens)) for q in block]
+                                             request_seed(cfg.seed, tag(q, 0), "answer"), **sampling))
+                     for q in block]
             answers = cached_chat(student, keyed, step.cache("answer"), f"answer (student {m})")
             current = {q.uid: answers[tag(q, 0)] for q in block}
             pending = list(block)
@@ -158,36 +162,38 @@ def refine(cfg, layout, questions: list, adapter: Path, make_student, teacher) -
                     verdicts[verdict] += 1
                     trace.append({"id": q.uid, "student_round": m, "iteration": i, "answer": current[q.uid],
                                   "judgment": judged[tag(q, i)], "verdict": verdict})
-                    if verdict == CORRECT:
-                        accepted.append({"id": q.uid, "instruction": q.question, "input": "",
-                                         "output": current[q.uid], "iteration": i, "student_round": m})
-                    else:
+                    last = i == cfg.max_revisions
+                    if verdict == CORRECT or (last and cfg.keep_unaccepted):
+                        items.append({"id": q.uid, "instruction": q.question, "input": "", "output": current[q.uid],
+                                      "accepted": verdict == CORRECT, "iteration": i, "student_round": m})
+                    if verdict != CORRECT:
                         still.append(q)
                 pending = still
                 if not pending or i == cfg.max_revisions:
                     break
                 keyed = [(tag(q, i + 1), ChatRequest(
                     revise_prompt(q.question, current[q.uid], feedback_of(judged[tag(q, i)])),
-                    request_seed(cfg.seed, tag(q, i + 1), "revise"), max_new_tokens=cfg.max_new_tokens))
-                    for q in pending]
+                    request_seed(cfg.seed, tag(q, i + 1), "revise"), **sampling)) for q in pending]
                 revised = cached_chat(student, keyed, step.cache("revise"), f"revise (revision {i + 1})")
                 current.update({q.uid: revised[tag(q, i + 1)] for q in pending})
-            for k in rounds_due(len(accepted), len(rounds), interval):
-                rows = accepted[(k - 1) * interval:k * interval]
+            for k in rounds_due(len(items), len(rounds), interval):
+                rows = items[(k - 1) * interval:k * interval]
                 dataset = _round_data(folder, k, rows)
                 student.close()
-                adapter = train(f"refine_round_{k}", sft_recipe(cfg, folder, dataset, layout.refine_round(k),
-                                                                previous=adapter), layout)
+                adapter = train(f"refine_round_{k}", sft_recipe(cfg, "refine", folder, dataset,
+                                                                layout.refine_round(k), previous=adapter), layout)
                 rounds.append({"round": k, "rows": len(rows), "after_questions": start + len(block),
                                "adapter": str(adapter)})
                 student = make_student(adapter)
     finally:
         student.close()
     atomic_write_jsonl(folder / "trace.jsonl", trace)
-    atomic_write_json(folder / "accepted.json", accepted)
-    stats = {"questions": len(questions), "verdicts": verdicts, "accepted": len(accepted),
-             "dropped": len(questions) - len(accepted), "max_revisions": cfg.max_revisions,
+    atomic_write_json(folder / "items.json", items)
+    accepted = sum(row["accepted"] for row in items)
+    stats = {"questions": len(questions), "verdicts": verdicts, "accepted": accepted,
+             "kept_unaccepted": len(items) - accepted, "dropped": len(questions) - len(items),
+             "attempts": cfg.max_revisions + 1, "keep_unaccepted": cfg.keep_unaccepted,
              "fine_tune_interval": interval, "rounds": rounds, "adapter": str(adapter),
-             "untrained_accepted": len(accepted) - len(rounds) * interval}
+             "untrained_items": len(items) - len(rounds) * interval}
     atomic_write_json(folder / "stats.json", stats)  # last
     return stats

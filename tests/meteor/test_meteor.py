@@ -22,8 +22,8 @@ from semievol_lf.errors import UserError
 from semievol_lf.io_utils import read_json, read_jsonl
 from semievol_lf.meteor.chat import ChatRequest, EndpointChat, preflight
 from semievol_lf.meteor.config import ChatModelArguments, MeteorArguments
-from semievol_lf.meteor.judge import parse_scores, summarize
-from semievol_lf.meteor.preferences import best_of
+from semievol_lf.meteor.judge import bootstrap_interval, parse_judgment, shuffled, summarize
+from semievol_lf.meteor.preferences import pick_pair
 from semievol_lf.meteor.questions import demo_questions, load_questions, split_questions
 from semievol_lf.meteor.refine import feedback_of, parse_verdict, rounds_due
 
@@ -115,53 +115,163 @@ def test_rounds_due_one_per_interval():
     assert rounds_due(20, 0, 10) == [1, 2] and rounds_due(20, 2, 10) == []
 
 
-def test_best_of_picks_the_highest_non_empty():
-    assert best_of(["a", "b", ""], [-2.0, -1.0, 0.0]) == 1
-    assert best_of(["a", "b"], [-1.0, -1.0]) == 0 and best_of(["", ""], [0.0, 0.0]) == -1
+# ------------------------------------------------------------------ stage 3: the pairing rule, hand-built candidates
+
+# (answers, the greedy one first; measures (token counts or likelihoods), written by hand) -> the expected pair
+@pytest.mark.parametrize("texts, measures, expected", [
+    (["Dropout drops units.", "Dropout drops units at random while training, so no unit can rely on another."],
+     [4, 16], (1, 0)),  # the authors' case: the longer sample is preferred over the greedy answer
+    (["A long greedy answer with its reasoning spelled out.", "Short."], [10, 2], (0, 1)),  # greedy longer: chosen
+    (["greedy", "sample one", "the longest sample of all three", "s"], [1, 2, 6, 1], (2, 0)),  # worst: first of ties
+    (["a b", "c d"], [2, 2], "tie"),  # equal lengths: no preference (the authors' code keeps the greedy one)
+    (["same text", "same text"], [2, 2], "same_answer"), (["same", "same", ""], [1, 1, 0], "same_answer"),
+    (["an answer", ""], [2, 0], "empty"), (["", ""], [0, 0], "empty"),
+    (["", "only the sample", "x"], [0, 3, 1], (1, 2)),  # an empty greedy answer takes no part
+    ([" -1.5 likelihood", "-0.5", "-3.0"], [-1.5, -0.5, -3.0], (1, 2)),  # the likelihood rule: highest vs lowest
+])
+def test_the_pairing_rule_on_hand_built_candidates(texts, measures, expected):
+    assert pick_pair(texts, measures) == expected
 
 
-FULL = "Accuracy: 8\nCompleteness: 7/10\nRelevance: 9\nCoherence: 8\nReliability: 6\nOverall: 7.5"
-SIX = {"accuracy": 8, "completeness": 7, "relevance": 9, "coherence": 8, "reliability": 6, "overall": 7.5}
+def test_the_longer_answer_is_counted_in_the_students_tokens(smollm2):
+    """The lengths the rule compares are token counts of the student's tokenizer (no model loads)."""
+    from semievol_lf.meteor.chat import LocalChat
+
+    chat = LocalChat("hf", str(smollm2), "smollm2", name="student")
+    # fewer characters, more tokens: digits and symbols split into many tokens
+    wordy, dense = "Overfitting is memorising the training data.", "1e-3 ≈ 0.001; 2^10=1024 (≠ 1000)."
+    counts = chat.count_tokens([wordy, dense])
+    assert len(dense) < len(wordy) and counts[1] > counts[0] and chat._backend is None
+    assert pick_pair([wordy, dense], counts) == (1, 0)
 
 
-@pytest.mark.parametrize("text, scores", [
-    (FULL, SIX), (FULL + "\nAccuracy: 8 (repeated, same value)", SIX),
-    ("**Accuracy:** 8\n**Completeness**: 7\n| Relevance | 9 |\nCoherence = 8\nReliability - 6\nOverall: 7.5 / 10.",
-     SIX), ("Overall, a good answer.\n" + FULL + "\nJustification: clear.", SIX),
-    ("accuracy: 10 completeness: 1 relevance: 10 coherence: 10 reliability: 10 overall: 10",
-     {**dict.fromkeys(SIX, 10.0), "completeness": 1.0}),
-    # hostile or broken judgments: never a score
-    ("Great answer!", None), ("", None), ("Accuracy: 8, Overall: 7", None), (FULL.replace("9", "11"), None),
-    (FULL.replace("9", "N"), None),  # the template echoed
-    ("Accuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N", None),
-    (FULL.replace("Accuracy: 8", "Accuracy: 0"), None), (FULL.replace("Accuracy: 8", "Accuracy: -8"), None),
-    (FULL.replace("Accuracy: 8", "Accuracy: 8-9"), None), (FULL.replace("7/10", "3/5"), None),
-    (FULL.replace("Accuracy: 8", "Accuracy: 80"), None), (FULL.replace("7/10", "7/100"), None),
-    (FULL + "\nAccuracy: 3", None),  # two different values for one criterion
-    ("Accuracy: eight\n" + FULL.split("\n", 1)[1], None)])
-def test_parse_scores_reads_hand_written_judgments(text, scores):
-    assert parse_scores(text) == scores
+# ------------------------------------------------------------------ stage 4: hand-written judge replies
+
+def _entry(answer, scores=(8, 7, 9, 8, 6), why="clear"):
+    keys = ("accuracy", "completeness", "relevance", "coherence", "reliability")
+    return {"answer": answer, **dict(zip(keys, scores)), "justification": why}
 
 
-def test_unreadable_judgments_are_counted_and_shown_never_scored():
-    from semievol_lf.meteor.report import judge_table
-
-    rows = [{"id": "1", "model": "a", "scores": parse_scores(FULL)},
-            {"id": "2", "model": "a", "scores": parse_scores("Accuracy: N ... Overall: N")}]
-    out = summarize(rows, ["a"])
-    assert out["scores"]["a"]["valid"] == 1 and out["scores"]["a"]["n"] == 2 and out["scores"]["a"]["overall"] == 7.5
-    assert judge_table(out)[1][0][-1] == "1/2"
+TWO = json.dumps([_entry(1), _entry(2, (3, 2, 5, 4, 1), "wrong")])
+FIRST = {"accuracy": 8.0, "completeness": 7.0, "relevance": 9.0, "coherence": 8.0, "reliability": 6.0,
+         "average": 7.6, "justification": "clear"}
+SECOND = {"accuracy": 3.0, "completeness": 2.0, "relevance": 5.0, "coherence": 4.0, "reliability": 1.0,
+          "average": 3.0, "justification": "wrong"}
 
 
-def test_win_rates():
-    low = dict.fromkeys(("accuracy", "completeness", "relevance", "coherence", "reliability", "overall"), 5.0)
-    rows = [{"id": "1", "model": "a", "scores": {**low, "accuracy": 9.0}}, {"id": "1", "model": "b", "scores": low},
-            {"id": "2", "model": "a", "scores": low}, {"id": "2", "model": "b", "scores": low},
-            {"id": "3", "model": "a", "scores": None}, {"id": "3", "model": "b", "scores": low}]
-    out = summarize(rows, ["a", "b"])
-    assert out["scores"]["a"]["valid"] == 2 and out["scores"]["a"]["n"] == 3 and out["scores"]["a"]["accuracy"] == 7.0
-    assert out["win_rate"]["compared"] == 2 and out["win_rate"]["accuracy"] == {"a": 0.75, "b": 0.25}
-    assert out["win_rate"]["overall"] == {"a": 0.5, "b": 0.5}
+@pytest.mark.parametrize("text", [
+    TWO, "```json\n" + TWO + "\n```", "<think>Answer 2 is wrong. [1, 2]</think>\n" + TWO,
+    "Here are my scores:\n" + TWO + "\nI hope this helps.",
+    json.dumps([_entry(2, (3, 2, 5, 4, 1), "wrong"), _entry(1)]),  # any order of the entries
+    TWO.replace('"accuracy"', '"Accuracy"').replace('"answer"', '"Answer"'),  # keys in any case
+    TWO.replace("8, ", "8.0, ", 1), TWO + "\nSee [1] for the rubric.", json.dumps({"scores": json.loads(TWO)}),
+    TWO[:-1] + ",\n]",  # a trailing comma
+    json.dumps([{**_entry(1), "overall": 99}, _entry(2, (3, 2, 5, 4, 1), "wrong")]),  # other keys ignored
+    # the local judge's prefill and its continuation, as the 135M judge writes it
+    '[\n  {"answer": 1, "accuracy": 8, "completeness": 7, "relevance": 9, "coherence": 8, "reliability": 6, '
+    '"justification": "clear"},\n  {"answer": 2, "accuracy": 3, "completeness": 2, "relevance": 5, "coherence": 4, '
+    '"reliability": 1, "justification": "wrong"}\n]'])
+def test_parse_judgment_reads_hand_written_judgments(text):
+    assert parse_judgment(text, 2) == ([FIRST, SECOND], None)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("Answer 1 is better. Accuracy: 8, Completeness: 7.", "no JSON list"), ("", "no JSON list"),
+    (TWO[:-40], "not valid JSON"),  # cut at the length limit
+    ("[{'answer': 1, 'accuracy': 8}]", "not valid JSON"), (TWO.replace("}, {", "} {"), "not valid JSON"),
+    (json.dumps([_entry(1)]), "expected a list of 2 objects, got 1"),
+    (json.dumps([_entry(1), _entry(2), _entry(3)]), "expected a list of 2 objects, got 3"),  # an invented answer
+    (json.dumps([[_entry(1), _entry(2)]]), "expected a list of 2 objects, got 1"),
+    (json.dumps([_entry(1), _entry(1)]), "`answer` must be a distinct number 1-2, got 1"),
+    (json.dumps([_entry(1), _entry(3)]), "`answer` must be a distinct number 1-2, got 3"),
+    (json.dumps([_entry(1), _entry(True)]), "`answer` must be a distinct number 1-2, got True"),
+    (json.dumps([_entry(1), _entry("2")]), "got '2'"),
+    (json.dumps([_entry(1), _entry(2, (8, 7, 9, 8, 11))]), "answer 2: `reliability` is not a number from 1 to 10"),
+    (json.dumps([_entry(1), _entry(2, (0, 7, 9, 8, 6))]), "answer 2: `accuracy` is not a number from 1 to 10 (0)"),
+    (json.dumps([_entry(1), _entry(2, (-8, 7, 9, 8, 6))]), "`accuracy` is not a number from 1 to 10 (-8)"),
+    (json.dumps([_entry(1), _entry(2, ("8", 7, 9, 8, 6))]), "`accuracy` is not a number from 1 to 10 ('8')"),
+    (json.dumps([_entry(1), _entry(2, ("8/10", 7, 9, 8, 6))]), "('8/10')"),
+    (json.dumps([_entry(1), _entry(2, (True, 7, 9, 8, 6))]), "(True)"),
+    (json.dumps([_entry(1), _entry(2, (None, 7, 9, 8, 6))]), "(None)"),
+    (json.dumps([_entry(1), {k: v for k, v in _entry(2).items() if k != "coherence"}]), "`coherence` is not"),
+    (TWO.replace('"accuracy": 3', '"accuracy": NaN'), "NaN is not a score"),
+    (TWO.replace('"accuracy": 3', '"accuracy": Infinity'), "Infinity is not a score"),
+    (TWO.replace('"accuracy": 3,', '"accuracy": 3, "Accuracy": 9,'), "'accuracy' given twice"),
+    (TWO + "\nOn second thought:\n" + json.dumps([_entry(1, (1, 1, 1, 1, 1)), _entry(2)]), "two JSON lists"),
+    (TWO[:-1] + ",] and " + json.dumps([_entry(1), _entry(2)]), "two JSON lists"),
+    # the prompt's own form echoed back
+    ('[\n  {"answer": 1, "accuracy": S, "completeness": S}]', "not valid JSON"),
+    ("<think>" + TWO + "</think>\nAnswer 1 wins.", "no JSON list"),  # the scores only in the reasoning block
+])
+def test_an_unreadable_judgment_says_why_and_gives_no_score(text, why):
+    scores, reason = parse_judgment(text, 2)
+    assert scores is None and why in reason, reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=300), n=st.integers(1, 4))
+def test_parse_judgment_never_raises_and_never_scores_outside_1_to_10(text, n):
+    scores, why = parse_judgment(text, n)
+    assert (scores is None) != (why is None)
+    for entry in scores or []:
+        assert all(1 <= entry[c] <= 10 for c in ("accuracy", "completeness", "relevance", "coherence", "reliability"))
+
+
+def _row(qid, scores, judgments=("j",), problems=(None,)):
+    return {"id": qid, "scores": scores, "judgments": list(judgments), "problems": list(problems)}
+
+
+def _scores(base, tuned):
+    keys = ("accuracy", "completeness", "relevance", "coherence", "reliability")
+    return {name: {**dict(zip(keys, values)), "average": sum(values) / 5}
+            for name, values in (("base", base), ("tuned", tuned))}
+
+
+def test_summary_means_intervals_win_rates_and_unreadable_counts():
+    rows = [_row("1", _scores((4, 4, 4, 4, 4), (9, 4, 4, 4, 4))),
+            _row("2", _scores((6, 6, 6, 6, 6), (6, 6, 6, 6, 6)), ["bad", "good"], ["not valid JSON", None]),
+            _row("3", _scores((2, 2, 2, 2, 2), (8, 8, 8, 8, 8))),
+            _row("4", None, ["Great!", "[oops"], ["no JSON list", "not valid JSON (cut, or not JSON)"])]
+    out = summarize(rows, ["base", "tuned"], seed=1)
+    assert (out["questions"], out["readable"], out["retried"], out["unreadable"]) == (4, 3, 2, 1)
+    assert out["unreadable_why"] == {"not valid JSON (cut, or not JSON)": 1}  # the last attempt's reason
+    base, tuned = out["scores"]["base"], out["scores"]["tuned"]
+    assert base["accuracy"]["mean"] == 4.0 and tuned["accuracy"]["mean"] == pytest.approx(23 / 3)
+    assert tuned["average"]["mean"] == pytest.approx((5.0 + 6.0 + 8.0) / 3)  # the unreadable question left out
+    lo, hi = base["accuracy"]["interval"]
+    assert 2.0 <= lo < 4.0 < hi <= 6.0  # within the values' range, around the mean
+    assert out["win_rate"]["tuned"]["base"]["accuracy"] == pytest.approx(2.5 / 3)  # 1 win, 1 tie, 1 win
+    assert out["win_rate"]["base"]["tuned"]["accuracy"] == pytest.approx(0.5 / 3)
+    assert out["win_rate"]["tuned"]["base"]["completeness"] == pytest.approx(2 / 3)  # a tie, a tie, a win
+    assert summarize(rows, ["base", "tuned"], seed=1) == out  # seeded: the same intervals every run
+    none = summarize([rows[-1]], ["base", "tuned"])
+    assert none["readable"] == 0 and none["scores"]["base"]["accuracy"] == {"mean": None, "interval": None}
+
+
+def test_bootstrap_interval():
+    assert bootstrap_interval([5.0, 5.0, 5.0], seed=0) == [5.0, 5.0] and bootstrap_interval([], seed=0) is None
+    values = [1.0] * 50 + [9.0] * 50
+    lo, hi = bootstrap_interval(values, seed=0)
+    assert 4.0 < lo < 5.0 < hi < 6.0  # the mean's spread, not the values' (1 to 9): sd 4/sqrt(100) = 0.4
+
+
+def test_answers_are_shown_in_a_seeded_order_that_varies_by_question():
+    names = ["base", "distilled", "refined", "self-evolved"]
+    orders = {q: shuffled(names, 42, q, "judge", 0) for q in [f"q{i}" for i in range(20)]}
+    assert all(sorted(o) == sorted(names) for o in orders.values())
+    assert len({tuple(o) for o in orders.values()}) > 5 and len({o[0] for o in orders.values()}) == 4
+    assert shuffled(names, 42, "q1", "judge", 0) == orders["q1"]  # the same on every run
+
+
+def test_the_report_counts_and_shows_unreadable_judgments():
+    from semievol_lf.meteor.report import judge_section
+
+    rows = [_row("1", _scores((4, 4, 4, 4, 4), (9, 4, 4, 4, 4))),
+            _row("2", None, ["Great!", "[{`oops"], ["no JSON list", "not valid JSON (cut, or not JSON)"])]
+    text = "".join(judge_section(summarize(rows, ["base", "tuned"]), rows))
+    assert "Readable judgments: 1 of 2 questions (1 asked again with the answers reshuffled; 1 unreadable" in text
+    assert "- 2 (not valid JSON (cut, or not JSON)): `[{'oops`" in text
+    assert "| base | 4.00 [4.00, 4.00] |" in text and "| tuned | 100% | – |" in text
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -230,22 +340,52 @@ def test_a_renamed_key_is_one_error_naming_its_new_name(tmp_path, old, new):
         validate_recipe(recipe)
 
 
-def test_demo_recipe_validates_and_the_dpo_recipe_passes_llamafactorys_parser(tmp_path, smollm2):
+def test_demo_recipe_validates_and_the_preference_recipes_pass_llamafactorys_parser(tmp_path, smollm2):
+    """Stage 3 trains SimPO (reference-free, length-normalised; no reference model), or DPO against the stage-2
+    student when `dpo_overrides` asks for it; LlamaFactory's own parser accepts both."""
     from semievol_lf.llamafactory.recipes import validate_recipe
     from semievol_lf.meteor.preferences import pairwise_entry
-    from semievol_lf.meteor.training import dpo_recipe
+    from semievol_lf.meteor.training import preference_recipe
 
     assert "ok (meteor, student smollm2-135m, teacher hf)" in validate_recipe(ROOT / "recipes" / "meteor_demo.yaml")
     values = yaml.safe_load((ROOT / "recipes" / "meteor_demo.yaml").read_text())
-    cfg = build_config(MeteorArguments, values)
     pairs = [{"instruction": "q", "input": "", "chosen": "a", "rejected": "b"}]
     (tmp_path / "pairs.json").write_text(json.dumps(pairs))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"prefs": pairwise_entry("pairs.json")}))
-    recipe = dpo_recipe(cfg, tmp_path, "prefs", tmp_path / "dpo", previous=tmp_path / "refined")
-    recipe["model_name_or_path"] = str(smollm2)
-    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(recipe))
-    assert "ok (dpo, dataset prefs" in validate_recipe(tmp_path / "dpo.yaml")
-    assert recipe["ref_model_adapters"] == recipe["adapter_name_or_path"] == str(tmp_path / "refined")
+    for overrides, loss in (({}, "simpo"), ({"pref_loss": "sigmoid", "pref_beta": 0.1}, "sigmoid")):
+        cfg = build_config(MeteorArguments, {**values, "dpo_overrides": {**values["dpo_overrides"], **overrides}})
+        recipe = preference_recipe(cfg, tmp_path, "prefs", tmp_path / "dpo", previous=tmp_path / "refined")
+        recipe["model_name_or_path"] = str(smollm2)
+        (tmp_path / f"{loss}.yaml").write_text(yaml.safe_dump(recipe))
+        assert "ok (dpo, dataset prefs" in validate_recipe(tmp_path / f"{loss}.yaml")
+        assert recipe["stage"] == "dpo" and recipe["pref_loss"] == loss
+        assert recipe["adapter_name_or_path"] == str(tmp_path / "refined")
+        if loss == "simpo":  # the authors' margin 0, and no reference model
+            assert recipe["simpo_gamma"] == 0.0 and recipe["pref_beta"] == 1.0 and "ref_model" not in recipe
+        else:  # DPO moves away from the stage-2 student
+            assert recipe["ref_model_adapters"] == str(tmp_path / "refined") and "simpo_gamma" not in recipe
+
+
+def test_meteor_trains_each_stage_with_its_own_settings(tmp_path):
+    """The authors' full fine-tune values (finetune.py, self_training.py), a LoRA fine-tune at ten times the
+    learning rate; the recipe's overrides come last."""
+    from semievol_lf.meteor.training import meteor_train, preference_recipe, sft_recipe
+
+    full = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8, "cutoff_len": 512}
+    assert meteor_train("distill", "full") == {**full, "learning_rate": 3e-5, "num_train_epochs": 3.0}
+    assert meteor_train("refine", "full") == {**full, "learning_rate": 3e-5, "num_train_epochs": 1.0}
+    assert meteor_train("self_evolve", "full") == {**full, "learning_rate": 1e-5, "num_train_epochs": 1.0}
+    assert meteor_train("distill", "lora")["learning_rate"] == 3e-4
+    assert meteor_train("self_evolve", "lora")["learning_rate"] == 1e-4
+    cfg = build_config(MeteorArguments, {"teacher": {"preset": "smollm2-135m"},
+                                         "train_overrides": {"learning_rate": 1e-3}})
+    distill = sft_recipe(cfg, "distill", tmp_path, "d", tmp_path / "sft")
+    refine_round = sft_recipe(cfg, "refine", tmp_path, "r", tmp_path / "r1", previous=tmp_path / "sft")
+    assert (distill["num_train_epochs"], refine_round["num_train_epochs"]) == (3.0, 1.0)
+    assert distill["learning_rate"] == refine_round["learning_rate"] == 1e-3  # the override wins
+    assert distill["gradient_accumulation_steps"] == 8 and distill["cutoff_len"] == 512
+    assert distill["bf16"] is False and distill["lora_rank"] == 16  # the preset's hardware settings stay
+    assert preference_recipe(cfg, tmp_path, "p", tmp_path / "dpo", previous=tmp_path / "r1")["learning_rate"] == 1e-4
 
 
 def test_a_prompt_longer_than_the_context_is_one_error_before_the_model_loads(tmp_path, tiny_model):
@@ -430,7 +570,7 @@ def test_a_reasoning_endpoint_gets_its_fields_and_incomplete_replies_are_retried
         assert again.incomplete == {"null": 1, "length": 1}
     finally:
         server.shutdown()
-    with pytest.raises(ValueError, match="`reasoning` and `omit_fields` are settings of an endpoint"):
+    with pytest.raises(ValueError, match="`reasoning`, `omit_fields` and `continue_final_message` are settings of an"):
         ChatModelArguments(kind="hf", preset="smollm2-135m", reasoning=True)
 
 
@@ -447,32 +587,150 @@ def test_the_report_shows_incomplete_replies():
     assert not _incomplete_section({})
 
 
+class _StubJudge(BaseHTTPRequestHandler):
+    """A served judge (a hosted one cannot run here): it continues the reply's start it is sent
+    (`continue_final_message`) and scores each answer shown by its text: "good" 9, "bad" 2, "fair" 5. Question
+    "flaky": unreadable the first time; "broken": always prose; "hostile": a score of 11; "cut": cut JSON."""
+
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        prompt = body["messages"][0]["content"]
+        question = prompt.split("\n", 1)[0].removeprefix("Question: ")
+        asked = sum(b["messages"][0]["content"].startswith(f"Question: {question}\n") for b in type(self).seen)
+        shown = re.findall(r"^Answer (\d+): (\w+)", prompt, re.MULTILINE)
+        value = {"good": 9, "bad": 2, "fair": 5}
+        entries = [{"answer": int(i), **dict.fromkeys(("accuracy", "completeness", "relevance", "coherence",
+                                                        "reliability"), value[text]),
+                    "justification": f"{text} answer"} for i, text in shown]
+        if question == "hostile":
+            entries[0]["accuracy"] = 11
+        reply = "[\n  " + ",\n  ".join(json.dumps(e) for e in entries) + "\n]"  # as PREFILL starts it
+        if question == "broken" or (question == "flaky" and asked == 1):
+            reply = "All answers are great!"
+        if question == "cut":
+            reply = reply[:50]
+        start = body["messages"][-1]["content"] if body.get("continue_final_message") else ""
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply[len(start):]
+                                                    if reply.startswith(start) else reply},
+                                        "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_the_judge_ranks_every_model_in_one_prompt_maps_shuffled_scores_back_and_retries_once(tmp_path):
+    """judge_answers over a served judge: the scores return to the right model whatever the shuffled order, an
+    unreadable judgment is asked again once reshuffled, and one still unreadable is counted, never scored."""
+    from semievol_lf.meteor.judge import PREFILL, judge_answers
+    from semievol_lf.meteor.questions import Question
+    from semievol_lf.step import StepOutputs
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = {"kind": "openai", "model": "judge", "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+                "api_key_env": None, "continue_final_message": True}
+    try:
+        cfg = build_config(MeteorArguments, {"teacher": endpoint})
+        ids = ["fine", "again", "flaky", "broken", "hostile", "cut"]
+        questions = [Question(f"q{i}", text) for i, text in enumerate(ids)]
+        answers = {"base": dict.fromkeys([q.uid for q in questions], "bad"),
+                   "distilled": dict.fromkeys([q.uid for q in questions], "fair"),
+                   "self-evolved": dict.fromkeys([q.uid for q in questions], "good")}
+        from semievol_lf.meteor.chat import EndpointChat
+
+        chat = EndpointChat(cfg.judge_args, "judge")
+        step = StepOutputs(tmp_path / "judge", {"x": 1}, "results.json", False)
+        try:
+            rows, out = judge_answers(cfg, questions, answers, chat, step, "judge", "judge")
+        finally:
+            chat.close()
+    finally:
+        server.shutdown()
+    first = [b for b in _StubJudge.seen if b["messages"][-1]["role"] == "assistant"]
+    assert len(first) == len(_StubJudge.seen) and all(b["messages"][-1]["content"] == PREFILL for b in first)
+    assert all(b["continue_final_message"] is True and b["add_generation_prompt"] is False for b in first)
+    by = {r["id"]: r for r in rows}
+    assert len(_StubJudge.seen) == 6 + 4  # flaky, broken, hostile and cut asked again, once each
+    for uid in ("q0", "q1", "q2"):
+        assert by[uid]["scores"]["self-evolved"]["accuracy"] == 9.0 and by[uid]["scores"]["base"]["average"] == 2.0
+        assert by[uid]["justifications"]["distilled"] == "fair answer"
+    # prose after the reply's start is not JSON
+    assert by["q2"]["judgments"][0] == PREFILL + "All answers are great!"
+    assert len(by["q2"]["judgments"]) == 2 and by["q2"]["problems"] == ["not valid JSON (cut, or not JSON)", None]
+    assert by["q2"]["order"] != by["q2"]["order"][:0] and sorted(by["q2"]["order"]) == sorted(answers)
+    for uid in ("q3", "q4", "q5"):
+        assert by[uid]["scores"] is None and len(by[uid]["judgments"]) == 2
+    assert "`accuracy` is not a number from 1 to 10 (11)" in by["q4"]["problems"][-1]
+    assert (out["questions"], out["readable"], out["retried"], out["unreadable"], out["justified"]) == (6, 3, 4, 3, 3)
+    assert out["scores"]["self-evolved"]["accuracy"] == {"mean": 9.0, "interval": [9.0, 9.0]}
+    assert out["win_rate"]["self-evolved"]["base"]["average"] == 1.0 and out["win_rate"]["base"]["distilled"][
+        "reliability"] == 0.0
+    # the shuffled orders differ between questions: a fixed position would not have mapped back right
+    assert len({tuple(r["order"]) for r in rows}) > 1
+
+
+def test_an_endpoint_request_carries_top_p_and_continues_the_prefill_only_when_asked():
+    plain = EndpointChat(ChatModelArguments(kind="openai", model="m", api_key_env=None))
+    request = ChatRequest("q", seed=3, temperature=0.7, max_new_tokens=7, top_p=0.9, prefill="VERDICT:")
+    assert plain.payload(request) == {"model": "m", "messages": [{"role": "user", "content": "q"}],
+                                      "temperature": 0.7, "max_tokens": 7, "seed": 3, "top_p": 0.9}
+    vllm = EndpointChat(ChatModelArguments(kind="openai", model="m", api_key_env=None, continue_final_message=True,
+                                           omit_fields=["top_p"]))
+    assert vllm.payload(request) == {
+        "model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "VERDICT:"}],
+        "temperature": 0.7, "max_tokens": 7, "seed": 3, "continue_final_message": True,
+        "add_generation_prompt": False}
+    with pytest.raises(ValueError, match="`continue_final_message` are settings of an endpoint"):
+        ChatModelArguments(kind="hf", preset="smollm2-135m", continue_final_message=True)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
-def test_a_teacher_that_never_accepts_stops_each_question_at_max_revisions(tmp_path, tiny_model):
-    """The random tiny model as student and teacher (real LlamaFactory SFT of stage 1 included): it never
-    writes a clean `VERDICT: CORRECT`, so every question is revised exactly `max_revisions` times, then dropped;
-    no SFT round runs, because nothing was accepted."""
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_teacher_that_never_accepts_stops_each_question_after_three_attempts(tmp_path, tiny_model, keep):
+    """The random tiny model as student and teacher (real LlamaFactory SFT included): it never writes a clean
+    `VERDICT: CORRECT`, so every question gets exactly 3 attempts (the authors' max_iterations 3); its last
+    attempt is kept for training (the authors' default: an SFT round per `fine_tune_interval` items), or
+    dropped (`keep_unaccepted=false`: no item, no round)."""
     out = tmp_path / "run"
     teacher = f"teacher={{kind: hf, model: '{tiny_model}', template: default, max_new_tokens: 12}}"
     run_cmd([CLI, "meteor", "run", ROOT / "recipes" / "meteor_demo.yaml", f"output_dir={out}", "student=tiny",
              f"student_model_name_or_path={tiny_model}", teacher, "n_questions=4", "max_new_tokens=12",
-             "max_revisions=2", "fine_tune_interval=2", "stop_after=refine", "train_overrides={num_train_epochs: 1}"],
-            cwd=ROOT)
+             "quality_questions=0", "fine_tune_interval=2", "stop_after=refine", f"keep_unaccepted={str(keep).lower()}",
+             "train_overrides={}"], cwd=ROOT)  # METEOR's own settings: stage 1 three epochs, a round one
     trace = list(read_jsonl(out / "refine" / "trace.jsonl"))
     stats = read_json(out / "refine" / "stats.json")
     v = stats["verdicts"]
-    assert v["correct"] == 0 and v["incorrect"] + v["unreadable"] == 4 * 3 and stats["dropped"] == 4
-    assert not stats["rounds"] and all(t["judgment"].startswith("VERDICT:") for t in trace)  # the prefill
+    assert v["correct"] == stats["accepted"] == 0 and v["incorrect"] + v["unreadable"] == 4 * 3
+    assert all(t["judgment"].startswith("VERDICT:") for t in trace)  # the prefill
     for uid in {t["id"] for t in trace}:
         assert [t["iteration"] for t in trace if t["id"] == uid] == [0, 1, 2]
-    revised = _cache(out / "refine", "revise")
-    assert len(revised) == 4 * 2 and not list((out / "refine").glob("round_*"))
-    assert stats["adapter"] == str(out / "sft")  # the student stays the stage-1 one
+    assert len(_cache(out / "refine", "revise")) == 4 * 2
+    items = read_json(out / "refine" / "items.json")
+    if keep:
+        last = {t["id"]: t["answer"] for t in trace if t["iteration"] == 2}
+        assert {row["id"]: row["output"] for row in items} == last and not any(row["accepted"] for row in items)
+        assert (stats["kept_unaccepted"], stats["dropped"], len(stats["rounds"])) == (4, 0, 2)
+        assert read_json(out / "refine" / "round_2.json") == items[2:4]
+        recipe = yaml.safe_load((out / "recipes" / "refine_round_2.yaml").read_text())
+        assert recipe["num_train_epochs"] == 1 and recipe["adapter_name_or_path"] == str(out / "refine" / "round_1")
+        assert yaml.safe_load((out / "recipes" / "sft.yaml").read_text())["num_train_epochs"] == 3
+        assert stats["adapter"] == str(out / "refine" / "round_2")
+    else:
+        assert items == [] and (stats["kept_unaccepted"], stats["dropped"], stats["rounds"]) == (0, 4, [])
+        assert not list((out / "refine").glob("round_*")) and stats["adapter"] == str(out / "sft")
 
 
 FAULT = "refine/cache/judge:2"  # killed (SIGKILL) right after the second chunk of the teacher's verdicts
-SMALLER = ["n_questions=6", "n_test=2", "num_samples=2"]  # the demo with fewer questions: minutes, not more
+SMALLER = ["n_questions=6", "n_test=2"]  # the demo with fewer questions: minutes, not more
 
 
 @pytest.fixture(scope="module")
@@ -539,62 +797,67 @@ def test_every_sft_row_comes_from_a_teacher_answer(demo_run):
 @pytest.mark.slow
 def test_the_guideline_ablation_judges_both_teacher_answer_sets(demo_run):
     """quality/: the teacher's answers without the guideline (one per question of the first
-    `quality_questions`), the with-guideline ones reused from distill/, both judged; the report's table
-    recounts from scores.jsonl."""
+    `quality_questions`), the with-guideline ones reused from distill/, both judged in one prompt per question;
+    the report's table recounts from scores.jsonl."""
+    from semievol_lf.meteor.judge import judge_prompt
     from semievol_lf.meteor.quality import PLAIN_PROMPT, WITH, WITHOUT
 
     d, n = demo_run["dir"], demo_run["cfg"]["quality_questions"]
-    domain = [q["uid"] for q in read_json(d / "questions.json")["domain"]][:n]
+    domain = read_json(d / "questions.json")["domain"][:n]
     plain, teacher = _cache(d / "quality", "plain"), _cache(d / "distill", "teacher")
     judged = _cache(d / "quality", "judge")
-    assert list(plain) == domain and all(plain.values())
-    assert set(judged) == {f"{m}|{uid}" for m in (WITH, WITHOUT) for uid in domain}
+    assert list(plain) == [q["uid"] for q in domain] and all(plain.values())
     rows = list(read_jsonl(d / "quality" / "scores.jsonl"))
-    assert len(rows) == 2 * n
-    for row in rows:
-        assert row["answer"] == (teacher if row["model"] == WITH else plain)[row["id"]]
-        assert row["judgment"].startswith("Accuracy:") and row["scores"] == parse_scores(row["judgment"])
+    assert len(rows) == n and {f"{r['id']}|a0" for r in rows} <= set(judged)
+    for row, q in zip(rows, domain):
+        assert row["answers"] == {WITH: teacher[q["uid"]], WITHOUT: plain[q["uid"]]}
+        assert row["judgments"][-1] == judged[f"{q['uid']}|a{len(row['judgments']) - 1}"]
+        shown = judge_prompt(q["question"], [row["answers"][m] for m in row["order"]])
+        assert shown.count("\nAnswer ") == 2 and all(a in shown for a in row["answers"].values())
     results = read_json(d / "quality" / "results.json")
-    assert results == json.loads(json.dumps(summarize(rows, [WITH, WITHOUT])))
+    assert results == json.loads(json.dumps(summarize(rows, [WITH, WITHOUT], demo_run["cfg"]["seed"])))
     assert read_json(d / "summary.json")["quality"] == results
     report = (d / "report.md").read_text()
     assert "## Data quality: teacher answers with vs without guidelines" in report
     assert f"| {WITH} |" in report and f"| {WITHOUT} |" in report and "{question}" in PLAIN_PROMPT
-    print("quality:", {m: (r["valid"], r["overall"]) for m, r in results["scores"].items()})
+    print("quality:", results["readable"], "readable of", results["questions"])
 
 
 @pytest.mark.slow
-def test_refinement_stops_at_max_revisions_and_trains_at_each_interval(demo_run):
+def test_refinement_stops_after_three_attempts_and_trains_at_each_interval(demo_run):
     d, cfg = demo_run["dir"], demo_run["cfg"]
-    max_it, interval = cfg["max_revisions"], cfg["fine_tune_interval"]
+    attempts_at_most, interval = cfg["max_revisions"] + 1, cfg["fine_tune_interval"]
     trace = list(read_jsonl(d / "refine" / "trace.jsonl"))
     stats = read_json(d / "refine" / "stats.json")
-    accepted = read_json(d / "refine" / "accepted.json")
+    items = read_json(d / "refine" / "items.json")
     by_question: dict[str, list] = {}
     for t in trace:
         by_question.setdefault(t["id"], []).append(t)
-    assert len(by_question) == stats["questions"]
+    assert len(by_question) == stats["questions"] and attempts_at_most == stats["attempts"] == 3
     for attempts in by_question.values():
-        assert [a["iteration"] for a in attempts] == list(range(len(attempts))) and len(attempts) <= max_it + 1
+        assert [a["iteration"] for a in attempts] == list(range(len(attempts))) and len(attempts) <= attempts_at_most
         assert all(a["verdict"] != "correct" for a in attempts[:-1])  # revised only after feedback
         assert all(a["verdict"] == parse_verdict(a["judgment"]) for a in attempts)
         if attempts[-1]["verdict"] != "correct":
-            assert len(attempts) == max_it + 1  # dropped only after max_revisions revisions
+            assert len(attempts) == attempts_at_most  # given up only after the third attempt
     counted = {v: sum(t["verdict"] == v for t in trace) for v in ("correct", "incorrect", "unreadable")}
-    assert stats["verdicts"] == counted and counted["correct"] == len(accepted) == stats["accepted"]
-    for row in accepted:  # the accepted answer is the one the teacher judged correct
+    assert stats["verdicts"] == counted and counted["correct"] == stats["accepted"]
+    # every question gives one training item (keep_unaccepted: the last attempt of a never-accepted one)
+    assert len(items) == stats["questions"] == stats["accepted"] + stats["kept_unaccepted"] and not stats["dropped"]
+    for row in items:
         last = by_question[row["id"]][-1]
-        assert last["verdict"] == "correct" and last["answer"] == row["output"]
-    # one SFT round per `fine_tune_interval` accepted answers, on exactly those answers
+        assert last["answer"] == row["output"] and row["accepted"] == (last["verdict"] == "correct")
+    # one SFT round of one epoch per `fine_tune_interval` items, on exactly those items
     rounds = stats["rounds"]
-    assert len(rounds) == len(accepted) // interval >= 1
+    assert len(rounds) == len(items) // interval >= 1
     for r in rounds:
         k = r["round"]
         data = read_json(d / "refine" / f"round_{k}.json")
-        assert data == accepted[(k - 1) * interval:k * interval]
+        assert data == items[(k - 1) * interval:k * interval]
         recipe = yaml.safe_load((d / "recipes" / f"refine_round_{k}.yaml").read_text())
         previous = str(d / "sft") if k == 1 else rounds[k - 2]["adapter"]
         assert recipe["dataset"] == f"meteor_refine_{k}" and recipe["adapter_name_or_path"] == previous
+        assert recipe["num_train_epochs"] == 1
         assert (Path(r["adapter"]) / "semievol_step.json").is_file()
         # every question after the round was answered by the newly trained student
         later = [t for t in trace if t["iteration"] == 0 and
@@ -604,42 +867,63 @@ def test_refinement_stops_at_max_revisions_and_trains_at_each_interval(demo_run)
 
 
 @pytest.mark.slow
-def test_every_dpo_pair_prefers_the_higher_compute_answer(demo_run):
+def test_every_preference_pair_is_the_best_against_the_worst_answer(demo_run):
+    """The demo ranks by likelihood: every answer (the greedy one and the sample) scored by the student; the
+    pair is the best against the worst. Stage 3 trains SimPO (no reference model)."""
     d, cfg = demo_run["dir"], demo_run["cfg"]
+    assert cfg["preference_rule"] == "likelihood"
     candidates = {c["id"]: c for c in read_jsonl(d / "preferences" / "candidates.jsonl")}
     pairs = read_json(d / "preferences" / "pairs.json")
-    assert pairs and len(pairs) == read_json(d / "preferences" / "stats.json")["pairs"]
-    low = _cache(d / "preferences", "low")
-    samples = _cache(d / "preferences", "sample")
+    stats = read_json(d / "preferences" / "stats.json")
+    assert pairs and len(pairs) == stats["pairs"] == stats["questions"] - stats["same_answer"] - stats["tie"] - \
+        stats["empty"]
+    greedy, sampled = _cache(d / "preferences", "greedy"), _cache(d / "preferences", "sample")
     scores = {r["key"]: r["score"] for r in read_jsonl(d / "preferences" / "cache" / "score.jsonl")}
     for pair in pairs:
-        c = candidates[pair["id"]]
-        texts = [samples[f"{pair['id']}|s{j}"] for j in range(cfg["num_samples"])]
-        own = [scores.get(f"{pair['id']}|s{j}", float("-inf")) if texts[j] else float("-inf")
-               for j in range(cfg["num_samples"])]
-        assert pair["chosen"] == texts[own.index(max(own))] == c["high"]  # the best sample by the student's judgment
-        assert pair["rejected"] == low[pair["id"]] == c["low"] and pair["chosen"] != pair["rejected"]
+        uid = pair["id"]
+        answers = [greedy[uid], *[sampled[f"{uid}|s{j}"] for j in range(cfg["num_samples"])]]
+        assert candidates[uid]["answers"] == answers
+        own = {a: scores[f"{uid}|c{i}"] for i, a in enumerate(answers) if a}  # the scores as cached
+        assert own[pair["chosen"]] == max(own.values()) > own[pair["rejected"]] == min(own.values())
     info = read_json(d / "preferences" / "dataset_info.json")["meteor_preferences"]
     assert info["ranking"] is True and info["columns"]["chosen"] == "chosen"
-    dpo = yaml.safe_load((d / "recipes" / "dpo.yaml").read_text())
+    recipe = yaml.safe_load((d / "recipes" / "dpo.yaml").read_text())
     refined = read_json(d / "refine" / "stats.json")["adapter"]
-    assert dpo["stage"] == "dpo" and dpo["adapter_name_or_path"] == dpo["ref_model_adapters"] == refined
+    assert (recipe["stage"], recipe["pref_loss"], recipe["simpo_gamma"]) == ("dpo", "simpo", 0.0)
+    assert recipe["adapter_name_or_path"] == refined and "ref_model" not in recipe
     assert (d / "dpo" / "adapter_config.json").is_file() and (d / "dpo" / "semievol_step.json").is_file()
     assert "'loss'" in (d / "logs" / "dpo.log").read_text() or "train_loss" in (d / "logs" / "dpo.log").read_text()
 
 
 @pytest.mark.slow
-def test_the_judges_table_recounts_from_its_scores(demo_run):
-    d = demo_run["dir"]
+def test_the_judge_ranks_every_stage_and_its_table_recounts_from_its_judgments(demo_run):
+    from semievol_lf.meteor.judge import parse_judgment
+
+    d, cfg = demo_run["dir"], demo_run["cfg"]
+    models = ["base", "distilled", "refined", "self-evolved"]
     rows = list(read_jsonl(d / "judge" / "scores.jsonl"))
     results = read_json(d / "judge" / "results.json")
-    assert results == json.loads(json.dumps(summarize(rows, ["w/o METEOR", "w/ METEOR"])))
-    assert len(rows) == 2 * demo_run["cfg"]["n_test"]
-    for row in rows:
-        assert row["scores"] == parse_scores(row["judgment"]) and row["judgment"].startswith("Accuracy:")
-    assert sum(r["valid"] for r in results["scores"].values()) == sum(r["scores"] is not None for r in rows)
+    assert results["models"] == models and len(rows) == cfg["n_test"]
+    assert results == json.loads(json.dumps(summarize(rows, models, cfg["seed"])))
+    for row in rows:  # the scores are the last judgment's, read back through the order it showed
+        assert sorted(row["order"]) == sorted(models) and len(row["judgments"]) == 1 + (row["problems"][0] is not None)
+        scores, why = parse_judgment(row["judgments"][-1], len(models))
+        assert why == row["problems"][-1]
+        if scores:
+            assert {m: row["scores"][m]["average"] for m in models} == {
+                m: scores[row["order"].index(m)]["average"] for m in models}
+        else:
+            assert row["scores"] is None
+    assert results["readable"] == sum(r["scores"] is not None for r in rows)
+    assert results["readable"] + results["unreadable"] == len(rows)
     report = (d / "report.md").read_text()
-    assert "| Model | Accuracy | Completeness | Relevance | Coherence | Reliability | Overall |" in report
-    assert "| w/o METEOR |" in report and "| w/ METEOR |" in report and (d / "plots" / "judge_scores.png").is_file()
+    assert f"Readable judgments: {results['readable']} of {len(rows)} questions" in report
+    assert "| Model | Accuracy | Completeness | Relevance | Coherence | Reliability | Average (of the five) |" in report
+    assert all(f"| {m} |" in report for m in models) and (d / "plots" / "judge_scores.png").is_file()
+    if results["readable"]:
+        assert re.search(r"\| base \| \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] \|", report)  # a mean and its interval
+        assert "Pairwise win rates on the average score" in report
     summary = read_json(d / "summary.json")
     assert summary["judge"] == results and summary["refine"]["rounds"]
+    assert set(summary["adapters"]) == {"sft", "refine", "dpo"}
+    print("judge:", results["readable"], "readable of", len(rows), {m: results["scores"][m]["average"] for m in models})

@@ -2,8 +2,9 @@
 replaced: the expected strings below were recorded from those constants' `.format(...)` before the move.
 A question, answer, guideline or feedback is pasted as is: braces and Jinja-like `{{ }}`, `{% %}`, `{# #}`
 stay literal, and the whitespace around it (leading, trailing, \\r\\n, tabs) is kept, never stripped.
-The verdict prompt alone was changed since (issue 22: a machine-readable `VERDICT:` first line), so the refine
-step's manifest changed with it; its expected text below is the new one."""
+The verdict and judge prompts were changed since (issue 22: a machine-readable `VERDICT:` first line; every answer
+to a question judged in one prompt, a JSON list out), so the manifests of their steps changed with them; their
+expected texts below are the new ones."""
 
 import re
 
@@ -24,7 +25,7 @@ EXPECTED = {
     "answer": 'Answer the question below. First explain your reasoning step by step, then state your answer.\n\nQuestion: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}',  # noqa: E501
     "verdict": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nStudent\'s answer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nIs this answer correct? Reply with your verdict on the first line, exactly "VERDICT: CORRECT" or "VERDICT: INCORRECT", and nothing else on that line. If the answer is correct, write nothing more. If it is incorrect, add feedback on what is wrong or missing, and hints to improve it, after that line.',  # noqa: E501
     "revise": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nYour previous answer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nA teacher\'s feedback: Incorrect. {feedback} is {{ wrong }} }{\n\nWrite an improved answer: explain your reasoning step by step, then state your answer.',  # noqa: E501
-    "judge": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nAnswer:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nRate this answer on each criterion from 1 (poor) to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\nAccuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N',  # noqa: E501
+    "judge": 'Question: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}\n\nAnswer 1:   Use {{ \'{\' }} and }} {answer} {feedback}\r\nline two\t \n\n\nAnswer 2: second\n\nScore each answer from 1 (poor) to 10 (excellent) on accuracy, completeness, relevance, coherence and reliability, and justify the scores of each answer in one short sentence (a "justification" key). Reply with a JSON list only, one object per answer, in this form:\n[\n  {"answer": 1, "accuracy": S, "completeness": S, "relevance": S, "coherence": S, "reliability": S},\n  {"answer": 2, "accuracy": S, "completeness": S, "relevance": S, "coherence": S, "reliability": S}\n]\nwhere each S is a score from 1 to 10.',  # noqa: E501
     "plain": 'Answer the question below clearly and correctly.\n\nQuestion: What does {x} mean in f"{x!r}", and {{ y }} or {% raw %}{# c #} in Jinja? {question} {0}',  # noqa: E501
     "plain_ws": "Answer the question below clearly and correctly.\n\nQuestion: Why ü?\n ",
 }
@@ -37,7 +38,7 @@ SHAPES = {
     (refine, "ANSWER_PROMPT"): "Answer the question below. First explain your reasoning step by step, then state your answer.\n\nQuestion: {question}",  # noqa: E501
     (refine, "JUDGE_PROMPT"): 'Question: {question}\n\nStudent\'s answer: {answer}\n\nIs this answer correct? Reply with your verdict on the first line, exactly "VERDICT: CORRECT" or "VERDICT: INCORRECT", and nothing else on that line. If the answer is correct, write nothing more. If it is incorrect, add feedback on what is wrong or missing, and hints to improve it, after that line.',  # noqa: E501
     (refine, "REVISE_PROMPT"): "Question: {question}\n\nYour previous answer: {answer}\n\nA teacher's feedback: {feedback}\n\nWrite an improved answer: explain your reasoning step by step, then state your answer.",  # noqa: E501
-    (judge, "JUDGE_PROMPT"): "Question: {question}\n\nAnswer: {answer}\n\nRate this answer on each criterion from 1 (poor) to 10 (excellent), then give an overall score from 1 to 10. Reply in exactly this format:\nAccuracy: N\nCompleteness: N\nRelevance: N\nCoherence: N\nReliability: N\nOverall: N",  # noqa: E501
+    (judge, "JUDGE_PROMPT"): 'Question: {question}\n\nAnswer 1: {answer_1}\n\nAnswer 2: {answer_2}\n\nScore each answer from 1 (poor) to 10 (excellent) on accuracy, completeness, relevance, coherence and reliability, and justify the scores of each answer in one short sentence (a "justification" key). Reply with a JSON list only, one object per answer, in this form:\n[\n  {"answer": 1, "accuracy": S, "completeness": S, "relevance": S, "coherence": S, "reliability": S},\n  {"answer": 2, "accuracy": S, "completeness": S, "relevance": S, "coherence": S, "reliability": S}\n]\nwhere each S is a score from 1 to 10.',  # noqa: E501
     (quality, "PLAIN_PROMPT"): "Answer the question below clearly and correctly.\n\nQuestion: {question}",
 }
 
@@ -50,7 +51,7 @@ def test_each_prompt_renders_as_before_with_braces_and_whitespace_kept():
         "answer": refine.answer_prompt(Q),
         "verdict": refine.verdict_prompt(Q, A),
         "revise": refine.revise_prompt(Q, A, F),
-        "judge": judge.judge_prompt(Q, A),
+        "judge": judge.judge_prompt(Q, [A, "second"]),
         "plain": quality.plain_prompt(Q),
         "plain_ws": quality.plain_prompt("Why ü?\n "),
     }
@@ -61,7 +62,7 @@ def test_each_prompt_renders_as_before_with_braces_and_whitespace_kept():
 def test_the_manifests_fingerprint_the_same_prompt_text_as_before():
     for (module, name), shape in SHAPES.items():
         assert getattr(module, name) == shape, f"{module.__name__}.{name}"
-    assert judge.PREFILL == "Accuracy:" and refine.PREFILL == "VERDICT:"
+    assert judge.PREFILL == '[\n  {"answer": 1, "accuracy": ' and refine.PREFILL == "VERDICT:"
 
 
 def test_the_prompt_text_lives_in_templates_meteor_only():
@@ -70,7 +71,7 @@ def test_the_prompt_text_lives_in_templates_meteor_only():
     assert names == {"guideline", "distill", "answer", "verdict", "revise", "judge", "plain"}
     for path in (ROOT / "semievol_lf" / "meteor").glob("*.py"):
         source = path.read_text()
-        for phrase in ("Question: {question}", "Answer the question below", "Rate this answer",
+        for phrase in ("Question: {question}", "Answer the question below", "Score each answer",
                        "Write an improved answer", "Is this answer correct?"):
             assert phrase not in source, f"{path.name}: {phrase!r}"
     used = set(re.findall(r"meteor_prompt\(\s*\"(\w+)\"", "".join(

@@ -4,7 +4,9 @@ Runs in the vLLM venv (`make test-vllm`); the METEOR run itself (LlamaFactory, t
 backend) runs in the main venv's python (lane.MAIN_PYTHON). One server of SmolLM2-135M-Instruct is the
 teacher and the judge; the run stops after stage 1 (guidelines -> distill -> the with/without-guidelines
 data-quality judging), is killed (SIGKILL) right after the teacher's no-guideline answers are cached,
-and resumed: the tests read back what the served model wrote and what the resume reused.
+and resumed: the tests read back what the served model wrote and what the resume reused. The judge is
+served with `continue_final_message` (it continues the JSON list's start, as the local judge does), and at
+least one of its judgments must be readable.
 """
 
 import json
@@ -28,8 +30,9 @@ N_QUESTIONS, N_QUALITY = 4, 2
 FAULT = "quality/cache/plain:1"  # killed right after the teacher's no-guideline answers are cached
 
 
-def _endpoint(url: str, tokens: int) -> str:
-    return f"{{kind: openai, model: '{SMOLLM2}', base_url: '{url}', api_key_env: null, max_new_tokens: {tokens}}}"
+def _endpoint(url: str, tokens: int, continued: bool = False) -> str:
+    return (f"{{kind: openai, model: '{SMOLLM2}', base_url: '{url}', api_key_env: null, max_new_tokens: {tokens}, "
+            f"continue_final_message: {str(continued).lower()}}}")
 
 
 def _run(cmd: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
@@ -53,7 +56,8 @@ def served_run(tmp_path_factory):
     try:
         out = tmp / "run"
         cmd = [MAIN_PYTHON, "-m", "semievol_lf.cli", "meteor", "run", str(REPO / "recipes" / "meteor_demo.yaml"),
-               f"output_dir={out}", f"teacher={_endpoint(server.url, 48)}", f"judge={_endpoint(server.url, 40)}",
+               f"output_dir={out}", f"teacher={_endpoint(server.url, 48)}",
+               f"judge={_endpoint(server.url, 120, continued=True)}",
                f"n_questions={N_QUESTIONS}", "n_test=2", f"quality_questions={N_QUALITY}", "max_new_tokens=32",
                "stop_after=distill"]
         killed = _run(cmd, FAULT)
@@ -92,19 +96,25 @@ def test_the_served_teacher_writes_the_distillation_data(served_run):
     print("teacher (served):", json.dumps(next(iter(teacher.values())))[:300])
 
 
-def test_the_served_judge_scores_both_answer_sets_and_the_report_table_recounts(served_run):
+def test_the_served_judge_scores_both_answer_sets_readably_and_the_table_recounts(served_run):
+    """Both answers to a question in one prompt; the served judge continues `[{"answer": 1, "accuracy": ` and
+    keeps the JSON form at least once; every judgment is counted, readable or not."""
+    from semievol_lf.meteor.judge import PREFILL, parse_judgment
+
     d = served_run["dir"]
     plain = _cache(d / "quality", "plain")
     teacher = _cache(d / "distill", "teacher")
     judged = _cache(d / "quality", "judge")
     rows = list(read_jsonl(d / "quality" / "scores.jsonl"))
     assert len(plain) == N_QUALITY and all(_is_text(t) for t in plain.values()), plain
-    assert len(judged) == len(rows) == 2 * N_QUALITY and all(j.strip() for j in judged.values())
+    assert len(rows) == N_QUALITY and all(j.startswith(PREFILL.strip()) for j in judged.values()), judged
     for row in rows:  # the with-guideline answers are stage 1b's, not asked again
-        assert row["answer"] == (teacher if row["model"] == WITH else plain)[row["id"]]
+        assert row["answers"] == {WITH: teacher[row["id"]], WITHOUT: plain[row["id"]]}
+        assert (parse_judgment(row["judgments"][-1], 2)[0] is None) == (row["scores"] is None)
     results = read_json(d / "quality" / "results.json")
-    assert results == json.loads(json.dumps(summarize(rows, [WITH, WITHOUT])))
-    print("quality (served judge):", json.dumps(results["scores"]))
+    assert results == json.loads(json.dumps(summarize(rows, [WITH, WITHOUT], 42)))  # the demo recipe's seed
+    assert results["readable"] >= 1, [r["judgments"] for r in rows]
+    print("quality (served judge):", results["readable"], "readable of", N_QUALITY, json.dumps(results["scores"]))
 
 
 def test_the_resume_reuses_the_served_answers(served_run):
