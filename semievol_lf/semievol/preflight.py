@@ -119,22 +119,31 @@ def fetch_models(base_url: str, api_key: str | None, timeout: float = SERVER_TIM
 
 
 def check_server(cfg: RunArguments, base_model: str) -> list[str]:
-    """backend=openai: the server answers `/v1/models`, accepts the key, serves the base and a named adapter."""
+    """backend=openai: each server (`base_url`, or every one of `base_urls`) answers `/v1/models`, accepts the
+    key, serves the base and a named adapter."""
+    from ..backends.openai import server_urls
+
     args = cfg.backend_args
-    base_url = args.get("base_url", "http://127.0.0.1:8000/v1")
+    try:
+        urls = server_urls(args)
+    except UserError as err:
+        return [str(err)]
+    key_name = "backend_args.base_urls" if args.get("base_urls") else "backend_args.base_url"
     api_key = args.get("api_key") or os.environ.get("OPENAI_API_KEY")
-    models, why = fetch_models(base_url, api_key)
-    if models is None:
-        return [why]
-    if not args.get("check_models", True):
-        return []
-    served = [str(m.get("id")) for m in models]
     problems = []
-    for key, name in [("backend_args.base_model", args.get("base_model") or base_model),
-                      ("backend_args.adapter_model", args.get("adapter_model"))]:
-        if name and name not in served:
-            problems.append(f"`{key}`: the server at {base_url} does not serve {name!r}; it serves: "
-                            f"{', '.join(served) or 'nothing'}")
+    for base_url in urls:
+        models, why = fetch_models(base_url, api_key)
+        if models is None:
+            problems.append(why.replace("`backend_args.base_url`", f"`{key_name}`"))
+            continue
+        if not args.get("check_models", True):
+            continue
+        served = [str(m.get("id")) for m in models]
+        for key, name in [("backend_args.base_model", args.get("base_model") or base_model),
+                          ("backend_args.adapter_model", args.get("adapter_model"))]:
+            if name and name not in served:
+                problems.append(f"`{key}`: the server at {base_url} does not serve {name!r}; it serves: "
+                                f"{', '.join(served) or 'nothing'}")
     # Adapters not named by `backend_args.adapter_model` are this run's own: they exist only after their
     # fine-tune, and the backend loads each then (a server with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).
     return problems

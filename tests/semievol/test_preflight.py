@@ -53,6 +53,14 @@ def test_an_unreachable_server_stops_the_run(tmp_path):
     assert line.startswith(f"error: `backend_args.base_url`: no server answers at {url}/models"), line
 
 
+def test_each_listed_server_is_checked(tmp_path):
+    """`base_urls` alone (no `base_url`): every listed server is asked, not the default address."""
+    urls = [f"http://127.0.0.1:{closed_port()}/v1" for _ in range(2)]
+    errors = run_demo(tmp_path, "backend=openai", f"backend_args={{base_urls: ['{urls[0]}', '{urls[1]}']}}")
+    assert [e.split(": no server answers at ")[1].split()[0] for e in errors] == [f"{u}/models" for u in urls], errors
+    assert all(e.startswith("error: `backend_args.base_urls`: ") for e in errors), errors
+
+
 def test_every_problem_is_listed_at_once(tmp_path):
     errors = run_demo(tmp_path, "model_name_or_path=/nope", "embedder=/nope/minilm", f"source={tmp_path / 'nodata'}")
     assert [e.split("`")[1] for e in errors] == ["model_name_or_path", "embedder", "source"], errors
