@@ -53,7 +53,7 @@ def test_a_renamed_key_names_file_line_and_its_new_name(tmp_path):
     assert load_config(RunArguments, [str(path)]).output_dir == "runs/x"
     # `k` is a setting of SemiEvol (ICP neighbours) and of the step configs: only METEOR's was renamed
     assert ("RunArguments", "k") not in RENAMED and ("PseudolabelArguments", "k") not in RENAMED
-    assert set(RENAMED.values()) == {"output_dir", "num_samples", "max_revisions"}
+    assert set(RENAMED.values()) == {"output_dir", "num_samples", "max_revisions", "preference_rule", "max_new_tokens"}
 
 
 def test_bad_type_and_bad_combination(tmp_path):
