@@ -2,9 +2,13 @@
 
 The "adapter" may also be a fully fine-tuned model (LlamaFactory `finetuning_type: full`
 writes a whole model, no adapter_config.json); it is then loaded as a second model.
-Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off;
-generation runs in left-padded batches, scoring one sequence at a time (a padded batch's shape
-moves scores in the 7th digit, so a shard would not equal the unsharded run byte for byte).
+Runs on the CPU (the default here) or one GPU. Requests are grouped by adapter on/off, then sorted
+by length into batches (`length_batches`). Each prompt is prefilled alone (no padding computed; the
+unmasked causal attention path) and the caches are left-padded into one for the batched decode
+(`_prefill`); a score is one sequence per forward pass. Only the logits that are read are computed
+(`logits_to_keep`: the last position while generating, the response's while scoring): the output layer
+(49k x 576 on SmolLM2) is a fifth of the model's work per token. A score does not depend on the
+requests beside it, so a shard's entropies equal the unsharded run's byte for byte.
 Sampling is done by this module, one torch.Generator per request seeded by `request.seed`, so a
 request's sample does not depend on its batch neighbours. Not handled: multi-GPU.
 """
@@ -32,6 +36,22 @@ def resolve_dtype(dtype: str, device: str, bf16_supported: bool) -> tuple[str, s
             return "bfloat16", "auto: bf16 on a GPU that supports it (half the memory of float32, same range)"
         return "float16", "auto: this GPU has no bf16; float16 halves the memory of float32"
     return "float32", "auto: float32 on the CPU (bf16 matmuls are slow or missing there)"
+
+
+# Batches per cached chunk: the chunk is what `length_batches` sorts, so a few batches' worth lets it group
+# like lengths (a chunk of ICP requests holds 0- to 3-shot prompts); a kill loses at most one chunk.
+SORT_WINDOW = 4
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices into `lengths` in batches of at most `batch_size`, longest first, so a batch pads little.
+
+    Ties keep their order, so the batches depend only on the lengths.
+    >>> length_batches([3, 9, 4, 8, 1], 2)
+    [[1, 3], [2, 0], [4]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class HFBackend:
@@ -75,7 +95,7 @@ class HFBackend:
         self.pad_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.stop_ids = set(stop_ids) or {config.eos_token_id}
         self.batch_size = batch_size
-        self.chunk_size = batch_size  # one cached chunk per forward batch
+        self.chunk_size = batch_size * SORT_WINDOW
 
     @contextmanager
     def _adapter(self, on: bool) -> Iterator[None]:
@@ -92,12 +112,12 @@ class HFBackend:
         with nullcontext() if on or not self.has_adapter else self.model.disable_adapter():
             yield
 
-    def _batches(self, requests: list) -> Iterator[tuple[bool, list[int]]]:
-        """(adapter flag, request indices) groups of at most `batch_size`, in request order."""
+    def _batches(self, requests: list, length: Callable) -> Iterator[tuple[bool, list[int]]]:
+        """(adapter flag, request indices): each flag's requests in `length_batches` of `length(request)`."""
         for flag in (False, True):
             idx = [i for i, r in enumerate(requests) if r.adapter == flag]
-            for start in range(0, len(idx), self.batch_size):
-                yield flag, idx[start:start + self.batch_size]
+            for batch in length_batches([length(requests[i]) for i in idx], self.batch_size):
+                yield flag, [idx[b] for b in batch]
 
     def _left_pad(self, seqs: list[tuple[int, ...]]):
         torch = self.torch
@@ -111,27 +131,58 @@ class HFBackend:
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         out: list[Generation | None] = [None] * len(requests)
-        for flag, idx in self._batches(requests):
+        for flag, idx in self._batches(requests, lambda r: len(r.prompt_ids)):
             with self._adapter(flag):
                 for i, ids in zip(idx, self._generate_batch([requests[i] for i in idx])):
                     out[i] = Generation(text=self.decode(ids), token_ids=tuple(ids))
         return out  # type: ignore[return-value]
 
+    def _prefill(self, batch: list) -> tuple:
+        """(last-position logits, left-padded batch cache, attention mask): each prompt's forward alone, so no
+        padding is computed and attention takes its unmasked causal path (a padded batch of mixed lengths
+        ran at about half the speed of the same prompts one at a time on the CPU: bench/RESULTS.md), then
+        the caches are left-padded into one for the batched decode. Models whose cache is not a plain
+        key/value per layer (sliding windows, linear attention) get one padded forward instead."""
+        torch = self.torch
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        ids, mask = self._left_pad([r.prompt_ids for r in batch])
+        logits, caches = [], []
+        for r in batch:
+            res = self.model(input_ids=torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device),
+                             use_cache=True, logits_to_keep=1)
+            cache = res.past_key_values
+            if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
+                res = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                 use_cache=True, logits_to_keep=1)
+                return res.logits[:, -1, :], res.past_key_values, mask
+            logits.append(res.logits[0, -1])
+            caches.append(cache)
+        width = ids.shape[1]
+        merged = DynamicCache(config=self.model.config)
+        left = torch.nn.functional.pad
+        for n, layers in enumerate(zip(*(c.layers for c in caches))):
+            pad = [(0, 0, width - layer.keys.shape[-2], 0) for layer in layers]
+            merged.update(torch.cat([left(layer.keys, p) for layer, p in zip(layers, pad)]),
+                          torch.cat([left(layer.values, p) for layer, p in zip(layers, pad)]), n)
+        return torch.stack(logits), merged, mask
+
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[list[int]]:
         torch = self.torch
-        ids, mask = self._left_pad([r.prompt_ids for r in batch])
         gens = [torch.Generator().manual_seed(r.seed) for r in batch]
         max_new = max(r.max_new_tokens for r in batch)
         outputs: list[list[int]] = [[] for _ in batch]
         done = [False] * len(batch)
-        past, step_ids = None, ids
+        step_ids = None  # the tokens just picked, fed at the next step
         with torch.inference_mode():
-            for _ in range(max_new):
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-                res = self.model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                                 past_key_values=past, use_cache=True)
-                past = res.past_key_values
-                logits = res.logits[:, -1, :].float().cpu()
+            logits, past, mask = self._prefill(batch)
+            for step in range(max_new):
+                if step:
+                    res = self.model(input_ids=step_ids, attention_mask=mask,
+                                     position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=past, use_cache=True,
+                                     logits_to_keep=1)
+                    past, logits = res.past_key_values, res.logits[:, -1, :]
+                logits = logits.float().cpu()
                 next_ids = []
                 for row, req in enumerate(batch):
                     token = self._pick(logits[row], req, gens[row]) if not done[row] else self.pad_id
@@ -160,22 +211,22 @@ class HFBackend:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
-        """One sequence per forward pass: in a padded batch the float sums depend on the batch's shape (the
-        7th digit of an entropy moved with the chunk's neighbours), and a score must not depend on which
-        requests share its chunk (a shard scores what the unsharded run scores). One forward per pseudo-label
-        is small beside generation."""
+        """One sequence per forward pass, computing only the response's logits: unpadded, it runs near the
+        matmul limit (a padded batch does not: `_prefill`), and a score does not depend on which requests
+        share its chunk, so a shard scores byte for byte what the unsharded run scores."""
         torch = self.torch
         out: list[list[float] | None] = [None] * len(requests)
-        for flag, idx in self._batches(requests):
+        for flag, idx in self._batches(requests, lambda r: len(r.prompt_ids) + len(r.response_ids)):
             with self._adapter(flag), torch.inference_mode():
                 for i in idx:
-                    seq = requests[i].prompt_ids + requests[i].response_ids
-                    ids = torch.tensor([seq], dtype=torch.long, device=self.device)
-                    logits = self.model(input_ids=ids).logits.float()
-                    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
-                    token_lp = logprobs.gather(-1, ids[0, 1:, None])[:, 0].cpu()
                     n = len(requests[i].response_ids)
-                    out[i] = token_lp[len(token_lp) - n:].tolist() if n else []
+                    if not n:
+                        out[i] = []
+                        continue
+                    ids = torch.tensor([requests[i].prompt_ids + requests[i].response_ids], device=self.device)
+                    # the last n + 1 positions' logits: each but the last predicts the token after it
+                    logits = self.model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1].float()
+                    out[i] = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, -n:, None])[:, 0].cpu().tolist()
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
