@@ -34,6 +34,15 @@ def test_sample_keeps_file_order_and_is_seeded():
     assert sample_rows(rows, 5, seed=0) == sorted(sample_rows(rows, 5, seed=0))
     assert sample_rows(rows, 5, seed=0) == sample_rows(rows, 5, seed=0) != sample_rows(rows, 5, seed=1)
     assert sample_rows(rows[:3], 5, seed=0) == [0, 1, 2]
+    assert sample_rows(rows, None, seed=0) == rows  # None: every row, in file order
+
+
+def test_a_split_can_be_taken_whole(released, tmp_path):
+    """`test=all` (size None): the split as released, every row in order, beside seeded samples of the others."""
+    assert parse_sizes(["labeled=3", "test=all"]) == {"labeled": 3, "test": None}
+    counts = write_slice(released, tmp_path / "slice", {"labeled": 3, "test": None})
+    assert counts == {"labeled": 3, "test": 12}
+    assert (tmp_path / "slice" / "test.csv").read_text() == (released / "test.csv").read_text().replace("\r\n", "\n")
 
 
 def test_slice_is_prepared_like_the_released_folder(released, tmp_path):
@@ -51,6 +60,8 @@ def test_bad_sizes_and_missing_files_are_user_errors(released, tmp_path):
         parse_sizes(["labled=2"])
     with pytest.raises(UserError, match="is not SPLIT=N"):
         parse_sizes(["test=0"])
+    with pytest.raises(UserError, match="or `all`"):
+        parse_sizes(["test=every"])
     with pytest.raises(UserError, match="does not exist"):
         write_slice(tmp_path / "nowhere", tmp_path / "out", {"test": 2})
     proc = subprocess.run([sys.executable, "-m", "semievol_lf.data.slices", "--source", str(released), "--out",
