@@ -133,10 +133,14 @@ bench: $(STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python bench/quality.py
 
-# The paper's protocol with a real LLM (bench/real.py): Vanilla, SFT, RAG, SemiEvol and the four ablations
-# over run seeds, mean ± spread, kept vs all pseudo-label accuracy. CPU: SmolLM2-135M on a 16/8/16-row
-# FPB slice, seeds 0 1 (time: bench/RESULTS.md). GPU: BENCH_REAL_ARGS="--preset gpu" (add --dry-run to check).
-BENCH_REAL_ARGS ?= --preset cpu
+# The paper's protocol with a real LLM (bench/real.py, issue 21): SmolLM2-135M-Instruct on the released FPB
+# data (64 labeled / 256 unlabeled rows, the whole 453-row test split), letter and label forms, run seeds 0 1 2;
+# Vanilla, SFT, SemiEvol, w/o AS and Oracle with 95% bootstrap intervals, the paired SemiEvol - SFT interval, the
+# gap share, kept vs all pseudo-labels, extraction failures, entropy deciles. Many hours on the CPU (the dry run
+# prints the estimate: BENCH_REAL_ARGS=--dry-run); resumable: run it again to continue, `--report` for the table
+# and plot of a partial run, `--write` to append them to bench/RESULTS.md. Issue 13's small preset:
+# BENCH_REAL_ARGS="--preset cpu"; GPU: BENCH_REAL_ARGS="--preset gpu" (add --dry-run to check).
+BENCH_REAL_ARGS ?= --preset fpb
 bench-real: $(STAMP)
 	SEMIEVOL_DATA=$(abspath $(dir $(FPB_DATA))) $(BIN)/python bench/real.py $(BENCH_REAL_ARGS)
 

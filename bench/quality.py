@@ -207,6 +207,12 @@ def oracle_data(task, unlabeled: list, answers: dict[str, str], labeled_file: Pa
 def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -> dict:
     """Oracle: the run's evolve fine-tune (same recipe, same seed) on labeled ∪ unlabeled with the true
     answers, evaluated like SemiEvol; in run_dir/oracle and run_dir/eval/oracle."""
+    return oracle_from_config(run_config(args, source, model, run_dir, seed, {}), source, log)
+
+
+def oracle_from_config(config: dict, source: Path, log) -> dict:
+    """`run_oracle` for any `semievol-lf run` config (bench/real.py's too): the true answers are the `answer`
+    column of `source`/unlabeled.csv; SFT is the config's warm-up (skipped when the run already made it)."""
     from semievol_lf.config import RunArguments, as_config
     from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.tasks import get_task
@@ -215,7 +221,7 @@ def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        cfg = as_config(RunArguments, run_config(args, source, model, run_dir, seed, {}))
+        cfg = as_config(RunArguments, config)
         runner = Runner(cfg)
         # as Runner.run resolves them; the warm-up is skipped when this seed's runs already made it
         runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))

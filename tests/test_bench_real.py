@@ -106,3 +106,260 @@ def test_every_variant_runs_on_a_small_model(tmp_path, capsys):
     assert [r.split(" | ")[0] for r in rows[1:]] == [f"| {name}" for name in (*bench.BASELINES, *bench.VARIANTS)]
     assert set(rows) <= set(printed.splitlines())
     assert bench.main(argv) == 0 and "..." not in capsys.readouterr().out  # recorded runs are skipped
+
+
+# ----------------------------------------------------------------------------- issue 21: the `fpb` preset
+def load_stats():
+    load_bench()  # puts bench/ on sys.path
+    import real_stats
+
+    return real_stats
+
+
+def test_the_statistics_doctests_pass():
+    import doctest
+
+    for module in (load_stats(), load_bench()):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_bootstrap_intervals_on_vectors_whose_answer_is_known():
+    stats = load_stats()
+    same = [1, 0, 1, 1, 0, 0, 1, 0] * 10
+    assert stats.paired_bootstrap_ci(same, same) == (0.0, 0.0, 0.0)  # the same answers: no difference
+    # right on 10 more rows of 80, wrong on none: the difference is 1/8, and no resample can make it negative
+    better = [1] * 10 + same[10:]
+    mean, lo, hi = stats.paired_bootstrap_ci(better, same)
+    assert mean == sum(b - s for b, s in zip(better, same)) / 80 and 0.0 <= lo < mean < hi
+    mean, lo, hi = stats.bootstrap_ci([1] * 30 + [0] * 10)
+    assert mean == 0.75 and lo < 0.75 < hi and stats.bootstrap_ci([1] * 30 + [0] * 10) == (mean, lo, hi)  # seeded
+    assert stats.bootstrap_ci([1] * 30 + [0] * 10, seed=1) != (mean, lo, hi)
+    assert stats.pool_seeds([[1, 0], [0, 0], [1, 1]]) == [2 / 3, 1 / 3]
+    with pytest.raises(ValueError, match="different test rows"):
+        stats.pool_seeds([[1, 0], [1]])
+    with pytest.raises(ValueError, match="same rows"):
+        stats.paired_bootstrap_ci([1, 0], [1])
+
+
+def test_entropy_deciles_and_loss_curves():
+    stats = load_stats()
+    pairs = [(0.5 - 0.01 * i, 1.0) for i in range(30)] + [(1.0 + i, 0.0) for i in range(30)] + [(None, 0.0)]
+    deciles = stats.entropy_deciles(pairs)
+    assert [d["n"] for d in deciles] == [6] * 10  # the pseudo-label with nothing extractable has no entropy
+    assert [d["acc"] for d in deciles] == [1.0] * 5 + [0.0] * 5
+    assert deciles[0]["lo"] == pytest.approx(0.21) and deciles[-1]["hi"] == 30.0
+    rows = [{"current_steps": 5, "total_steps": 48, "loss": 1.45, "epoch": 0.6},
+            {"current_steps": 48, "total_steps": 48, "loss": 0.17}, {"current_steps": 48, "train_runtime": 9.0}]
+    assert stats.loss_summary(rows) == {"first": 1.45, "last": 0.17, "steps": 48, "losses": [1.45, 0.17]}
+    assert stats.loss_summary([])["first"] is None
+
+
+def _released_fpb(folder: Path, rows_per_split: dict) -> Path:
+    """A folder laid out like the released FPB task: question (two lines), gt, options, answer."""
+    options = ["negative", "neutral", "positive"]
+    folder.mkdir(parents=True)
+    for split, n in rows_per_split.items():
+        with open(folder / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["question", "gt", "options", "answer"])
+            writer.writeheader()
+            for i in range(n):
+                gt = options[i % 3]
+                writer.writerow({"question": f"Please justify the sentiment:\n{split} sentence {i}", "gt": gt,
+                                 "options": json.dumps(options), "answer": "ABC"[i % 3]})
+    return folder
+
+
+def test_the_label_form_takes_the_answer_from_gt(tmp_path):
+    """The released letter rows become label rows (the answer is `gt`, checked against the row's own letter), with
+    a task file of the project's own kind beside them, which `prepare` reads like any user's task."""
+    from semievol_lf.data.prepare import prepare
+    from semievol_lf.data.tasks import get_task
+
+    bench = load_bench()
+    released = _released_fpb(tmp_path / "fpb", {"labeled": 6, "unlabeled": 9, "test": 4})
+    spec, source = bench.write_label_form(released, tmp_path / "fpb-label", "fpb")
+    with open(source / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1] == {"question": "Please justify the sentiment:\ntest sentence 1", "answer": "neutral"}
+    task = get_task(str(spec))
+    assert (task.name, task.answer_type, task.labels) == ("fpb_label", "label", ("negative", "neutral", "positive"))
+    assert prepare(str(spec), source, tmp_path / "data").counts == {"labeled": 6, "unlabeled": 9, "test": 4}
+    from semievol_lf.data.loading import load_prepared_split
+    from semievol_lf.data.prompts import task_prompt
+
+    prompt = task_prompt(task, load_prepared_split(tmp_path / "data", task, "test")[0])
+    assert prompt.startswith("What is the sentiment") and "Answer with one of negative, neutral, positive" in prompt
+    assert "A. negative" not in prompt  # no options in the label form
+    # a `gt` that is no label, or one that contradicts the row's letter, stops the benchmark with the row
+    good = {"question": "q", "gt": "positive", "options": '["negative", "neutral", "positive"]', "answer": "C"}
+    with pytest.raises(SystemExit, match="row 2: gt: 'good' is not one of negative, neutral, positive"):
+        bench.label_rows([good, {**good, "gt": "good"}], ["negative", "neutral", "positive"], "gt", "x.csv")
+    with pytest.raises(SystemExit, match="row 1: gt is 'positive' but answer A names 'negative'"):
+        bench.label_rows([{**good, "answer": "A"}], ["negative", "neutral", "positive"], "gt", "x.csv")
+
+
+def test_the_fpb_preset_slices_one_draw_for_both_forms(tmp_path, monkeypatch):
+    """64 labeled / 256 unlabeled rows drawn by the data seed and the whole test split; both forms hold the same
+    rows; another draw other rows; the label form's answers are the gt words."""
+    bench = load_bench()
+    monkeypatch.setattr(bench, "RELEASED", tmp_path / "released")
+    _released_fpb(tmp_path / "released" / "fpb", {"labeled": 100, "unlabeled": 300, "test": 45})
+    preset, out = bench.PRESETS["fpb"], tmp_path / "out"
+    assert preset["sizes"] == {"labeled": 64, "unlabeled": 256, "test": None}
+    letter_task, letter = bench.source_for("fpb", preset, out, "letter", 0)
+    label_task, label = bench.source_for("fpb", preset, out, "label", 0)
+    _, other = bench.source_for("fpb", preset, out, "letter", 1)
+    assert letter_task == "fpb" and label_task == str(out / "fpb-label" / "fpb_label.yaml")
+    assert (letter, label, other) == tuple(out / folder / "source" for folder in ("fpb", "fpb-label", "fpb-draw1"))
+
+    def read(folder, split):
+        with open(folder / f"{split}.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    for split, n in (("labeled", 64), ("unlabeled", 256), ("test", 45)):
+        rows, labels = read(letter, split), read(label, split)
+        assert len(rows) == len(labels) == n
+        assert [r["question"] for r in rows] == [r["question"] for r in labels]
+        assert [r["gt"] for r in rows] == [r["answer"] for r in labels]
+    assert [r["question"] for r in read(other, "labeled")] != [r["question"] for r in read(letter, "labeled")]
+    assert read(other, "test") == read(letter, "test")  # the whole split in every draw
+
+
+def _record(variant: str, seed: int, form: str = "letter", **correct) -> dict:
+    rec = {"task": "fpb", "form": form, "data_seed": 0, "model": "smollm2-135m", "seed": seed, "variant": variant,
+           "wall": 60.0, "correct": correct, "no_answer": {name: 0.0 for name in correct},
+           "results": {name: 100 * sum(map(int, v)) / len(v) for name, v in correct.items()},
+           "loss": {"warm-up": {"first": 1.45, "last": 0.17, "steps": 48, "losses": [1.45, 0.17]},
+                    "evolve": {"first": 1.2, "last": 0.2, "steps": 120, "losses": [1.2, 0.2]}}}
+    if variant != "Oracle":
+        rec["no_answer"].update(Vanilla=0.5, collaborate=0.25, **{"self-justify": 0.1})
+        # two kept pseudo-labels, both right; two above tau, both wrong; one with nothing extractable
+        rec["pseudo"] = [[0.1, 1, 1], [0.2, 1, 1], [0.3, 0, 0], [0.4, 0, 0], [None, 0, 0]]
+    return rec
+
+
+def test_the_report_is_rebuilt_from_results_json(tmp_path):
+    """`--report --write` on a hand-made results.json: rows whose numbers are known (SemiEvol = SFT gives a paired
+    interval of exactly 0 and a gap share of 0; w/o AS halfway to the Oracle gives 0.50), a plot, the appended
+    text with its link, commit and machine."""
+    bench = load_bench()
+    out = tmp_path / "out"
+    records = []
+    for form in ("letter", "label"):
+        for seed in (0, 1):
+            base = {"Vanilla": "00000000", "SFT": "11110000"}
+            records += [_record("SemiEvol", seed, form, **base, SemiEvol="11110000"),
+                        _record("w/o AS", seed, form, **base, SemiEvol="11111100"),
+                        _record("Oracle", seed, form, SFT="11110000", Oracle="11111111")]
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"settings": {"settings": "{}"}, "records": records}))
+    results, plot = tmp_path / "RESULTS.md", tmp_path / "plots" / "real.png"
+    results.write_text("# Results\n")
+    argv = ["--report", "--write", "--out", str(out), "--results", str(results), "--plot", str(plot)]
+    assert bench.main(argv) == 0
+    text = results.read_text()
+    assert text.startswith("# Results\n\n## `python bench/real.py --report --write")
+    assert "### fpb, letter form, data draw 0, smollm2-135m" in text and "### fpb, label form" in text
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["Vanilla"][1:4] == ["0.0 [0.0, 0.0]", "0: 0.0 / 1: 0.0", "-50.0 [-87.5, -12.5]"]
+    assert rows["Vanilla"][5] == "50.0"  # no answer %
+    assert rows["SFT"][1:5] == ["50.0 [12.5, 87.5]", "0: 50.0 / 1: 50.0", "-", "-"]
+    assert rows["SFT"][7] == "1.45 -> 0.17 (48) |"
+    assert rows["SemiEvol"][3:5] == ["+0.0 [+0.0, +0.0]", "0.00"]
+    assert rows["SemiEvol"][6] == "100.0 / 40.0 (2 / 5)"  # kept / all pseudo-label accuracy
+    assert rows["w/o AS"][1].startswith("75.0 [") and rows["w/o AS"][4] == "0.50"
+    assert rows["Oracle"][1:5] == ["100.0 [100.0, 100.0]", "0: 100.0 / 1: 100.0", "+50.0 [+12.5, +87.5]", "1.00"]
+    assert "SemiEvol: nothing extractable in 25.0% of the collaborate responses and 10.0% of the self-justified" in text
+    assert "| 1 | 0.100-0.100, 1, 100.0, 100.0 |" in text  # the lowest-entropy decile: right and kept
+    assert "![accuracy per row, 95% bootstrap intervals, one panel per form](plots/real.png)" in text
+    assert f"commit {bench.commit()}" in text and "machine " in text and "12 runs, their wall time 0.20 h" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        bench.main(["--report", "--out", str(tmp_path / "nowhere")])
+
+
+def test_the_fpb_preset_dry_run(tmp_path, capsys, smollm2):
+    """`make bench-real`'s own preset, dry, one seed: both forms, SemiEvol / w/o AS / Oracle, every config and
+    LlamaFactory recipe built and validated on the released data; the fine-tunes' lr 3e-4 and 6 epochs."""
+    if not (RELEASED / "fpb").is_dir():
+        pytest.skip(f"the released data is not at {RELEASED} (set SEMIEVOL_DATA; see its SOURCE.md)")
+    bench = load_bench()
+    assert bench.main(["--dry-run", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: 6 runs (1 data draws x 1 tasks x 2 forms x 1 models x 1 seeds x 3 variants)" in out
+    assert "12 LlamaFactory recipes built and validated" in out and "expected time on this CPU" in out
+    for folder, name in (("fpb", "fpb"), ("fpb-label", "fpb_label")):
+        prepared = tmp_path / "dry-run" / folder / "prepared" / "data"
+        assert [len(json.loads((prepared / f"{s}.json").read_text())) for s in ("labeled", "unlabeled", "test")] \
+            == [64, 256, 453]
+        seed = tmp_path / "dry-run" / folder / "smollm2-135m" / "seed0"
+        for variant in ("semievol", "no_as", "oracle"):
+            warmup, evolve = (yaml.safe_load((seed / variant / "recipes" / f"{n}.yaml").read_text())
+                              for n in ("warmup", "evolve"))
+            assert warmup["learning_rate"] == evolve["learning_rate"] == 3e-4
+            assert warmup["num_train_epochs"] == evolve["num_train_epochs"] == 6.0
+            assert warmup["dataset"] == f"{name}_labeled" and evolve["dataset"] == f"{name}_labeled,{name}_selected"
+        assert yaml.safe_load((seed / "oracle" / "recipes" / "evolve.yaml").read_text())["dataset_dir"].endswith(
+            "/oracle/oracle")
+        pseudo = yaml.safe_load((seed / "no_as" / "recipes" / "pseudolabel.yaml").read_text())
+        assert pseudo["theta"] == 1.0 and pseudo["dtype"] == "float32" and pseudo["justify"] == "all"
+        label_task = str(tmp_path / "dry-run" / "fpb-label" / "fpb_label.yaml")
+        assert pseudo["task"] == ("fpb" if name == "fpb" else label_task)
+        assert not (seed / "oracle" / "recipes" / "pseudolabel.yaml").exists()
+    assert "| fpb-label | smollm2-135m | evaluate Oracle (generate + entropy) |" in out
+
+
+@pytest.mark.slow
+def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeypatch):
+    """The real path of the `fpb` preset (both forms, SemiEvol, w/o AS and the Oracle, the report and plot) with
+    bench/quality.py's small word-level model and its full fine-tune, on generated demo data standing for the
+    released folder (a `gt` column added, as FPB has); then a re-run skips every recorded unit."""
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
+    from semievol_lf.models.tiny import build_model
+
+    bench = load_bench()
+    monkeypatch.setattr(bench, "RELEASED", tmp_path / "released")
+    spec = DemoSpec(seed=0, n_labeled=36, n_unlabeled=12, n_test=12, cue_words=6, fillers=8)
+    folder = write_demo_data(bench.RELEASED / "demo", spec)
+    for split in ("labeled", "unlabeled", "test"):  # the released FPB's `gt`: the word the letter names
+        with open(folder / f"{split}.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = [*reader.fieldnames, "gt"], list(reader)
+        with open(folder / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({**r, "gt": json.loads(r["options"])["ABC".index(r["answer"])]} for r in rows)
+    monkeypatch.setitem(bench.LABEL_FORMS, "demo", {**bench.LABEL_FORMS["fpb"], "prompt": "Sentiment of:"})
+    monkeypatch.setitem(bench.PRESETS["fpb"], "sizes", {"labeled": 36, "unlabeled": 12, "test": None})
+    model = build_model(tmp_path / "model", seed=0, tokenizer="word", hidden_size=64, intermediate_size=256,
+                        num_layers=1, spec=spec, embed_std=0.02)
+    train = bench.quality.train_overrides(argparse.Namespace(lr=2e-3, epochs=40.0, batch=8, train_overrides="{}"))
+    settings = {"model_name_or_path": str(model), "max_new_tokens": 8, "batch_size": 16, "justify": "vote",
+                "train_overrides": train}
+    out, results, plot = tmp_path / "out", tmp_path / "RESULTS.md", tmp_path / "real_fpb.png"
+    argv = ["--tasks", "demo", "--models", "tiny-word", "--seeds", "0", "--settings", json.dumps(settings),
+            "--out", str(out), "--plot", str(plot)]
+    assert bench.main([*argv, "--write", "--results", str(results)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 runs planned, 0 already in" in printed and "[6/6] demo label draw 0 tiny-word seed 0 Oracle" in printed
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [(r["form"], r["variant"]) for r in records] == [(f, v) for f in ("letter", "label")
+                                                            for v in ("SemiEvol", "w/o AS", "Oracle")]
+    for r in records:
+        assert all(len(v) == 12 and set(v) <= {"0", "1"} for v in r["correct"].values())  # every test row
+        for name, vector in r["correct"].items():
+            assert r["results"][name] == pytest.approx(100 * vector.count("1") / 12)
+        assert r["loss"]["evolve"]["steps"] > 0 and r["loss"]["warm-up"]["first"] is not None
+        if r["variant"] != "Oracle":
+            assert len(r["pseudo"]) == 12 and sum(p[2] for p in r["pseudo"]) == r["kept"]
+            assert 0.0 <= r["no_answer"]["collaborate"] <= 1.0 and "RAG" not in r["results"]
+    assert sum(p[2] for p in records[1]["pseudo"]) == sum(p[0] is not None for p in records[1]["pseudo"])  # no AS
+    label = out / "demo-label"
+    assert (label / "demo_label.yaml").is_file() and (label / "tiny-word" / "seed0" / "no_as").is_dir()
+    oracle = json.loads((label / "tiny-word" / "seed0" / "run" / "oracle" / "selected.json").read_text())
+    assert {r["output"] for r in oracle} <= {"Answer: negative", "Answer: neutral", "Answer: positive"}
+    text = results.read_text()
+    assert "### demo, label form, data draw 0, tiny-word" in text and "| Oracle | " in text
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert bench.main(argv) == 0  # recorded runs are skipped
+    assert "6 runs planned, 6 already in" in capsys.readouterr().out
