@@ -229,9 +229,10 @@ def run_config(args, preset: dict, task: str, model: str, source: Path, run_dir:
 
 
 def plan(args) -> list[Unit]:
-    """Every unit in run order: the variants of one seed together (they share a folder), in `--variants` order."""
-    return [Unit(t, f, d, m, s, v) for d in args.data_seeds for t in args.tasks for f in args.forms
-            for m in args.models for s in args.seeds for v in args.variants]
+    """Every unit in run order: the variants of one seed together (they share a folder), in `--variants` order;
+    a seed's forms before the next seed, so a stopped run has every form at its first seeds."""
+    return [Unit(t, f, d, m, s, v) for d in args.data_seeds for t in args.tasks for m in args.models
+            for s in args.seeds for f in args.forms for v in args.variants]
 
 
 def run_settings(args, preset: dict) -> dict:

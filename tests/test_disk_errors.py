@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, TEST_SIZES
 
+from semievol_lf.backends.base import SORT_WINDOW
+
 PY = sys.executable
 
 
@@ -152,7 +154,7 @@ def test_merge_into_a_read_only_folder(their_setup, tmp_path):
 
 
 # pseudolabel: caches, index and final outputs on a full disk
-PSEUDOLABEL = [PY, "-m", "semievol_lf.pseudolabel", "recipes/pseudolabel_demo.yaml", "justify=vote", "batch_size=4"]
+PSEUDOLABEL = [PY, "-m", "semievol_lf.pseudolabel", "recipes/pseudolabel_demo.yaml", "justify=vote", "batch_size=1"]
 OUTPUTS = ("candidates.jsonl", "selected.json", "selected_ids.json", "dataset_info.json")
 
 
@@ -170,7 +172,7 @@ def test_pseudolabel_on_a_full_disk_stops_cleanly_and_resumes(trained_sandbox):
     proc = run([*PSEUDOLABEL, f"output_dir={out}"], box, limit=2500)
     assert_one_line_error(proc, f"cannot write {out / 'cache/collaborate.jsonl'}", "File too large")
     cache = (out / "cache/collaborate.jsonl").read_text()
-    assert cache.endswith("\n") and cache.count("\n") % 4 == 0 and 0 < cache.count("\n") < 96
+    assert cache.endswith("\n") and cache.count("\n") % SORT_WINDOW == 0 and 0 < cache.count("\n") < 96
     assert (ref / "cache/collaborate.jsonl").read_text().startswith(cache)
     assert {k: v for k, v in snapshot(out).items() if not k.startswith("cache/")} == before
 

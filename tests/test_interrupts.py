@@ -26,6 +26,8 @@ import pytest
 import yaml
 from conftest import BIN, EPOCHS, ROOT, run_cmd
 
+from semievol_lf.backends.base import SORT_WINDOW
+
 PY = sys.executable
 TIMING_KEYS = {"timings_s", "index_reused"}  # differ between a resumed and a straight run by design
 TRAIN_DIRS = ("warmup", "evolve")  # LlamaFactory's output folders: only our marker in them is ours
@@ -185,7 +187,7 @@ def fault_loop(cmd: list, cwd: Path, plan: list[Kill], chunk: int, checker: Chec
 @dataclass(frozen=True)
 class Step:
     args: list  # after `python -m`
-    chunk: int  # requests per cache chunk (the hf backend: batch_size)
+    chunk: int  # requests per cache chunk (the hf backend: batch_size x SORT_WINDOW)
     kills: tuple  # (cache stage, kills)
 
 
@@ -193,10 +195,10 @@ STEPS = {
     # justify=disagreements: all three caches. max_new_tokens=32: the random base configurations never
     # stop early, so a batch lasts long enough for the wall-clock test's kills to land inside it.
     "pseudolabel": Step(["semievol_lf.pseudolabel", "recipes/pseudolabel_demo.yaml", "justify=disagreements",
-                         "batch_size=4", "max_new_tokens=32"], 4,
+                         "batch_size=1", "max_new_tokens=32"], SORT_WINDOW,
                         (("collaborate", 3), ("justify", 1), ("score", 2))),
     "evaluate": Step(["semievol_lf.evaluate", "recipes/evaluate_demo.yaml", "adapter_name_or_path=null",
-                      "batch_size=2"], 2, (("generate", 2), ("score", 2))),
+                      "batch_size=1"], SORT_WINDOW, (("generate", 2), ("score", 2))),
 }
 
 
@@ -239,7 +241,7 @@ def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
 
     def cmd(run_dir):
         return [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"output_dir={run_dir}",
-                "model=tiny", f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=2",
+                "model=tiny", f"model_name_or_path={tiny_model}", "iterations=1", "rag=false", "batch_size=1",
                 "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}",
                 f"train_overrides={{num_train_epochs: {EPOCHS}, logging_steps: {TRAIN_LOGGING_STEPS}}}"]
 
@@ -251,16 +253,16 @@ def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
 
     def cache(folder: str, stage: str, kills: int) -> list[Kill]:
         return [Kill(f"{folder}/cache/{stage}", f"demo/{folder}/cache/{stage}.jsonl", t)
-                for t in targets(rng, lines(ref / folder / "cache", f"{stage}.jsonl"), 2, kills)]
+                for t in targets(rng, lines(ref / folder / "cache", f"{stage}.jsonl"), SORT_WINDOW, kills)]
 
-    # Trainings take 80 steps; evaluations log 12 + 12 rows, collaborate 48, 2 a batch.
+    # Trainings take 80 steps; evaluations log 12 + 12 rows, collaborate 48, SORT_WINDOW (4) a chunk.
     plan = [Kill("train:round_1_warmup", "demo/round_1/warmup/trainer_log.jsonl", rng.randint(5, 40)),
             *cache("eval/vanilla", "generate", 1), *cache("eval/sft", "score", 1),
             *cache("round_1/pseudolabel", "collaborate", 1), *cache("round_1/pseudolabel", "score", 1),
             Kill("train:round_1_evolve", "demo/round_1/evolve/trainer_log.jsonl", rng.randint(5, 40)),
             *cache("round_1/eval/semievol", "generate", 1)]
     checker = Checker(ref, out)
-    hits = fault_loop(cmd(out), tmp_path, plan, 2, checker, seed=3)
+    hits = fault_loop(cmd(out), tmp_path, plan, SORT_WINDOW, checker, seed=3)
     report("run", hits, checker, start)
     assert len(hits) == len(plan) == 7 and {s for _, s in hits} == {"SIGINT", "SIGKILL"}
     steps = {next(s for s in ("warmup", "evolve", "pseudolabel", "eval") if s in w) for w, _ in hits}

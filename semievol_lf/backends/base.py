@@ -18,6 +18,9 @@ from ..errors import UserError
 # drain, and a kill loses at most one call (minutes of one GPU's work). The openai backend has no such
 # call: it streams (`generate_each`), and `run_cached` logs each answer as it arrives.
 ENGINE_CHUNK = 4096
+# hf: batches per cached chunk. The chunk is what `length_batches` sorts, so a few batches' worth lets it group
+# like lengths (a chunk of ICP requests holds 0- to 3-shot prompts); a kill loses at most one chunk.
+SORT_WINDOW = 4
 
 # The sampling fields a request sets to "off" (vLLM's names and neutral values, `SamplingParams`): sent
 # explicitly by the vllm and openai backends, because `vllm serve` fills a field a request leaves out from the
@@ -56,7 +59,7 @@ class Backend(Protocol):
     where the backend needs it, plus its own `backend_args`."""
 
     name: str
-    chunk_size: int  # requests per cached chunk (see run_cached): hf's batch, an engine's ENGINE_CHUNK
+    chunk_size: int  # requests per cached chunk (see run_cached): hf's batch x SORT_WINDOW, an engine's ENGINE_CHUNK
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """One Generation per request, in order."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..errors import UserError
-from .base import Generation, GenerationRequest, ScoreRequest
+from .base import SORT_WINDOW, Generation, GenerationRequest, ScoreRequest
 
 
 def resolve_dtype(dtype: str, device: str, bf16_supported: bool) -> tuple[str, str]:
@@ -36,11 +36,6 @@ def resolve_dtype(dtype: str, device: str, bf16_supported: bool) -> tuple[str, s
             return "bfloat16", "auto: bf16 on a GPU that supports it (half the memory of float32, same range)"
         return "float16", "auto: this GPU has no bf16; float16 halves the memory of float32"
     return "float32", "auto: float32 on the CPU (bf16 matmuls are slow or missing there)"
-
-
-# Batches per cached chunk: the chunk is what `length_batches` sorts, so a few batches' worth lets it group
-# like lengths (a chunk of ICP requests holds 0- to 3-shot prompts); a kill loses at most one chunk.
-SORT_WINDOW = 4
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

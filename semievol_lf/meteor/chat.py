@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from ..backends.base import ENGINE_CHUNK
+from ..backends.base import ENGINE_CHUNK, SORT_WINDOW
 from ..backends.http_client import HTTPClient, run_concurrently
 from ..errors import UserError
 from ..io_utils import JsonlLog
@@ -70,7 +70,7 @@ class LocalChat:
         self.batch_size, self.backend_kwargs, self.name = batch_size, dict(backend_kwargs or {}), name
         self._chat = self._backend = None
         # fixed before the model loads, so a resumed stage cuts its requests into the same chunks
-        self.chunk_size = batch_size if backend == "hf" else max(batch_size, ENGINE_CHUNK)
+        self.chunk_size = batch_size * SORT_WINDOW if backend == "hf" else max(batch_size, ENGINE_CHUNK)
 
     @property
     def identity(self) -> dict:

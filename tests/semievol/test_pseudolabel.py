@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from conftest import BIN, EPOCHS, FAST_TRAIN, run_cmd
 
+from semievol_lf.backends.base import SORT_WINDOW
+
 pytestmark = pytest.mark.slow
 PY = sys.executable
 RECIPE = "recipes/pseudolabel_demo.yaml"
@@ -129,9 +131,9 @@ def test_killed_run_resumes_to_the_same_selection(labeled_box):
     cmd = [PY, "-m", "semievol_lf.pseudolabel", RECIPE, "justify=vote", f"output_dir={out}", "batch_size=8"]
     cache = out / "cache" / "collaborate.jsonl"
     killed = run_cmd(cmd, cwd=labeled_box, check=False, env={**os.environ, "SEMIEVOL_FAULT": "collaborate:1"})
-    assert killed.returncode == -signal.SIGKILL  # `kill -9` right after the first batch of 8 was logged
+    assert killed.returncode == -signal.SIGKILL  # `kill -9` right after the first chunk was logged
     assert not (out / "stats.json").exists()
-    assert cache.read_text().count("\n") == 8
+    assert cache.read_text().count("\n") == 8 * SORT_WINDOW  # a chunk: batch_size x the batches sorted together
     run_cmd(cmd, cwd=labeled_box)
     assert (out / "selected.json").read_text() == (labeled_box / OUT / "selected.json").read_text()
     lines = cache.read_text().splitlines()
