@@ -91,7 +91,7 @@ FPB_SIZES = {"labeled": 64, "unlabeled": 256, "test": None}  # None: every row (
 FPB_TRAIN = {"learning_rate": 3.0e-4, "num_train_epochs": 6.0}  # both fine-tunes (issue 21's probe)
 PRESETS = {
     "fpb": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1, 2], "sizes": FPB_SIZES, "backend": "hf",
-            "settings": {"dtype": "float32", "max_new_tokens": 64, "batch_size": 8}, "train": FPB_TRAIN,
+            "settings": {"dtype": "float32", "max_new_tokens": 64, "batch_size": 16}, "train": FPB_TRAIN,
             "method": {"rag": False}, "forms": list(FORMS), "variants": ["SemiEvol", "w/o AS", ORACLE],
             "report": "fpb"},
     "cpu": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1], "sizes": CPU_SIZES, "backend": "hf",
