@@ -25,6 +25,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import real_stats  # noqa: E402  (bench/real_stats.py: a fine-tune's loss curve)
+
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
 
 # name -> (recipe keys over the preset's, OMP threads)
@@ -63,10 +67,10 @@ def run_setting(name: str, base: dict, overrides: dict, threads: int, work: Path
     if proc.returncode:
         return {"setting": name, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1][:200], "wall_s": wall}
     results = json.loads((out / "all_results.json").read_text())
-    losses = [json.loads(line).get("loss") for line in open(out / "trainer_log.jsonl")]
-    losses = [x for x in losses if x is not None]
+    curve = real_stats.loss_summary([json.loads(line) for line in open(out / "trainer_log.jsonl")])
     return {"setting": name, "threads": threads, "examples/s": results["train_samples_per_second"],
-            "train_s": results["train_runtime"], "wall_s": wall, "first loss": losses[0], "last loss": losses[-1]}
+            "train_s": results["train_runtime"], "wall_s": wall,
+            "first loss": curve["first"], "last loss": curve["last"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
