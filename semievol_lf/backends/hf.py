@@ -91,6 +91,10 @@ class HFBackend:
         self.stop_ids = set(stop_ids) or {config.eos_token_id}
         self.batch_size = batch_size
         self.chunk_size = batch_size * SORT_WINDOW
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        # `_prefill` merges per-prompt caches only where a cache is a plain key/value per layer (the config says)
+        self.plain_cache = all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
     @contextmanager
     def _adapter(self, on: bool) -> Iterator[None]:
@@ -139,20 +143,19 @@ class HFBackend:
         the caches are left-padded into one for the batched decode. Models whose cache is not a plain
         key/value per layer (sliding windows, linear attention) get one padded forward instead."""
         torch = self.torch
-        from transformers.cache_utils import DynamicCache, DynamicLayer
+        from transformers.cache_utils import DynamicCache
 
         ids, mask = self._left_pad([r.prompt_ids for r in batch])
+        if not self.plain_cache:
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                             use_cache=True, logits_to_keep=1)
+            return res.logits[:, -1, :], res.past_key_values, mask
         logits, caches = [], []
         for r in batch:
             res = self.model(input_ids=torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device),
                              use_cache=True, logits_to_keep=1)
-            cache = res.past_key_values
-            if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
-                res = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                 use_cache=True, logits_to_keep=1)
-                return res.logits[:, -1, :], res.past_key_values, mask
             logits.append(res.logits[0, -1])
-            caches.append(cache)
+            caches.append(res.past_key_values)
         width = ids.shape[1]
         merged = DynamicCache(config=self.model.config)
         left = torch.nn.functional.pad
