@@ -9,15 +9,17 @@
 
 One unit of work per (task, form, data draw, model, run seed, variant): a `semievol-lf run`
 (`semievol_lf.semievol.pipeline.main` in-process, as bench/quality.py does), all variants of one seed in one
-shared run folder so that the warm-up and the Vanilla / SFT [/ RAG] evaluations are computed once (`run`
-skips them). Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own switch
-(`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"), and `Oracle`: the run's evolve fine-tune
-on labeled ∪ unlabeled with the true answers (bench/quality.py `oracle_from_config`), the most the unlabeled
-set can give. Each variant's round-1 outputs are copied to OUT/TASKDIR/MODEL/seedS/VARIANT (bench/quality.py
-`keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...). Every finished unit is recorded in
-OUT/results.json, written atomically after each one: a re-run skips what is there, and `--report` builds the
-table of a partial run. The released unlabeled files hold the answers: this benchmark reads them to score the
-pseudo-labels and to train the Oracle; the method never does.
+shared run folder so that the warm-up and the Vanilla / SFT [/ RAG] evaluations are computed once (`run` skips
+them), and w/o AS, run after SemiEvol, re-selects from its cached pseudo-labeling requests (theta is read only
+by the selection: pseudolabel's SELECTION_ONLY), so it differs from SemiEvol in the selection only and costs its
+fine-tune and evaluation. Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own
+switch (`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"), and `Oracle`: the run's evolve
+fine-tune on labeled ∪ unlabeled with the true answers (bench/quality.py `oracle_from_config`), the most the
+unlabeled set can give. Each variant's round-1 outputs are copied to OUT/TASKDIR/MODEL/seedS/VARIANT
+(bench/quality.py `keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...). Every finished unit is
+recorded in OUT/results.json, written atomically after each one: a re-run skips what is there, and `--report`
+builds the table of a partial run. The released unlabeled files hold the answers: this benchmark reads them to
+score the pseudo-labels and to train the Oracle; the method never does.
 
 Presets:
 - `fpb` (the default; issue 21): SmolLM2-135M-Instruct (`smollm2-135m`), hf backend, fp32, max_new_tokens 64,
@@ -588,10 +590,11 @@ def report(args, preset: dict, records: list[dict], total: float | None) -> int:
 
 
 # ----------------------------------------------------------------------------- the dry run
-def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle: bool = False
-                 ) -> dict[str, tuple[int, int]]:
+def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle: bool = False,
+                 reselect: bool = False) -> dict[str, tuple[int, int]]:
     """stage -> (prompt tokens, generated tokens at most) of one unit of `cfg` (the baselines only when
-    `baselines`: the variants of a seed share them; `oracle`: its evaluation only), from the prepared data and
+    `baselines`: the variants of a seed share them; `oracle`, or `reselect`, a w/o AS that re-selects from the
+    pseudo-labeling a SemiEvol of its seed cached: its evaluation only), from the prepared data and
     this project's prompts, counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP
     demonstrations: the mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request
     (an upper bound)."""
@@ -601,8 +604,8 @@ def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle:
     split, q, demo = _lengths(task, data, tokenizer)
     gen, n_u, n_t = cfg.max_new_tokens, len(q["unlabeled"]), len(q["test"])
     counts = {}
-    if oracle:
-        counts["evaluate Oracle (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
+    if oracle or reselect:
+        counts[f"evaluate {'Oracle' if oracle else 'w/o AS'} (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
     else:
         c = cfg.collaboration()
         configs = sample_configs(c["models"], c["shots"], c["n"], cfg.seed, cfg.draw, c["repeat_configs"])
@@ -707,7 +710,9 @@ def dry_run(args, preset: dict, out: Path) -> int:
                 validate_recipe(run_dir / "recipes" / f"{stage}.yaml")
         checked, n_recipes = checked + 1, n_recipes + 2
         baselines = u.variant == args.variants[0]  # the first unit of a seed warms up and evaluates the baselines
-        counts = token_counts(task, data, cfg, tokenizer, baselines=baselines, oracle=oracle)
+        # w/o AS after SemiEvol in the same folder: theta is read only by the selection (pseudolabel SELECTION_ONLY)
+        reselect = cfg.no_as and "SemiEvol" in args.variants[:args.variants.index(u.variant)]
+        counts = token_counts(task, data, cfg, tokenizer, baselines=baselines, oracle=oracle, reselect=reselect)
         group = (folder, u.model)
         for stage, (p, g) in counts.items():
             old = totals.setdefault(group, {}).get(stage, (0, 0))

@@ -70,11 +70,13 @@ def step_manifest(cfg: Any, neutral: frozenset[str] | set[str], **datasets: list
 class StepOutputs:
     """An inference step's output folder: manifest.json first, cache/ while it runs, `final` last."""
 
-    def __init__(self, folder: str | Path, manifest: dict, final: str, overwrite: bool):
+    def __init__(self, folder: str | Path, manifest: dict, final: str, overwrite: bool,
+                 cache_neutral: frozenset[str] = frozenset()):
         self.folder = Path(folder)
         self.manifest = manifest
         self.final = final
         self.overwrite = overwrite
+        self.cache_neutral = cache_neutral  # manifest keys read only after the requests (pseudolabel's selection)
 
     def finished(self) -> bool:
         """True when the folder already holds the finished result of these inputs; otherwise make it
@@ -85,14 +87,17 @@ class StepOutputs:
             old = read_json(path)
             if old == self.manifest:
                 return (self.folder / self.final).is_file()
+            changed = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
+            requests_hold = set(changed) <= self.cache_neutral  # then only the final outputs are redone
             if not self.overwrite:
-                changed = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
                 raise UserError(
                     f"{self.folder} holds results made from other inputs (changed: {', '.join(changed)}). "
-                    "Use another `output_dir`, or `overwrite_output_dir=true` to discard them."
+                    "Use another `output_dir`, or `overwrite_output_dir=true` to "
+                    + ("redo the final outputs from its cached answers (every request is reused)." if requests_hold
+                       else "discard them.")
                 )
             try:
-                for stale in [*self.folder.glob("cache/*.jsonl"), self.folder / self.final]:
+                for stale in [*([] if requests_hold else self.folder.glob("cache/*.jsonl")), self.folder / self.final]:
                     stale.unlink(missing_ok=True)
             except OSError as err:
                 raise UserError(f"cannot clear {self.folder}: {err.strerror}") from None

@@ -307,6 +307,14 @@ def test_the_fpb_preset_dry_run(tmp_path, capsys, smollm2):
         assert pseudo["task"] == ("fpb" if name == "fpb" else label_task)
         assert not (seed / "oracle" / "recipes" / "pseudolabel.yaml").exists()
     assert "| fpb-label | smollm2-135m | evaluate Oracle (generate + entropy) |" in out
+    # w/o AS re-selects from SemiEvol's cached requests: the plan pseudo-labels as often as SemiEvol alone
+    assert "| fpb-label | smollm2-135m | evaluate w/o AS (generate + entropy) |" in out
+    assert bench.main(["--dry-run", "--seeds", "0", "--forms", "letter", "--variants", "SemiEvol",
+                       "--out", str(tmp_path / "alone")]) == 0
+    alone = capsys.readouterr().out
+    collaborate = [[line for line in text.splitlines() if line.startswith("| fpb | smollm2-135m | collaborate |")]
+                   for text in (out, alone)]
+    assert collaborate[0] == collaborate[1] and len(collaborate[0]) == 1
 
 
 @pytest.mark.slow

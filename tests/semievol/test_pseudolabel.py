@@ -18,8 +18,8 @@ RECIPE = "recipes/pseudolabel_demo.yaml"
 OUT = "saves/tiny/demo/pseudolabel"
 
 
-def pseudolabel(box, *overrides, check=True):
-    return run_cmd([PY, "-m", "semievol_lf.pseudolabel", RECIPE, *overrides], cwd=box, check=check)
+def pseudolabel(box, *overrides, check=True, env=None):
+    return run_cmd([PY, "-m", "semievol_lf.pseudolabel", RECIPE, *overrides], cwd=box, check=check, env=env)
 
 
 def read_jsonl(path):
@@ -141,10 +141,30 @@ def test_killed_run_resumes_to_the_same_selection(labeled_box):
 
 
 def test_changed_settings_are_refused_not_mixed(labeled_box):
-    proc = pseudolabel(labeled_box, "justify=vote", "theta=0.3", check=False)
+    proc = pseudolabel(labeled_box, "justify=vote", "max_new_tokens=12", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "holds results made from other inputs (changed: settings)" in proc.stderr
-    assert "overwrite_output_dir=true" in proc.stderr
+    assert "`overwrite_output_dir=true` to discard them" in proc.stderr
+    proc = pseudolabel(labeled_box, "justify=vote", "theta=0.3", check=False)  # read only by the selection
+    assert proc.returncode == 2 and "(changed: selection)" in proc.stderr
+    assert "redo the final outputs from its cached answers" in proc.stderr
+
+
+def test_a_new_theta_reselects_from_the_cached_answers(labeled_box):
+    """w/o AS (theta 1) after SemiEvol: every request is reused, only the selection is redone."""
+    out = labeled_box / "saves/reselect"
+    shutil.copytree(labeled_box / OUT, out)
+    caches = {p.name: p.read_bytes() for p in (out / "cache").glob("*.jsonl")}
+    assert set(caches) == {"collaborate.jsonl", "score.jsonl"}  # vote: no self-justify
+    pseudolabel(labeled_box, "justify=vote", "theta=1.0", f"output_dir={out}", "overwrite_output_dir=true",
+                env={**os.environ, "SEMIEVOL_FAULT": "collaborate:1"})  # killed if it generated anything
+    assert {p.name: p.read_bytes() for p in (out / "cache").glob("*.jsonl")} == caches
+    old, new = read_jsonl(labeled_box / OUT / "candidates.jsonl"), read_jsonl(out / "candidates.jsonl")
+    assert [(r["id"], r["pseudo_answer"], r["entropy"]) for r in new] == [
+        (r["id"], r["pseudo_answer"], r["entropy"]) for r in old]
+    extractable = sum(r["pseudo_answer"] != "[no answer]" for r in new)
+    assert json.loads((out / "stats.json").read_text())["kept"] == extractable > sum(r["kept"] for r in old)
+    assert len(json.loads((out / "selected.json").read_text())) == extractable
 
 
 def test_self_justify_asks_the_warm_model_for_every_sample(labeled_box):

@@ -97,7 +97,7 @@ def test_theta_is_read_only_by_the_merge(sharded):
     for i in (0, 1):
         copy_shard(sharded["out"], out, i)
     pseudolabel(box, f"output_dir={out}", "num_shards=2")
-    refused(pseudolabel(box, f"output_dir={out}", "num_shards=2", "theta=0.3", check=False), "changed: settings")
+    refused(pseudolabel(box, f"output_dir={out}", "num_shards=2", "theta=0.3", check=False), "changed: selection")
     pseudolabel(box, f"output_dir={out}", "num_shards=2", "theta=0.3", "overwrite_output_dir=true")
     rows = read_jsonl(out / "candidates.jsonl")
     h = [r["entropy"] for r in rows if r["pseudo_answer"] != "[no answer]"]

@@ -21,7 +21,7 @@ from ...data.prepare import to_alpaca
 from ...data.prompts import icp_prompt, justify_prompt, task_prompt
 from ...data.tasks import Task, get_task
 from ...errors import UserError
-from ...io_utils import atomic_write_json, atomic_write_jsonl, read_json
+from ...io_utils import atomic_write_json, atomic_write_jsonl, fingerprint, read_json
 from ...llamafactory.dataset_info import DATA_INFO, alpaca_entry
 from ...progress import Timer, banner
 from ...step import RESULT_NEUTRAL as STEP_NEUTRAL
@@ -32,6 +32,9 @@ from .selection import mean_nll, select
 # `num_shards`/`shard` change no result either: a merge gives the unsharded result (a shard's manifest
 # names its shard).
 RESULT_NEUTRAL = STEP_NEUTRAL | {"embed_batch_size", "num_shards", "shard"}
+# Read only by the selection, after every request: the manifest keeps them apart ("selection"), so changing
+# them re-selects from the cached answers (with overwrite) and a merge may change them without re-labeling.
+SELECTION_ONLY = frozenset({"theta"})
 
 
 def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Example], list[str]]:
@@ -56,7 +59,8 @@ def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Ex
 
 def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> dict:
     """What the results depend on; digesting the model and adapter reads their weights, so compute it once."""
-    return step_manifest(cfg, RESULT_NEUTRAL, labeled=labeled, unlabeled=unlabeled)
+    return {**step_manifest(cfg, RESULT_NEUTRAL | SELECTION_ONLY, labeled=labeled, unlabeled=unlabeled),
+            "selection": fingerprint({k: getattr(cfg, k) for k in sorted(SELECTION_ONLY)})}
 
 
 @dataclass

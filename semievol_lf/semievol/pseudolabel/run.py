@@ -35,7 +35,9 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
     if cfg.num_shards > 1:
         return shards.merge_shards(cfg, task, labeled, unlabeled, excluded)
     out = Path(cfg.output_dir)
-    if StepOutputs(out, manifest_of(cfg, labeled, unlabeled), "stats.json", cfg.overwrite_output_dir).finished():
+    step = StepOutputs(out, manifest_of(cfg, labeled, unlabeled), "stats.json", cfg.overwrite_output_dir,
+                       cache_neutral=frozenset({"selection"}))
+    if step.finished():
         print(f"pseudolabel: {out} already holds the finished result of these inputs")
         return read_json(out / "stats.json")
     timer = Timer()
