@@ -307,7 +307,35 @@ def run_oracle(config: dict, source: Path, log) -> dict:
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.root / "oracle" / "evolve")}}
 
 
+@contextlib.contextmanager
+def locked(path: Path, wait: bool = True):
+    """An exclusive lock on `path` (created) for the `with` block; without `wait`, yields False at once when another
+    process holds it (fcntl: released when the holder exits, however it exits)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def add_record(path: Path, settings: dict, record: dict) -> list[dict]:
+    """Add one finished unit to results.json, read and written under a lock so that workers sharing OUT keep each
+    other's records; returns every record there."""
+    with locked(path.with_suffix(".lock")):
+        records = [r for r in quality.load_results(path, settings) if unit_of(r) != unit_of(record)] + [record]
+        atomic_write_json(path, {"settings": settings, "records": records})
+    return records
+
+
 def run_all(args, preset: dict, out: Path) -> int:
+    """Run every unit not in results.json, a seed folder at a time (its variants share it, in order). A folder
+    another process is running (its lock held) is left to it: `--jobs N`, or the same command started twice, runs
+    N folders at once."""
     results_path = out / "results.json"
     settings = run_settings(args, preset)
     records = quality.load_results(results_path, settings)
@@ -316,36 +344,72 @@ def run_all(args, preset: dict, out: Path) -> int:
     todo = [u for u in units if u not in done]
     print(f"{len(units)} runs planned, {len(units) - len(todo)} already in {results_path}, {len(todo)} to run",
           flush=True)
+    workers = [subprocess.Popen([sys.executable, __file__, *worker_argv(args.argv)]) for _ in range(args.jobs - 1)]
+    folders: dict[Path, list[Unit]] = {}
+    for u in todo:
+        folders.setdefault(run_dir_of(out, u), []).append(u)
     sources: dict[tuple, tuple[str, Path]] = {}
-    t0 = time.perf_counter()
+    t0, i = time.perf_counter(), 0
     with open(out / "bench.log", "a") as log:
-        for i, u in enumerate(todo, start=1):
-            if (u.task, u.form, u.data_seed) not in sources:
-                sources[u.task, u.form, u.data_seed] = source_for(u.task, preset, out, u.form, u.data_seed)
-            task, source = sources[u.task, u.form, u.data_seed]
-            run_dir = run_dir_of(out, u)
-            name = f"{u.task} {u.form} draw {u.data_seed} {u.model} seed {u.seed} {u.variant}"
-            print(f"[{i}/{len(todo)}] {name} ...", end=" ", flush=True)
-            print(f"\n===== {name} =====", file=log, flush=True)
-            config = run_config(args, preset, task, u.model, source, run_dir, u.seed, VARIANTS.get(u.variant, {}))
-            if u.variant == ORACLE:
-                r = run_oracle(config, source, log)
-                print(f"Oracle {r['results'][ORACLE]:.1f} (SFT {r['results']['SFT']:.1f}); {r['wall']:.0f} s; "
-                      f"{(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
-            else:
-                r = run_one(config, source, log)
-                quality.keep_variant(run_dir, run_dir.parent / quality.variant_dir(u.variant))
-                res = r["results"]
-                rag = f", RAG {res['RAG']:.1f}" if "RAG" in res else ""
-                print(f"SemiEvol {res['SemiEvol']:.1f} (Vanilla {res['Vanilla']:.1f}, SFT {res['SFT']:.1f}{rag}); "
-                      f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; "
-                      f"{r['wall']:.0f} s; {(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
-            records.append({**u._asdict(), **r})
-            atomic_write_json(results_path, {"settings": settings, "records": records})
-    return report(args, preset, records, time.perf_counter() - t0)
+        for run_dir, group in folders.items():
+            with locked(run_dir.parent / "running.lock", wait=False) as mine:
+                if not mine:
+                    print(f"{run_dir.parent}: another process runs it", flush=True)
+                    continue
+                group = [u for u in group if u not in {unit_of(r) for r in quality.load_results(results_path,
+                                                                                                 settings)}]
+                for u in group:
+                    i += 1
+                    counter = f"[{i}/{len(todo)}{f' pid {os.getpid()}' if args.jobs > 1 or args.worker else ''}]"
+                    r = run_unit(args, preset, u, run_dir, sources, out, log, counter, t0)
+                    add_record(results_path, settings, {**u._asdict(), **r})
+    failed = sum(w.wait() != 0 for w in workers)
+    if failed:
+        raise SystemExit(f"{failed} of {len(workers)} workers failed; see {out / 'bench.log'}")
+    if args.worker:
+        return 0  # the process that started it reports
+    return report(args, preset, quality.load_results(results_path, settings), time.perf_counter() - t0)
 
 
-# ----------------------------------------------------------------------------- tables
+def worker_argv(argv: list[str]) -> list[str]:
+    """A worker's arguments: the command's own without `--jobs`, and `--worker`.
+
+    >>> worker_argv(["--forms", "label", "--jobs", "2", "--seeds", "0"]), worker_argv(["--jobs=3"])
+    (['--forms', 'label', '--seeds', '0', '--worker'], ['--worker'])
+    """
+    kept, skip = [], False
+    for a in argv:
+        if not skip and a != "--jobs" and not a.startswith("--jobs="):
+            kept.append(a)
+        skip = a == "--jobs"
+    return kept + ["--worker"]
+
+
+def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Path, log, counter: str,
+             t0: float) -> dict:
+    """One unit in its seed folder; returns its record's fields."""
+    if (u.task, u.form, u.data_seed) not in sources:
+        sources[u.task, u.form, u.data_seed] = source_for(u.task, preset, out, u.form, u.data_seed)
+    task, source = sources[u.task, u.form, u.data_seed]
+    name = f"{u.task} {u.form} draw {u.data_seed} {u.model} seed {u.seed} {u.variant}"
+    print(f"{counter} {name} ...", end=" ", flush=True)
+    print(f"\n===== {name} (pid {os.getpid()}) =====", file=log, flush=True)
+    config = run_config(args, preset, task, u.model, source, run_dir, u.seed, VARIANTS.get(u.variant, {}))
+    if u.variant == ORACLE:
+        r = run_oracle(config, source, log)
+        print(f"Oracle {r['results'][ORACLE]:.1f} (SFT {r['results']['SFT']:.1f}); {r['wall']:.0f} s; "
+              f"{(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
+        return r
+    r = run_one(config, source, log)
+    quality.keep_variant(run_dir, run_dir.parent / quality.variant_dir(u.variant))
+    res = r["results"]
+    rag = f", RAG {res['RAG']:.1f}" if "RAG" in res else ""
+    print(f"SemiEvol {res['SemiEvol']:.1f} (Vanilla {res['Vanilla']:.1f}, SFT {res['SFT']:.1f}{rag}); "
+          f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; "
+          f"{r['wall']:.0f} s; {(time.perf_counter() - t0) / 3600:.2f} h so far", flush=True)
+    return r
+
+
 def format_table(records: list[dict], tasks: list[str], models: list[str]) -> str:
     """The cpu and gpu presets' table. One row per method; one column per (task, model): mean ± half-range over
     the seeds (runs), then the kept / all pseudo-label accuracy of the pseudo-labeling variants."""
@@ -778,6 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="append the table to --results")
     p.add_argument("--report", action="store_true", help="only rebuild the table (and plot) from OUT/results.json")
     p.add_argument("--dry-run", action="store_true", help="build and validate every run, train and generate nothing")
+    p.add_argument("--jobs", type=int, default=1, help="run this many seed folders at once (one process each; on "
+                   "2 cores `OMP_NUM_THREADS=1 ... --jobs 2` does more per hour than one process on 2 threads)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --jobs: no report
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     preset = PRESETS[args.preset]
@@ -786,6 +853,8 @@ def main(argv: list[str] | None = None) -> int:
     args.models = args.models or preset["models"]
     args.seeds = args.seeds if args.seeds is not None else preset["seeds"]
     args.variants = args.variants or preset.get("variants", list(VARIANTS))
+    if args.jobs < 1:
+        p.error(f"`--jobs`: {args.jobs} is not a number of processes")
     if not preset["sizes"] and args.data_seeds != [0]:
         p.error(f"`--data-seeds`: preset {args.preset} uses the full released splits (one draw only)")
     out = Path(args.out or ROOT / "runs" / f"bench-real-{args.preset}")

@@ -371,3 +371,67 @@ def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeyp
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert bench.main(argv) == 0  # recorded runs are skipped
     assert "6 runs planned, 6 already in" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- workers sharing one OUT
+def _add_records(out: str, worker: int, n: int) -> None:
+    bench = load_bench()
+    for seed in range(n):
+        record = {"task": "demo", "form": "letter", "data_seed": 0, "model": "tiny", "seed": seed,
+                  "variant": f"v{worker}"}
+        bench.add_record(Path(out) / "results.json", {"preset": "x"}, record)
+
+
+def test_workers_adding_records_at_once_keep_every_record(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # fresh processes, as `--jobs` starts them
+    procs = [ctx.Process(target=_add_records, args=(str(tmp_path), w, 10)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0] * 4
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert sorted((r["variant"], r["seed"]) for r in records) == [(f"v{w}", s) for w in range(4) for s in range(10)]
+
+
+@pytest.mark.slow
+def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
+    """`--jobs 2`: two processes share the seed folders (each held by a lock while it runs) and results.json; the
+    real path on bench/quality.py's small word-level model and generated demo data standing for the released
+    folder; a second invocation finds everything done."""
+    import subprocess
+    import sys
+
+    from semievol_lf.data.demo import DemoSpec, write_demo_data
+    from semievol_lf.models.tiny import build_model
+
+    bench = load_bench()
+    spec = DemoSpec(seed=0, n_labeled=36, n_unlabeled=12, n_test=12, cue_words=6, fillers=8)
+    write_demo_data(tmp_path / "released" / "demo", spec)
+    model = build_model(tmp_path / "model", seed=0, tokenizer="word", hidden_size=64, intermediate_size=256,
+                        num_layers=1, spec=spec, embed_std=0.02)
+    train = bench.quality.train_overrides(argparse.Namespace(lr=2e-3, epochs=40.0, batch=8, train_overrides="{}"))
+    settings = {"model_name_or_path": str(model), "max_new_tokens": 8, "batch_size": 16, "dtype": "float32",
+                "justify": "vote", "rag": False, "train_overrides": train}
+    out = tmp_path / "out"
+    cmd = [sys.executable, ROOT / "bench" / "real.py", "--preset", "cpu", "--tasks", "demo", "--models", "tiny-word",
+           "--seeds", "0", "1", "--variants", "SemiEvol", "w/o AS", "--settings", json.dumps(settings),
+           "--out", out, "--results", tmp_path / "RESULTS.md", "--jobs", "2"]
+    env = {**os.environ, "SEMIEVOL_DATA": str(tmp_path / "released"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert sorted((r["seed"], r["variant"]) for r in records) == [(s, v) for s in (0, 1)
+                                                                  for v in ("SemiEvol", "w/o AS")]
+    headers = [line for line in (out / "bench.log").read_text().splitlines() if line.startswith("===== ")]
+    pid_of = {}
+    for line in headers:  # "===== demo letter draw 0 tiny-word seed S VARIANT (pid P) ====="
+        seed, pid = line.split(" seed ")[1].split()[0], line.split("(pid ")[1].split(")")[0]
+        pid_of.setdefault(seed, set()).add(pid)
+    assert len(headers) == 4 and all(len(pids) == 1 for pids in pid_of.values())  # each unit once, a seed in one
+    assert pid_of["0"] != pid_of["1"]  # the two seeds ran in the two processes
+    assert "| SemiEvol |" in proc.stdout  # the starting process reports, over both processes' records
+    again = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "4 runs planned, 4 already in" in again.stdout and "..." not in again.stdout
