@@ -433,5 +433,9 @@ def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
     assert len(headers) == 4 and all(len(pids) == 1 for pids in pid_of.values())  # each unit once, a seed in one
     assert pid_of["0"] != pid_of["1"]  # the two seeds ran in the two processes
     assert "| SemiEvol |" in proc.stdout  # the starting process reports, over both processes' records
+    for seed in (0, 1):  # each result on a line of its own that names its unit, whichever process printed it
+        for variant in ("SemiEvol", "w/o AS"):
+            assert any(f"seed {seed} {variant}: " in line and "pseudo-labels kept" in line
+                       for line in proc.stdout.splitlines())
     again = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "4 runs planned, 4 already in" in again.stdout and "..." not in again.stdout
