@@ -323,13 +323,12 @@ def locked(path: Path, wait: bool = True):
         yield True
 
 
-def add_record(path: Path, settings: dict, record: dict) -> list[dict]:
+def add_record(path: Path, settings: dict, record: dict) -> None:
     """Add one finished unit to results.json, read and written under a lock so that workers sharing OUT keep each
-    other's records; returns every record there."""
+    other's records."""
     with locked(path.with_suffix(".lock")):
         records = [r for r in quality.load_results(path, settings) if unit_of(r) != unit_of(record)] + [record]
         atomic_write_json(path, {"settings": settings, "records": records})
-    return records
 
 
 def run_all(args, preset: dict, out: Path) -> int:
@@ -356,8 +355,8 @@ def run_all(args, preset: dict, out: Path) -> int:
                 if not mine:
                     print(f"{run_dir.parent}: another process runs it", flush=True)
                     continue
-                group = [u for u in group if u not in {unit_of(r) for r in quality.load_results(results_path,
-                                                                                                 settings)}]
+                finished = {unit_of(r) for r in quality.load_results(results_path, settings)}  # others' too
+                group = [u for u in group if u not in finished]
                 for u in group:
                     i += 1
                     counter = f"[{i}/{len(todo)}{f' pid {os.getpid()}' if args.jobs > 1 or args.worker else ''}]"

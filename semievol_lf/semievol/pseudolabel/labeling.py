@@ -32,9 +32,10 @@ from .selection import mean_nll, select
 # `num_shards`/`shard` change no result either: a merge gives the unsharded result (a shard's manifest
 # names its shard).
 RESULT_NEUTRAL = STEP_NEUTRAL | {"embed_batch_size", "num_shards", "shard"}
-# Read only by the selection, after every request: the manifest keeps them apart ("selection"), so changing
+# Read only by the selection, after every request: the manifest keeps them apart (SELECTION_KEY), so changing
 # them re-selects from the cached answers (with overwrite) and a merge may change them without re-labeling.
 SELECTION_ONLY = frozenset({"theta"})
+SELECTION_KEY = "selection"  # their manifest key: the only one whose change leaves the cached requests valid
 
 
 def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Example], list[str]]:
@@ -60,7 +61,7 @@ def load_inputs(cfg: PseudolabelArguments) -> tuple[Task, list[Example], list[Ex
 def manifest_of(cfg: PseudolabelArguments, labeled: list[Example], unlabeled: list[Example]) -> dict:
     """What the results depend on; digesting the model and adapter reads their weights, so compute it once."""
     return {**step_manifest(cfg, RESULT_NEUTRAL | SELECTION_ONLY, labeled=labeled, unlabeled=unlabeled),
-            "selection": fingerprint({k: getattr(cfg, k) for k in sorted(SELECTION_ONLY)})}
+            SELECTION_KEY: fingerprint({k: getattr(cfg, k) for k in sorted(SELECTION_ONLY)})}
 
 
 @dataclass

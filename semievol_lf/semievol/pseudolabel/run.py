@@ -23,7 +23,7 @@ from ...llamafactory.dataset_info import DATA_INFO
 from ...progress import Timer, setup_logging
 from ...step import StepOutputs
 from . import shards
-from .labeling import label, load_inputs, manifest_of, select_and_write
+from .labeling import SELECTION_KEY, label, load_inputs, manifest_of, select_and_write
 
 
 def pseudolabel(cfg: PseudolabelArguments) -> dict:
@@ -36,7 +36,7 @@ def pseudolabel(cfg: PseudolabelArguments) -> dict:
         return shards.merge_shards(cfg, task, labeled, unlabeled, excluded)
     out = Path(cfg.output_dir)
     step = StepOutputs(out, manifest_of(cfg, labeled, unlabeled), "stats.json", cfg.overwrite_output_dir,
-                       cache_neutral=frozenset({"selection"}))
+                       cache_neutral=frozenset({SELECTION_KEY}))
     if step.finished():
         print(f"pseudolabel: {out} already holds the finished result of these inputs")
         return read_json(out / "stats.json")

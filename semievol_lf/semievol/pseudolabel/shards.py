@@ -23,7 +23,7 @@ from ...errors import UserError
 from ...io_utils import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from ...progress import Timer, banner
 from ...step import StepOutputs
-from .labeling import Sample, label, manifest_of, select_and_write
+from .labeling import SELECTION_KEY, Sample, label, manifest_of, select_and_write
 
 SHARD_RESULT = "samples.jsonl"  # written last: its presence means the shard finished
 SHARD_STATS = "shard_stats.json"
@@ -33,7 +33,7 @@ def shard_manifest(manifest: dict, cfg: PseudolabelArguments, shard: int) -> dic
     """A shard's manifest from the step's (`manifest_of`): the same inputs, including the whole (filtered)
     unlabeled list, so one run's shards differ in `shard` only; not the selection's settings (labeling.py
     SELECTION_ONLY), which only the merge reads."""
-    return {**{k: v for k, v in manifest.items() if k != "selection"}, "shard": shard_name(shard, cfg.num_shards)}
+    return {**{k: v for k, v in manifest.items() if k != SELECTION_KEY}, "shard": shard_name(shard, cfg.num_shards)}
 
 
 def shard_name(shard: int, num_shards: int) -> str:
@@ -72,7 +72,7 @@ def merge_shards(cfg: PseudolabelArguments, task: Task, labeled: list[Example], 
     manifest = manifest_of(cfg, labeled, unlabeled)
     _check_shards(cfg, manifest)
     out = Path(cfg.output_dir)
-    if StepOutputs(out, manifest, "stats.json", cfg.overwrite_output_dir, frozenset({"selection"})).finished():
+    if StepOutputs(out, manifest, "stats.json", cfg.overwrite_output_dir, frozenset({SELECTION_KEY})).finished():
         print(f"pseudolabel: {out} already holds the merged result of these inputs")
         return read_json(out / "stats.json")
     banner(f"Pseudo-label: merge {cfg.num_shards} shards")
