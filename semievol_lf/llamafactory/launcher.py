@@ -8,7 +8,9 @@ stops the run with the command and the last lines of its log.
 Resuming: a fine-tune killed after it saved a checkpoint (`save_steps`) continues from the last
 `checkpoint-N` when it is run again with the same recipe, data and model (`semievol_train.json`,
 written before training starts, records which inputs the checkpoints belong to); otherwise it
-restarts from step 0.
+restarts from step 0. Keys that decide only what is logged and saved along the way (`LOG_AND_SAVE`)
+are left out of that key, so a finished fine-tune stays finished, and a killed one resumes, when
+only they change (checkpoints added to a running experiment, a different `logging_steps`).
 
 Several GPUs, several nodes: `llamafactory-cli train` starts torchrun by itself (its launcher.py:
 with FORCE_TORCHRUN=1, or when it sees more than one device) with NNODES, NODE_RANK, MASTER_ADDR,
@@ -210,6 +212,22 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+# Recipe keys that never change the trained weights: how often the trainer logs and saves, how many
+# checkpoints it keeps, and where it reports. (`save_only_model` is not one: a checkpoint without its
+# optimizer state resumes to other weights.)
+LOG_AND_SAVE = frozenset({"logging_steps", "save_steps", "save_strategy", "save_total_limit", "plot_loss",
+                          "report_to"})
+
+
+def training_key(recipe: dict) -> str:
+    """What a fine-tune's weights depend on: the recipe less `LOG_AND_SAVE`, the digests of its
+    dataset files, and the model's identity."""
+    return fingerprint({
+        "recipe": {k: v for k, v in recipe.items() if k not in LOG_AND_SAVE},
+        "data": [file_digest(f) for f in dataset_files(Path(recipe["dataset_dir"]), recipe["dataset"])],
+        "model": model_identity(recipe["model_name_or_path"])})
+
+
 def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | None = None,
           while_training: AbstractContextManager | None = None) -> Path:
     """Run one fine-tune of `recipe` (a complete LlamaFactory recipe); return its output_dir.
@@ -218,8 +236,7 @@ def train(name: str, recipe: dict, recipe_path: Path, log: Path, n_gpus: int | N
     `while_training` is entered around the training subprocess only, not for a finished fine-tune
     (`backends.while_training`: a vLLM server sleeps meanwhile)."""
     output_dir = Path(recipe["output_dir"])
-    key = fingerprint({"recipe": recipe, "data": [file_digest(f) for f in dataset_files(
-        Path(recipe["dataset_dir"]), recipe["dataset"])], "model": model_identity(recipe["model_name_or_path"])})
+    key = training_key(recipe)
     marker = StepMarker(output_dir / "semievol_step.json", {"key": key})
     if marker.done():
         print(f"{name}: finished before, skipped ({output_dir})")

@@ -55,8 +55,8 @@ TRAIN_SECTIONS = {
     "method": ["stage", "do_train", "finetuning_type", "lora_rank", "lora_alpha", "lora_target"],
     "dataset": ["dataset_dir", "dataset", "template", "cutoff_len", "overwrite_cache", "preprocessing_num_workers",
                 "dataloader_num_workers"],
-    "output": ["output_dir", "logging_steps", "save_steps", "plot_loss", "overwrite_output_dir", "save_only_model",
-               "report_to"],
+    "output": ["output_dir", "logging_steps", "save_steps", "save_total_limit", "plot_loss", "overwrite_output_dir",
+               "save_only_model", "report_to"],
     "train": ["per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs",
               "lr_scheduler_type", "warmup_ratio", "bf16", "ddp_timeout", "seed"],
 }

@@ -46,10 +46,12 @@ TINY_WORD_TRAIN = {
 
 # SmolLM2-135M-Instruct on the CPU: LoRA r16 on all linear layers as in the paper, float32
 # (no bf16 on most CPUs), small batches; cutoff 1024 holds a 3-shot ICP or self-justify prompt.
+# A checkpoint every 20 optimizer steps (5-7 min of a one-thread fine-tune here), only the last one
+# kept: a fine-tune killed mid-way (bench-real's hour-long ones) resumes instead of starting over.
 SMOLLM2_CPU_TRAIN = {
     "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2.0e-4, "num_train_epochs": 2.0,
     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "cutoff_len": 1024,
-    "bf16": False, "logging_steps": 5, "save_steps": 100000, "preprocessing_num_workers": 1,
+    "bf16": False, "logging_steps": 5, "save_steps": 20, "save_total_limit": 1, "preprocessing_num_workers": 1,
     "dataloader_num_workers": 0,
 }
 

@@ -1,5 +1,6 @@
 """A fine-tune killed after a checkpoint resumes from it (real LlamaFactory on the tiny model) and ends
-where an uninterrupted fine-tune ends; checkpoints of other inputs are never resumed from."""
+where an uninterrupted fine-tune ends; checkpoints of other inputs are never resumed from; keys that
+only decide logging and saving change neither."""
 
 import json
 import os
@@ -53,6 +54,11 @@ def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
     ref = launcher.train("ref", recipe_for(box, box / "ref"), box / "ref.yaml", box / "ref.log", n_gpus=1)
     total, ref_loss = final_loss(ref)
     assert total == 10 * STEPS_PER_EPOCH
+    capsys.readouterr()
+    # Logging and saving at another pace does not change the weights: still finished.
+    launcher.train("ref", recipe_for(box, ref, save_steps=7, save_total_limit=1, logging_steps=3, plot_loss=False),
+                   box / "ref.yaml", box / "ref.log", n_gpus=1)
+    assert f"ref: finished before, skipped ({ref})" in capsys.readouterr().out
 
     out = box / "killed"
     proc = train_killed_at_step(recipe_for(box, out), box, "killed", 2 * STEPS_PER_EPOCH + 2)
@@ -61,11 +67,15 @@ def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
     assert checkpoint == out / f"checkpoint-{2 * STEPS_PER_EPOCH}" and not (out / "semievol_step.json").exists()
     capsys.readouterr()
 
-    launcher.train("killed", recipe_for(box, out), box / "killed.yaml", box / "killed.log", n_gpus=1)
+    # Resumed with checkpoints at another pace (as when a running experiment is given them): the same
+    # inputs, so the checkpoint is taken up, and the end is the uninterrupted run's.
+    resumed = recipe_for(box, out, save_steps=3, save_total_limit=1)
+    launcher.train("killed", resumed, box / "killed.yaml", box / "killed.log", n_gpus=1)
     assert f"resuming from {checkpoint}" in capsys.readouterr().out
     assert "resume_from_checkpoint" in (box / "killed.yaml").read_text()
     steps, loss = final_loss(out)
     assert steps == total
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{total}"]  # save_total_limit 1
     assert loss == pytest.approx(ref_loss, rel=1e-3, abs=1e-4)
 
 
