@@ -169,12 +169,10 @@ class FakeServer:
                  can_load: bool = False, sleep_mode: str | None = None, gate: int | None = None,
                  hold_first: int | None = None, tally: Tally | None = None,
                  finish: tuple[str, int] | None = None):
-        self.tally, self.finish = tally, finish
+        self.own = Tally(gate, hold_first)  # this server's own count, gate and hold
+        self.tallies = [self.own] + ([tally] if tally is not None else [])
+        self.finish = finish
         self.mode, self.die_after, self.delay, self.can_load = mode, die_after, delay, can_load
-        self.in_flight = self.peak = 0
-        self.gate = threading.Barrier(gate, timeout=5) if gate else None
-        self.gate_broken = self.held_too_long = False
-        self.hold_first, self.others_done = hold_first, threading.Event()
         self.answered: list[int] = []
         self.sleep_mode, self.sleeping, self.events = sleep_mode, False, []
         self.models = [{"id": "base", "root": "base", "parent": None},
@@ -232,26 +230,14 @@ class FakeServer:
                     server.hits.append({**body, "asleep": True} if server.sleeping else body)
                     server.headers.append(dict(self.headers))
                     n = len(server.hits)
-                    server.in_flight += 1
-                    server.peak = max(server.peak, server.in_flight)
-                if server.tally is not None:
-                    server.tally.enter()
-                if server.gate is not None and n <= server.gate.parties:
-                    try:
-                        server.gate.wait()
-                    except threading.BrokenBarrierError:
-                        server.gate_broken = True
-                if server.hold_first and n == 1:
-                    server.held_too_long = not server.others_done.wait(5)
+                for tally in server.tallies:
+                    tally.enter()
                 if server.delay:
                     time.sleep(server.delay)
-                if server.tally is not None:
-                    server.tally.leave()
                 with server.lock:
-                    server.in_flight -= 1
                     server.answered.append(body.get("seed"))
-                    if server.hold_first and len(server.answered) == server.hold_first - 1:
-                        server.others_done.set()
+                for tally in server.tallies:
+                    tally.leave()
                 if server.mode == "503":
                     return self._send(503, {"error": {"message": "overloaded", "code": 503}}, {"Retry-After": "0"})
                 if server.mode == "404":
@@ -273,6 +259,18 @@ class FakeServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         self._stopped = False
+
+    @property
+    def peak(self) -> int:
+        return self.own.peak
+
+    @property
+    def gate_broken(self) -> bool:
+        return self.own.gate_broken
+
+    @property
+    def held_too_long(self) -> bool:
+        return self.own.held_too_long
 
     def stop(self):
         with self.lock:

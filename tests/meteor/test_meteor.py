@@ -443,15 +443,14 @@ def test_a_teacher_that_stays_down_is_refused_before_any_work(tmp_path):
     assert time.monotonic() - start < 60
 
 
-class _StubChat(BaseHTTPRequestHandler):
-    """A hosted chat API cannot run here: this answers /v1/models and /v1/chat/completions as one does,
-    failing the first completion with 503 (retried), and records the requests."""
-
-    seen: list = []
-    fail_first = [True]
+class _JsonHandler(BaseHTTPRequestHandler):
+    """The stand-in chat servers' plumbing: quiet, JSON in and out."""
 
     def log_message(self, *args):
         pass
+
+    def _body(self) -> dict:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
 
     def _send(self, code: int, body: dict):
         data = json.dumps(body).encode()
@@ -461,11 +460,22 @@ class _StubChat(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _reply(self, content: str | None, finish: str = "stop"):
+        self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": finish}]})
+
+
+class _StubChat(_JsonHandler):
+    """A hosted chat API cannot run here: this answers /v1/models and /v1/chat/completions as one does,
+    failing the first completion with 503 (retried), and records the requests."""
+
+    seen: list = []
+    fail_first = [True]
+
     def do_GET(self):
         self._send(200, {"data": [{"id": "teacher-model"}]})
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         type(self).seen.append((self.headers.get("Authorization"), body))
         if self.fail_first[0]:
             self.fail_first[0] = False
@@ -498,18 +508,15 @@ def test_endpoint_chat_protocol_key_and_retries(monkeypatch):
         server.shutdown()
 
 
-class _ReasoningStub(BaseHTTPRequestHandler):
+class _ReasoningStub(_JsonHandler):
     """A stand-in for a hosted reasoning model: records every request's body and answers by the prompt:
     `null-once` / `null-always`: content null (the first time / always); `cut-once` / `cut-always`: finish_reason
     "length" with half an answer; anything else: a normal reply."""
 
     seen: list = []
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         type(self).seen.append(body)
         prompt = body["messages"][0]["content"]
         asked = sum(b["messages"][0]["content"] == prompt for b in type(self).seen)
@@ -518,13 +525,7 @@ class _ReasoningStub(BaseHTTPRequestHandler):
             content = None
         if prompt.startswith("cut") and (prompt == "cut-always" or asked == 1):
             content, finish = f"half an answer to {prompt}", "length"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
-                                        "finish_reason": finish}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._reply(content, finish)
 
 
 def test_a_reasoning_endpoint_gets_its_fields_and_incomplete_replies_are_retried_then_counted(tmp_path):
@@ -587,18 +588,15 @@ def test_the_report_shows_incomplete_replies():
     assert not _incomplete_section({})
 
 
-class _StubJudge(BaseHTTPRequestHandler):
+class _StubJudge(_JsonHandler):
     """A served judge (a hosted one cannot run here): it continues the reply's start it is sent
     (`continue_final_message`) and scores each answer shown by its text: "good" 9, "bad" 2, "fair" 5. Question
     "flaky": unreadable the first time; "broken": always prose; "hostile": a score of 11; "cut": cut JSON."""
 
     seen: list = []
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         type(self).seen.append(body)
         prompt = body["messages"][0]["content"]
         question = prompt.split("\n", 1)[0].removeprefix("Question: ")
@@ -616,14 +614,7 @@ class _StubJudge(BaseHTTPRequestHandler):
         if question == "cut":
             reply = reply[:50]
         start = body["messages"][-1]["content"] if body.get("continue_final_message") else ""
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply[len(start):]
-                                                    if reply.startswith(start) else reply},
-                                        "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._reply(reply[len(start):] if reply.startswith(start) else reply)
 
 
 def test_the_judge_ranks_every_model_in_one_prompt_maps_shuffled_scores_back_and_retries_once(tmp_path):
