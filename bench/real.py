@@ -394,11 +394,14 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
     print(f"{counter} {name} ...", flush=True)  # a whole line: `--jobs` processes print between start and end
     print(f"\n===== {name} (pid {os.getpid()}) =====", file=log, flush=True)
     config = run_config(args, preset, task, u.model, source, run_dir, u.seed, VARIANTS.get(u.variant, {}))
-    so_far = f"{(time.perf_counter() - t0) / 3600:.2f} h so far"
+
+    def so_far() -> str:  # this process's time, this unit included
+        return f"{(time.perf_counter() - t0) / 3600:.2f} h so far"
+
     if u.variant == ORACLE:
         r = run_oracle(config, source, log)
         print(f"{counter} {name}: {r['results'][ORACLE]:.1f} (SFT {r['results']['SFT']:.1f}); {r['wall']:.0f} s; "
-              f"{so_far}", flush=True)
+              f"{so_far()}", flush=True)
         return r
     r = run_one(config, source, log)
     quality.keep_variant(run_dir, run_dir.parent / quality.variant_dir(u.variant))
@@ -406,7 +409,7 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
     rag = f", RAG {res['RAG']:.1f}" if "RAG" in res else ""
     print(f"{counter} {name}: {res['SemiEvol']:.1f} (Vanilla {res['Vanilla']:.1f}, SFT {res['SFT']:.1f}{rag}); "
           f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; {r['wall']:.0f} s; "
-          f"{so_far}", flush=True)
+          f"{so_far()}", flush=True)
     return r
 
 
