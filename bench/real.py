@@ -260,15 +260,23 @@ def correctness(predictions: Path) -> str:
     return "".join("1" if row["correct"] else "0" for row in quality.read_jsonl(predictions))
 
 
+def answers(predictions: Path, key: str = "pred") -> list[str]:
+    """The evaluation's extracted answer (`pred`) or true answer (`gold`) per row, in test-file order."""
+    return [row[key] for row in quality.read_jsonl(predictions)]
+
+
 def pseudo_details(run_dir: Path, source: Path) -> dict:
-    """Round 1's pseudo-labels scored against the released answers: [entropy, right, kept] per unlabeled
-    question (entropy None: nothing extractable), and the share of collaborate and self-justify responses
-    with nothing extractable."""
+    """Round 1's pseudo-labels scored against the released answers: [entropy, right, kept, pseudo-label, true
+    answer] per unlabeled question (entropy None: nothing extractable), and the share of collaborate and
+    self-justify responses with nothing extractable."""
     layout = RunLayout(run_dir)
     questions = {r["id"]: r["question"] for r in json.loads((layout.data / "unlabeled.json").read_text())}
-    answers = quality.source_answers(source / "unlabeled.csv")
     cands = quality.read_jsonl(layout.pseudolabel(1) / "candidates.jsonl")
-    pseudo = [[c["entropy"], int(c["pseudo_answer"] == answers[questions[c["id"]]]), int(c["kept"])] for c in cands]
+    truth = quality.source_answers(source / "unlabeled.csv")
+    pseudo = []
+    for c in cands:
+        true = truth[questions[c["id"]]]
+        pseudo.append([c["entropy"], int(c["pseudo_answer"] == true), int(c["kept"]), c["pseudo_answer"], true])
     asked = [c for c in cands if c["justified"] is not None]
     return {"pseudo": pseudo, "no_answer_collaborate": real_stats.share(
                 [x["answer"] == NO_ANSWER for c in cands for x in c["candidates"]]),
@@ -292,6 +300,8 @@ def run_one(config: dict, source: Path, log) -> dict:
     return {"results": results, "no_answer": no_answer, "kept_n": r["pseudolabel"]["kept"], "wall": wall,
             **quality.run_pseudo_accuracy(run_dir, source), **details,
             "correct": {name: correctness(run_dir / rel) for name, rel in r["predictions"].items()},
+            "predicted": {name: answers(run_dir / rel) for name, rel in r["predictions"].items()},
+            "gold": answers(run_dir / next(iter(r["predictions"].values())), "gold"),
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.evolve(1))}}
 
 
@@ -304,6 +314,9 @@ def run_oracle(config: dict, source: Path, log) -> dict:
     return {"results": {ORACLE: r["acc"], "SFT": r["sft"]}, "no_answer": {ORACLE: result["no_answer_rate"]},
             "wall": r["wall"], "correct": {ORACLE: correctness(evaluation / "predictions.jsonl"),
                                            "SFT": correctness(layout.baseline("SFT") / "predictions.jsonl")},
+            "predicted": {ORACLE: answers(evaluation / "predictions.jsonl"),
+                          "SFT": answers(layout.baseline("SFT") / "predictions.jsonl")},
+            "gold": answers(evaluation / "predictions.jsonl", "gold"),
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.root / "oracle" / "evolve")}}
 
 
@@ -543,6 +556,46 @@ def decile_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def class_table(records: list[dict]) -> str:
+    """By answer class, the run seeds pooled: the share of each row's test answers that are the class (the rest:
+    nothing extractable), and its recall (the share of the class's test rows answered right); then each
+    pseudo-labeling row's pseudo-labels of the class, kept and all (per seed), with the share right. A model that
+    answers one class everywhere shows here, as does a selection that keeps one class. Records without the
+    answers (written before they were kept) are left out."""
+    recs = [r for r in records if "gold" in r]
+    if not recs:
+        return ""
+    gold = recs[0]["gold"]
+    classes = sorted(set(gold))
+    predicted = by_row(recs, "predicted")
+    head = " / ".join(classes)
+    lines = [f"| row | answers {head} % | recall {head} % |", "|---|---|---|",
+             f"| test rows | {' / '.join(_pct(gold.count(c) / len(gold)) for c in classes)} | - |"]
+    for name in [n for n in (*BASELINES, *VARIANTS, ORACLE) if n in predicted]:
+        pairs = [(p, g) for preds in predicted[name].values() for p, g in zip(preds, gold)]
+        share = " / ".join(_pct(sum(p == c for p, _ in pairs) / len(pairs)) for c in classes)
+        recall = " / ".join(_pct(real_stats.share([p == g for p, g in pairs if g == c])) for c in classes)
+        lines.append(f"| {name} | {share} | {recall} |")
+    labeling = {n: [r for r in recs if r["variant"] == n and len(r.get("pseudo", [[]])[0]) == 5] for n in VARIANTS}
+    labeling = {n: rs for n, rs in labeling.items() if rs}
+    if not labeling:
+        return "\n".join(lines)
+    lines += ["", f"| pseudo-labels, per seed | {' | '.join(f'{c}: kept (right %), all (right %)' for c in classes)} |",
+              "|---|" + "---|" * len(classes),
+              "| unlabeled rows (true answer) | " + " | ".join(
+                  str(sum(p[4] == c for p in next(iter(labeling.values()))[0]["pseudo"])) for c in classes) + " |"]
+    for name, rs in labeling.items():
+        pseudo = [p for r in rs for p in r["pseudo"]]
+        cells = []
+        for c in classes:
+            mine = [p for p in pseudo if p[3] == c]
+            kept = [p for p in mine if p[2]]
+            cells.append(f"{len(kept) / len(rs):.4g} ({_pct(real_stats.share([p[1] for p in kept]))}), "
+                         f"{len(mine) / len(rs):.4g} ({_pct(real_stats.share([p[1] for p in mine]))})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def groups_of(records: list[dict]) -> dict[tuple, list[dict]]:
     """(task, form, draw, model) -> its records, in the order they were first run."""
     groups: dict[tuple, list[dict]] = {}
@@ -563,6 +616,9 @@ def fpb_report(records: list[dict]) -> tuple[str, dict]:
                 p = row["pseudo"]
                 parts.append(f"{name}: nothing extractable in {_pct(p['no_answer_collaborate'])}% of the collaborate "
                              f"responses and {_pct(p['no_answer_justify'])}% of the self-justified ones.")
+        classes = class_table(recs)
+        if classes:
+            parts.append(f"By answer class (the run seeds pooled):\n\n{classes}")
         deciles = decile_table(rows)
         if deciles:
             parts.append("Pseudo-label accuracy by entropy decile (lowest entropy first; the run seeds' pseudo-labels "

@@ -278,6 +278,30 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
         bench.main(["--report", "--out", str(tmp_path / "nowhere")])
 
 
+def test_the_class_table_shows_a_one_class_model_and_a_one_class_selection():
+    """Answers and recall by class over two seeds, counted by hand: SFT answers B everywhere (recall 100% on B,
+    0 elsewhere); SemiEvol's eight answers are A 2, B 4, C 2, and it is right on 2 of 2 A rows, 3 of 4 B rows
+    and 1 of 2 C rows. The pseudo-labels per seed: one kept B (right), one kept B (wrong, truly A), one C left
+    out (truly B), one with nothing extractable (truly C)."""
+    bench = load_bench()
+    gold = ["A", "B", "B", "C"]
+    pseudo = [[0.1, 1, 1, "B", "B"], [0.2, 0, 1, "B", "A"], [0.3, 0, 0, "C", "B"], [None, 0, 0, "[no answer]", "C"]]
+    records = [{**_record("SemiEvol", seed, SFT="0110", SemiEvol=correct), "gold": gold, "pseudo": pseudo,
+                "predicted": {"SFT": ["B"] * 4, "SemiEvol": preds}}
+               for seed, preds, correct in [(0, ["A", "B", "B", "B"], "1110"), (1, ["A", "B", "C", "C"], "1101")]]
+    records.append(_record("SemiEvol", 2, SFT="0110", SemiEvol="0000"))  # written before answers were kept: left out
+    answers, labels = ({line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table.splitlines()}
+                       for table in bench.class_table(records).split("\n\n"))
+    assert answers["test rows"] == ["25.0 / 50.0 / 25.0", "- |"]
+    assert answers["SFT"] == ["0.0 / 100.0 / 0.0", "0.0 / 100.0 / 0.0 |"]
+    assert answers["SemiEvol"] == ["25.0 / 50.0 / 25.0", "100.0 / 75.0 / 50.0 |"]
+    assert labels["unlabeled rows (true answer)"] == ["1", "2", "1 |"]
+    # per seed: A none kept, none labeled; B 2 kept (1 right), 2 in all; C none kept, 1 in all (wrong)
+    assert labels["pseudo-labels, per seed"][0].startswith("A: kept")
+    assert labels["SemiEvol"] == ["0 (-), 0 (-)", "2 (50.0), 2 (50.0)", "0 (-), 1 (0.0) |"]
+    assert bench.class_table([_record("SemiEvol", 0, SFT="01")]) == ""
+
+
 def test_the_fpb_preset_dry_run(tmp_path, capsys, smollm2):
     """`make bench-real`'s own preset, dry, one seed: both forms, SemiEvol / w/o AS / Oracle, every config and
     LlamaFactory recipe built and validated on the released data; the fine-tunes' lr 3e-4 and 6 epochs."""
@@ -358,8 +382,11 @@ def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeyp
         for name, vector in r["correct"].items():
             assert r["results"][name] == pytest.approx(100 * vector.count("1") / 12)
         assert r["loss"]["evolve"]["steps"] > 0 and r["loss"]["warm-up"]["first"] is not None
+        for name, vector in r["correct"].items():  # the answers kept beside: right exactly where marked so
+            assert [p == g for p, g in zip(r["predicted"][name], r["gold"])] == [c == "1" for c in vector]
         if r["variant"] != "Oracle":
             assert len(r["pseudo"]) == 12 and sum(p[2] for p in r["pseudo"]) == r["kept"]
+            assert all(p[1] == (p[3] == p[4]) for p in r["pseudo"])  # right = the pseudo-label is the true answer
             assert 0.0 <= r["no_answer"]["collaborate"] <= 1.0 and "RAG" not in r["results"]
     assert sum(p[2] for p in records[1]["pseudo"]) == sum(p[0] is not None for p in records[1]["pseudo"])  # no AS
     label = out / "demo-label"
@@ -368,6 +395,7 @@ def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeyp
     assert {r["output"] for r in oracle} <= {"Answer: negative", "Answer: neutral", "Answer: positive"}
     text = results.read_text()
     assert "### demo, label form, data draw 0, tiny-word" in text and "| Oracle | " in text
+    assert "| row | answers negative / neutral / positive % | recall negative / neutral / positive % |" in text
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert bench.main(argv) == 0  # recorded runs are skipped
     assert "6 runs planned, 6 already in" in capsys.readouterr().out
