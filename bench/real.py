@@ -35,8 +35,9 @@ Presets:
   interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed values
   beside it), the row minus SFT with a paired interval (same rows), the share of the SFT -> Oracle gap, the
   share of answers with nothing extractable, kept vs all pseudo-label accuracy, the fine-tunes' first and last
-  logged loss; the collaborate and self-justify extraction failures; pseudo-label accuracy by entropy decile;
-  a plot (`--plot`, default bench/real_fpb.png: accuracy per row with its interval, one panel per form).
+  logged loss; the collaborate and self-justify extraction failures; answers, recall and pseudo-labels by
+  answer class (`class_table`); pseudo-label accuracy by entropy decile; a plot (`--plot`, default
+  bench/real_fpb.png: accuracy per row with its interval, one panel per form).
 - `cpu`: SmolLM2-135M-Instruct, a seeded slice of the released FPB data (CPU_SIZES: 16 labeled / 8 unlabeled /
   16 test, slice seed 0), hf backend, bf16, max_new_tokens 64, n=4, `justify: all`, theta 0.5, RAG, the five
   method variants, run seeds 0 1, one OpenMP thread (bench/RESULTS.md has the times). Table: test accuracy
