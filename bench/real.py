@@ -577,7 +577,8 @@ def class_table(records: list[dict]) -> str:
         share = " / ".join(_pct(sum(p == c for p, _ in pairs) / len(pairs)) for c in classes)
         recall = " / ".join(_pct(real_stats.share([p == g for p, g in pairs if g == c])) for c in classes)
         lines.append(f"| {name} | {share} | {recall} |")
-    labeling = {n: [r for r in recs if r["variant"] == n and len(r.get("pseudo", [[]])[0]) == 5] for n in VARIANTS}
+    labeling = {n: [r for r in recs if r["variant"] == n and r.get("pseudo") and len(r["pseudo"][0]) == 5]
+                for n in VARIANTS}  # entries written before the answers were kept have 3 fields
     labeling = {n: rs for n, rs in labeling.items() if rs}
     if not labeling:
         return "\n".join(lines)
@@ -619,7 +620,8 @@ def fpb_report(records: list[dict]) -> tuple[str, dict]:
                              f"responses and {_pct(p['no_answer_justify'])}% of the self-justified ones.")
         classes = class_table(recs)
         if classes:
-            parts.append(f"By answer class (the run seeds pooled):\n\n{classes}")
+            parts.append("By answer class (the run seeds pooled; answers of no class had nothing extractable):"
+                         f"\n\n{classes}")
         deciles = decile_table(rows)
         if deciles:
             parts.append("Pseudo-label accuracy by entropy decile (lowest entropy first; the run seeds' pseudo-labels "
