@@ -8,35 +8,37 @@
     python bench/real.py --preset gpu --models smollm2-135m qwen2.5-7b [--dry-run]
 
 One unit of work per (task, form, data draw, model, run seed, variant): a `semievol-lf run`
-(`semievol_lf.semievol.pipeline.main` in-process, as bench/quality.py does), all variants of one seed in one
-shared run folder so that the warm-up and the Vanilla / SFT [/ RAG] evaluations are computed once (`run` skips
-them), and w/o AS, run after SemiEvol, re-selects from its cached pseudo-labeling requests (theta is read only
-by the selection: pseudolabel's SELECTION_ONLY), so it differs from SemiEvol in the selection only and costs its
-fine-tune and evaluation. Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own
-switch (`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"), and `Oracle`: the run's evolve
-fine-tune on labeled ∪ unlabeled with the true answers (bench/quality.py `oracle_from_config`), the most the
-unlabeled set can give. Each variant's round-1 outputs are copied to OUT/TASKDIR/MODEL/seedS/VARIANT
-(bench/quality.py `keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...). Every finished unit is
-recorded in OUT/results.json, written atomically after each one: a re-run skips what is there, and `--report`
-builds the table of a partial run. The released unlabeled files hold the answers: this benchmark reads them to
-score the pseudo-labels and to train the Oracle; the method never does.
+(`semievol_lf.semievol.pipeline.main` in-process, as bench/quality.py does), all variants of one seed in one shared
+run folder so that the warm-up and the Vanilla / SFT [/ RAG] evaluations are computed once (`run` skips them), and
+w/o AS, run after SemiEvol, re-selects from its cached pseudo-labeling requests (theta is read only by the
+selection: pseudolabel's SELECTION_ONLY), so it differs from SemiEvol in the selection only and costs its fine-tune
+and evaluation. Variants: SemiEvol and the four ablations of the paper's Table 2, each the run's own switch
+(`no_iwp`, `no_icp`, `no_cl`, `no_as`; README "`semievol-lf run`"), and `Oracle`: the run's evolve fine-tune on
+labeled ∪ unlabeled with the true answers (bench/quality.py `oracle_from_config`), the most the unlabeled set can
+give, and `SFT-long` (`run_long_sft`): the warm-up recipe on the labeled rows alone, trained for as many optimizer
+steps as the seed's SemiEvol evolve fine-tune (`max_steps`), so that SemiEvol minus SFT-long is what the
+pseudo-labels added beyond training longer. Each variant's round-1 outputs are copied to
+OUT/TASKDIR/MODEL/seedS/VARIANT (bench/quality.py `keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...).
+Every finished unit is recorded in OUT/results.json, written atomically after each one: a re-run skips what is
+there, and `--report` builds the table of a partial run. The released unlabeled files hold the answers: this
+benchmark reads them to score the pseudo-labels and to train the Oracle; the method never does.
 
 Presets:
-- `fpb` (the default; issue 21): SmolLM2-135M-Instruct (`smollm2-135m`), hf backend, fp32, max_new_tokens 64,
-  one OpenMP thread; a seeded slice of the released FPB data (FPB_SIZES: 64 labeled and 256 unlabeled rows,
-  the whole test split of 453 rows; slice seed = the data draw, `--data-seeds`, default 0, shared by all run
-  seeds); run seeds 0 1 2; two forms of the task (`--forms`): `letter` (as released: options and a letter) and
-  `label` (the answer is the released `gt` word negative / neutral / positive, a task file written beside the
-  slice: OUT/fpb-label/fpb_label.yaml); rows Vanilla, SFT, SemiEvol (n=4, `justify: all`, theta 0.5), w/o AS
-  and Oracle; no RAG. Both fine-tunes: the preset's LoRA with learning_rate 3e-4 and 6 epochs (FPB_TRAIN, 48
-  optimizer steps on 64 rows: issue 21's probe learned the answer format with it, loss 1.45 -> 0.17 and every
-  answer extractable, where the preset's 2 epochs leave most answers `A. positive`).
+- `fpb` (the default; issue 21): SmolLM2-135M-Instruct (`smollm2-135m`), hf backend, fp32, max_new_tokens 64, one
+  OpenMP thread; a seeded slice of the released FPB data (FPB_SIZES: 64 labeled and 256 unlabeled rows, the whole
+  test split of 453 rows; slice seed = the data draw, `--data-seeds`, default 0, shared by all run seeds); run seeds
+  0 1 2; two forms of the task (`--forms`): `letter` (as released: options and a letter) and `label` (the answer is
+  the released `gt` word negative / neutral / positive, a task file written beside the slice:
+  OUT/fpb-label/fpb_label.yaml); rows Vanilla, SFT, SemiEvol (n=4, `justify: all`, theta 0.5), w/o AS, Oracle and
+  SFT-long; no RAG. Both fine-tunes: the preset's LoRA with learning_rate 3e-4 and 6 epochs (FPB_TRAIN, 48 optimizer
+  steps on 64 rows: issue 21's probe learned the answer format with it, loss 1.45 -> 0.17 and every answer
+  extractable, where the preset's 2 epochs leave most answers `A. positive`).
   Its table (`fpb_report`, statistics in bench/real_stats.py): per row the test accuracy with a 95% bootstrap
-  interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed values
-  beside it), the row minus SFT with a paired interval (same rows), the share of the SFT -> Oracle gap, the
-  share of answers with nothing extractable, kept vs all pseudo-label accuracy, the fine-tunes' first and last
-  logged loss; the collaborate and self-justify extraction failures; answers, recall and pseudo-labels by
-  answer class (`class_table`); pseudo-label accuracy by entropy decile; a plot (`--plot`, default
+  interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed values beside
+  it), the row minus SFT with a paired interval (same rows; the method's rows also minus SFT-long), the share of the
+  SFT -> Oracle gap, the share of answers with nothing extractable, kept vs all pseudo-label accuracy, the
+  fine-tunes' first and last logged loss; the collaborate and self-justify extraction failures; answers, recall and
+  pseudo-labels by answer class (`class_table`); pseudo-label accuracy by entropy decile; a plot (`--plot`, default
   bench/real_fpb.png: accuracy per row with its interval, one panel per form).
 - `cpu`: SmolLM2-135M-Instruct, a seeded slice of the released FPB data (CPU_SIZES: 16 labeled / 8 unlabeled /
   16 test, slice seed 0), hf backend, bf16, max_new_tokens 64, n=4, `justify: all`, theta 0.5, RAG, the five
@@ -87,6 +89,11 @@ RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "sem
 VARIANTS = {"SemiEvol": {}, "w/o IWP": {"no_iwp": True}, "w/o ICP": {"no_icp": True}, "w/o CL": {"no_cl": True},
             "w/o AS": {"no_as": True}}
 ORACLE = "Oracle"  # not a run of the method: the evolve fine-tune on the true answers
+# Not a run of the method either: the warm-up recipe (labeled rows only) trained for as many optimizer steps as
+# its seed's SemiEvol evolve fine-tune, so that SemiEvol minus SFT-long is what the pseudo-labels added, not the
+# longer training.
+LONG_SFT = "SFT-long"
+CONTROLS = (LONG_SFT, ORACLE)
 BASELINES = ("Vanilla", "SFT", "RAG")
 FORMS = ("letter", "label")
 CPU_SIZES = {"labeled": 16, "unlabeled": 8, "test": 16}
@@ -95,7 +102,7 @@ FPB_TRAIN = {"learning_rate": 3.0e-4, "num_train_epochs": 6.0}  # both fine-tune
 PRESETS = {
     "fpb": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1, 2], "sizes": FPB_SIZES, "backend": "hf",
             "settings": {"dtype": "float32", "max_new_tokens": 64, "batch_size": 16}, "train": FPB_TRAIN,
-            "method": {"rag": False}, "forms": list(FORMS), "variants": ["SemiEvol", "w/o AS", ORACLE],
+            "method": {"rag": False}, "forms": list(FORMS), "variants": ["SemiEvol", "w/o AS", ORACLE, LONG_SFT],
             "report": "fpb"},
     "cpu": {"tasks": ["fpb"], "models": ["smollm2-135m"], "seeds": [0, 1], "sizes": CPU_SIZES, "backend": "hf",
             "settings": {"dtype": "bfloat16", "max_new_tokens": 64, "batch_size": 8}},
@@ -321,6 +328,42 @@ def run_oracle(config: dict, source: Path, log) -> dict:
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.root / "oracle" / "evolve")}}
 
 
+def run_long_sft(config: dict, source: Path, log, steps: int) -> dict:
+    """SFT-long of one seed (LONG_SFT): the warm-up recipe with `max_steps` = `steps`, the optimizer steps of the
+    seed's SemiEvol evolve fine-tune, in the seed's shared run folder (sft_long/, eval/sft-long/)."""
+    from semievol_lf.config import RunArguments, as_config
+    from semievol_lf.data.tasks import get_task
+    from semievol_lf.semievol.pipeline import Runner
+    from semievol_lf.semievol.run_setup import ensure_model, prepare_data
+
+    start = time.perf_counter()
+    train = {**config.get("train_overrides", {}), "max_steps": steps}
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        cfg = as_config(RunArguments, {**config, "train_overrides": train})
+        runner = Runner(cfg)
+        runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
+        data = prepare_data(cfg.task, cfg.source, runner.layout, cfg.data_seed, cfg.data_sizes)
+        adapter = runner.train("sft_long", "warmup", data, f"{get_task(cfg.task).name}_labeled",
+                               runner.layout.root / "sft_long")
+        evaluation = runner.layout.baseline(LONG_SFT)
+        result = runner.evaluate(LONG_SFT, data, adapter, evaluation)
+    predictions = evaluation / "predictions.jsonl"
+    return {"results": {LONG_SFT: quality.accuracy(result)}, "no_answer": {LONG_SFT: result["no_answer_rate"]},
+            "wall": time.perf_counter() - start, "steps": steps, "correct": {LONG_SFT: correctness(predictions)},
+            "predicted": {LONG_SFT: answers(predictions)}, "gold": answers(predictions, "gold"),
+            "loss": {"evolve": read_loss(adapter)}}
+
+
+def evolve_steps(out: Path, settings: dict, u: Unit) -> int:
+    """The optimizer steps of the SemiEvol evolve fine-tune of `u`'s seed, from its record."""
+    semievol = u._replace(variant="SemiEvol")
+    for r in quality.load_results(out / "results.json", settings):
+        if unit_of(r) == semievol and (r.get("loss", {}).get("evolve") or {}).get("steps"):
+            return int(r["loss"]["evolve"]["steps"])
+    raise SystemExit(f"{LONG_SFT} of seed {u.seed} trains as long as that seed's SemiEvol evolve fine-tune, which has "
+                     f"no record in {out / 'results.json'}: run SemiEvol first (--variants SemiEvol ... {LONG_SFT})")
+
+
 @contextlib.contextmanager
 def locked(path: Path, wait: bool = True):
     """An exclusive lock on `path` (created) for the `with` block; without `wait`, yields False at once when another
@@ -412,6 +455,11 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
     def so_far() -> str:  # this process's time, this unit included
         return f"{(time.perf_counter() - t0) / 3600:.2f} h so far"
 
+    if u.variant == LONG_SFT:
+        r = run_long_sft(config, source, log, evolve_steps(out, run_settings(args, preset), u))
+        print(f"{counter} {name}: {r['results'][LONG_SFT]:.1f} ({r['steps']} steps); {r['wall']:.0f} s; {so_far()}",
+              flush=True)
+        return r
     if u.variant == ORACLE:
         r = run_oracle(config, source, log)
         print(f"{counter} {name}: {r['results'][ORACLE]:.1f} (SFT {r['results']['SFT']:.1f}); {r['wall']:.0f} s; "
@@ -436,7 +484,7 @@ def format_table(records: list[dict], tasks: list[str], models: list[str]) -> st
     for name in [*BASELINES, *VARIANTS]:
         cells = []
         for t, m in cols:
-            rows = [r for r in records if r["task"] == t and r["model"] == m and r["variant"] != ORACLE]
+            rows = [r for r in records if r["task"] == t and r["model"] == m and r["variant"] not in CONTROLS]
             if name in VARIANTS:
                 rows = [r for r in rows if r["variant"] == name]
                 accs = [r["results"]["SemiEvol"] for r in rows]
@@ -467,18 +515,18 @@ def by_row(records: list[dict], field: str) -> dict[str, dict[int, object]]:
 
 def summarise(records: list[dict]) -> dict[str, dict]:
     """Per row of one (task, form, draw, model), in table order: the pooled accuracy and its interval, per-seed
-    accuracies, the paired difference to SFT, the gap share, extraction failures, pseudo-labels and losses
-    (fractions, not %)."""
+    accuracies, the paired difference to SFT (and, for the method's rows, to SFT-long), the gap share, extraction
+    failures, pseudo-labels and losses (fractions, not %)."""
     vectors = {name: {s: [int(c) for c in v] for s, v in per.items()}
                for name, per in by_row(records, "correct").items()}
     no_answer = by_row(records, "no_answer")
-    sft, oracle = vectors.get("SFT", {}), vectors.get(ORACLE, {})
+    sft, oracle, long_sft = vectors.get("SFT", {}), vectors.get(ORACLE, {}), vectors.get(LONG_SFT, {})
 
     def pooled(per: dict, seeds: list[int]) -> list[float]:
         return real_stats.pool_seeds([per[s] for s in seeds])
 
     out = {}
-    for name in [n for n in (*BASELINES, *VARIANTS, ORACLE) if n in vectors]:
+    for name in [n for n in (*BASELINES, *VARIANTS, *CONTROLS) if n in vectors]:
         per = vectors[name]
         seeds = sorted(per)
         row = {"seeds": seeds, "per_seed": [statistics.fmean(per[s]) for s in seeds],
@@ -491,6 +539,10 @@ def summarise(records: list[dict]) -> dict[str, dict]:
             both = [s for s in common if s in oracle]
             if both:
                 row["share"] = quality.gap_share(*(statistics.fmean(pooled(v, both)) for v in (per, sft, oracle)))
+        trained_as_long = [s for s in seeds if s in long_sft]
+        if name in VARIANTS and trained_as_long:
+            row["delta_long"] = real_stats.paired_bootstrap_ci(pooled(per, trained_as_long),
+                                                               pooled(long_sft, trained_as_long))
         mine = [r for r in records if r["variant"] == name]
         if mine and all("pseudo" in r for r in mine):
             pseudo = [p for r in mine for p in r["pseudo"]]
@@ -501,7 +553,7 @@ def summarise(records: list[dict]) -> dict[str, dict]:
                              "kept_deciles": real_stats.entropy_deciles([(p[0], p[2]) for p in pseudo]),
                              "no_answer_collaborate": statistics.fmean(r["no_answer"]["collaborate"] for r in mine),
                              "no_answer_justify": statistics.fmean(r["no_answer"]["self-justify"] for r in mine)}
-        stage = "warm-up" if name == "SFT" else "evolve" if name in (*VARIANTS, ORACLE) else None
+        stage = "warm-up" if name == "SFT" else "evolve" if name in (*VARIANTS, *CONTROLS) else None
         source = records if name == "SFT" else mine
         losses = [r["loss"][stage] for r in source if stage and r.get("loss", {}).get(stage)]
         if losses:
@@ -572,7 +624,7 @@ def class_table(records: list[dict]) -> str:
     head = " / ".join(classes)
     lines = [f"| row | answers {head} % | recall {head} % |", "|---|---|---|",
              f"| test rows | {' / '.join(_pct(gold.count(c) / len(gold)) for c in classes)} | - |"]
-    for name in [n for n in (*BASELINES, *VARIANTS, ORACLE) if n in predicted]:
+    for name in [n for n in (*BASELINES, *VARIANTS, *CONTROLS) if n in predicted]:
         pairs = [(p, g) for preds in predicted[name].values() for p, g in zip(preds, gold)]
         share = " / ".join(_pct(sum(p == c for p, _ in pairs) / len(pairs)) for c in classes)
         recall = " / ".join(_pct(real_stats.share([p == g for p, g in pairs if g == c])) for c in classes)
@@ -614,6 +666,10 @@ def fpb_report(records: list[dict]) -> tuple[str, dict]:
         rows = summaries[task, form, ds, model] = summarise(recs)
         parts.append(f"### {task}, {form} form, data draw {ds}, {model}\n\n{fpb_table(rows)}")
         for name, row in rows.items():
+            if row.get("delta_long"):
+                parts.append(f"{name} minus {LONG_SFT} (what the pseudo-labels added beyond training as long), "
+                             f"points: {_ci(row['delta_long'], signed=True)} (paired 95% CI).")
+        for name, row in rows.items():
             if row.get("pseudo"):
                 p = row["pseudo"]
                 parts.append(f"{name}: nothing extractable in {_pct(p['no_answer_collaborate'])}% of the collaborate "
@@ -631,7 +687,9 @@ def fpb_report(records: list[dict]) -> tuple[str, dict]:
              "the row and SFT. Gap share: (row - SFT) / (Oracle - SFT) on the seeds that have all three. No answer: "
              "the share of test answers with nothing extractable (mean over seeds). Pseudo-labels are scored against "
              "the released answers, which the method never reads. Loss: the first and last logged training loss "
-             "(mean over seeds) of the row's fine-tune (SFT: the warm-up; the others: their evolve fine-tune).")
+             "(mean over seeds) of the row's fine-tune (SFT: the warm-up; the others: their evolve fine-tune). "
+             f"{LONG_SFT}: the warm-up recipe (labeled rows only) trained for as many optimizer steps as the seed's "
+             "SemiEvol evolve fine-tune.")
     return "\n\n".join([*parts, notes]), summaries
 
 
@@ -716,11 +774,12 @@ def report(args, preset: dict, records: list[dict], total: float | None) -> int:
 
 
 # ----------------------------------------------------------------------------- the dry run
-def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle: bool = False,
-                 reselect: bool = False) -> dict[str, tuple[int, int]]:
+def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool,
+                 evaluate_only: str | None = None) -> dict[str, tuple[int, int]]:
     """stage -> (prompt tokens, generated tokens at most) of one unit of `cfg` (the baselines only when
-    `baselines`: the variants of a seed share them; `oracle`, or `reselect`, a w/o AS that re-selects from the
-    pseudo-labeling a SemiEvol of its seed cached: its evaluation only), from the prepared data and
+    `baselines`: the variants of a seed share them; `evaluate_only`: the row of a unit that generates nothing but
+    its evaluation: the Oracle, SFT-long, or a w/o AS that re-selects from the pseudo-labeling a SemiEvol of its
+    seed cached), from the prepared data and
     this project's prompts, counted with SmolLM2's tokenizer plus 10 tokens of chat template per prompt. ICP
     demonstrations: the mean labeled prompt + answer per shot; generated tokens: `max_new_tokens` per request
     (an upper bound)."""
@@ -730,8 +789,8 @@ def token_counts(task: str, data: Path, cfg, tokenizer, baselines: bool, oracle:
     split, q, demo = _lengths(task, data, tokenizer)
     gen, n_u, n_t = cfg.max_new_tokens, len(q["unlabeled"]), len(q["test"])
     counts = {}
-    if oracle or reselect:
-        counts[f"evaluate {'Oracle' if oracle else 'w/o AS'} (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
+    if evaluate_only:
+        counts[f"evaluate {evaluate_only} (generate + entropy)"] = (2 * sum(q["test"]), n_t * gen)
     else:
         c = cfg.collaboration()
         configs = sample_configs(c["models"], c["shots"], c["n"], cfg.seed, cfg.draw, c["repeat_configs"])
@@ -824,6 +883,16 @@ def dry_run(args, preset: dict, out: Path) -> int:
             recipes["evolve"] = runner.train_recipe("evolve", layout.root / "oracle", f"{name}_labeled,{name}_selected",
                                                     layout.root / "oracle" / "evolve")
             cfg.evaluate_args(ORACLE, data, layout.root / "oracle" / "evolve", layout.baseline(ORACLE))  # checked
+        elif u.variant == LONG_SFT:  # as many steps as a SemiEvol evolve fine-tune keeping theta x unlabeled rows
+            evolve = runner.train_recipe("evolve", layout.pseudolabel(1), f"{name}_labeled,{name}_selected",
+                                         layout.evolve(1))
+            _, q, _ = _lengths(task, data, tokenizer)
+            batch = evolve["per_device_train_batch_size"] * evolve["gradient_accumulation_steps"]
+            rows = len(q["labeled"]) + round(cfg.theta * len(q["unlabeled"]))
+            steps = math.ceil(evolve["num_train_epochs"] * math.ceil(rows / batch))
+            recipes["evolve"] = {**runner.train_recipe("warmup", data, f"{name}_labeled", layout.root / "sft_long"),
+                                 "max_steps": steps}
+            cfg.evaluate_args(LONG_SFT, data, layout.root / "sft_long", layout.baseline(LONG_SFT))  # checked
         else:
             pl = cfg.pseudolabel_args(data, layout.warmup, layout.pseudolabel(1), u.seed, layout.exclude_ids(1))
             recipes["pseudolabel"] = {k: v for k, v in dataclasses.asdict(pl).items() if v is not None}
@@ -838,7 +907,8 @@ def dry_run(args, preset: dict, out: Path) -> int:
         baselines = u.variant == args.variants[0]  # the first unit of a seed warms up and evaluates the baselines
         # w/o AS after SemiEvol in the same folder: theta is read only by the selection (pseudolabel SELECTION_ONLY)
         reselect = cfg.no_as and "SemiEvol" in args.variants[:args.variants.index(u.variant)]
-        counts = token_counts(task, data, cfg, tokenizer, baselines=baselines, oracle=oracle, reselect=reselect)
+        only = u.variant if oracle or reselect or u.variant == LONG_SFT else None
+        counts = token_counts(task, data, cfg, tokenizer, baselines=baselines, evaluate_only=only)
         group = (folder, u.model)
         for stage, (p, g) in counts.items():
             old = totals.setdefault(group, {}).get(stage, (0, 0))
@@ -894,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", help="model presets (semievol_lf/presets.py); default: the preset's")
     p.add_argument("--seeds", type=int, nargs="+", help="run seeds; default: the preset's")
     p.add_argument("--data-seeds", type=int, nargs="+", default=[0], help="data draws (slice seeds); default 0")
-    p.add_argument("--variants", nargs="+", choices=[*VARIANTS, ORACLE], help="default: the preset's")
+    p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *CONTROLS], help="default: the preset's")
     p.add_argument("--backend", choices=["hf", "vllm", "openai"], help="default: the preset's")
     p.add_argument("--base-url", help="the openai backend's server (`vllm serve`)")
     p.add_argument("--settings", default="{}", help="JSON of run settings over the preset's (e.g. max_new_tokens)")

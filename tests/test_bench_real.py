@@ -250,7 +250,8 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
             base = {"Vanilla": "00000000", "SFT": "11110000"}
             records += [_record("SemiEvol", seed, form, **base, SemiEvol="11110000"),
                         _record("w/o AS", seed, form, **base, SemiEvol="11111100"),
-                        _record("Oracle", seed, form, SFT="11110000", Oracle="11111111")]
+                        _record("Oracle", seed, form, SFT="11110000", Oracle="11111111"),
+                        _record("SFT-long", seed, form, **{"SFT-long": "11111000"})]
     out.mkdir()
     (out / "results.json").write_text(json.dumps({"settings": {"settings": "{}"}, "records": records}))
     results, plot = tmp_path / "RESULTS.md", tmp_path / "plots" / "real.png"
@@ -269,10 +270,15 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
     assert rows["SemiEvol"][6] == "100.0 / 40.0 (2 / 5)"  # kept / all pseudo-label accuracy
     assert rows["w/o AS"][1].startswith("75.0 [") and rows["w/o AS"][4] == "0.50"
     assert rows["Oracle"][1:5] == ["100.0 [100.0, 100.0]", "0: 100.0 / 1: 100.0", "+50.0 [+12.5, +87.5]", "1.00"]
+    assert rows["SFT-long"][1].startswith("62.5 [") and rows["SFT-long"][2] == "0: 62.5 / 1: 62.5"
+    assert rows["SFT-long"][3].startswith("+12.5 [")  # one row more than SFT: +1/8
+    # right on one row fewer than SFT-long: -1/8; w/o AS one row more: +1/8 (the means of the paired intervals)
+    assert "SemiEvol minus SFT-long (what the pseudo-labels added beyond training as long), points: -12.5 [" in text
+    assert "w/o AS minus SFT-long (what the pseudo-labels added beyond training as long), points: +12.5 [" in text
     assert "SemiEvol: nothing extractable in 25.0% of the collaborate responses and 10.0% of the self-justified" in text
     assert "| 1 | 0.100-0.100, 1, 100.0, 100.0 |" in text  # the lowest-entropy decile: right and kept
     assert "![accuracy per row, 95% bootstrap intervals, one panel per form](plots/real.png)" in text
-    assert f"commit {bench.commit()}" in text and "machine " in text and "12 runs, their wall time 0.20 h" in text
+    assert f"commit {bench.commit()}" in text and "machine " in text and "16 runs, their wall time 0.27 h" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         bench.main(["--report", "--out", str(tmp_path / "nowhere")])
@@ -303,15 +309,16 @@ def test_the_class_table_shows_a_one_class_model_and_a_one_class_selection():
 
 
 def test_the_fpb_preset_dry_run(tmp_path, capsys, smollm2):
-    """`make bench-real`'s own preset, dry, one seed: both forms, SemiEvol / w/o AS / Oracle, every config and
-    LlamaFactory recipe built and validated on the released data; the fine-tunes' lr 3e-4 and 6 epochs."""
+    """`make bench-real`'s own preset, dry, one seed: both forms, SemiEvol / w/o AS / Oracle / SFT-long, every
+    config and LlamaFactory recipe built and validated on the released data; the fine-tunes' lr 3e-4 and 6 epochs;
+    SFT-long's warm-up recipe stopped at the evolve fine-tune's steps (64 + 128 rows in batches of 8, 6 epochs)."""
     if not (RELEASED / "fpb").is_dir():
         pytest.skip(f"the released data is not at {RELEASED} (set SEMIEVOL_DATA; see its SOURCE.md)")
     bench = load_bench()
     assert bench.main(["--dry-run", "--seeds", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "dry run: 6 runs (1 data draws x 1 tasks x 2 forms x 1 models x 1 seeds x 3 variants)" in out
-    assert "12 LlamaFactory recipes built and validated" in out and "expected time on this CPU" in out
+    assert "dry run: 8 runs (1 data draws x 1 tasks x 2 forms x 1 models x 1 seeds x 4 variants)" in out
+    assert "16 LlamaFactory recipes built and validated" in out and "expected time on this CPU" in out
     for folder, name in (("fpb", "fpb"), ("fpb-label", "fpb_label")):
         prepared = tmp_path / "dry-run" / folder / "prepared" / "data"
         assert [len(json.loads((prepared / f"{s}.json").read_text())) for s in ("labeled", "unlabeled", "test")] \
@@ -330,7 +337,10 @@ def test_the_fpb_preset_dry_run(tmp_path, capsys, smollm2):
         label_task = str(tmp_path / "dry-run" / "fpb-label" / "fpb_label.yaml")
         assert pseudo["task"] == ("fpb" if name == "fpb" else label_task)
         assert not (seed / "oracle" / "recipes" / "pseudolabel.yaml").exists()
+        long_sft = yaml.safe_load((seed / "sftlong" / "recipes" / "evolve.yaml").read_text())
+        assert long_sft["dataset"] == f"{name}_labeled" and long_sft["max_steps"] == 6 * (64 + 128) // 8
     assert "| fpb-label | smollm2-135m | evaluate Oracle (generate + entropy) |" in out
+    assert "| fpb-label | smollm2-135m | evaluate SFT-long (generate + entropy) |" in out
     # w/o AS re-selects from SemiEvol's cached requests: the plan pseudo-labels as often as SemiEvol alone
     assert "| fpb-label | smollm2-135m | evaluate w/o AS (generate + entropy) |" in out
     assert bench.main(["--dry-run", "--seeds", "0", "--forms", "letter", "--variants", "SemiEvol",
@@ -373,18 +383,21 @@ def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeyp
             "--out", str(out), "--plot", str(plot)]
     assert bench.main([*argv, "--write", "--results", str(results)]) == 0
     printed = capsys.readouterr().out
-    assert "6 runs planned, 0 already in" in printed and "[6/6] demo label draw 0 tiny-word seed 0 Oracle" in printed
+    assert "8 runs planned, 0 already in" in printed and "[8/8] demo label draw 0 tiny-word seed 0 SFT-long" in printed
     records = json.loads((out / "results.json").read_text())["records"]
     assert [(r["form"], r["variant"]) for r in records] == [(f, v) for f in ("letter", "label")
-                                                            for v in ("SemiEvol", "w/o AS", "Oracle")]
+                                                            for v in ("SemiEvol", "w/o AS", "Oracle", "SFT-long")]
+    for semievol, long_sft in ((records[0], records[3]), (records[4], records[7])):  # trained exactly as long
+        assert long_sft["steps"] == long_sft["loss"]["evolve"]["steps"] == semievol["loss"]["evolve"]["steps"] > 0
     for r in records:
         assert all(len(v) == 12 and set(v) <= {"0", "1"} for v in r["correct"].values())  # every test row
         for name, vector in r["correct"].items():
             assert r["results"][name] == pytest.approx(100 * vector.count("1") / 12)
-        assert r["loss"]["evolve"]["steps"] > 0 and r["loss"]["warm-up"]["first"] is not None
+        assert r["loss"]["evolve"]["steps"] > 0
+        assert r["variant"] == "SFT-long" or r["loss"]["warm-up"]["first"] is not None  # SFT-long: its one fine-tune
         for name, vector in r["correct"].items():  # the answers kept beside: right exactly where marked so
             assert [p == g for p, g in zip(r["predicted"][name], r["gold"])] == [c == "1" for c in vector]
-        if r["variant"] != "Oracle":
+        if r["variant"] not in ("Oracle", "SFT-long"):
             assert len(r["pseudo"]) == 12 and sum(p[2] for p in r["pseudo"]) == r["kept"]
             assert all(p[1] == (p[3] == p[4]) for p in r["pseudo"])  # right = the pseudo-label is the true answer
             assert 0.0 <= r["no_answer"]["collaborate"] <= 1.0 and "RAG" not in r["results"]
@@ -398,7 +411,7 @@ def test_the_fpb_preset_runs_both_forms_and_the_oracle(tmp_path, capsys, monkeyp
     assert "| row | answers negative / neutral / positive % | recall negative / neutral / positive % |" in text
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert bench.main(argv) == 0  # recorded runs are skipped
-    assert "6 runs planned, 6 already in" in capsys.readouterr().out
+    assert "8 runs planned, 8 already in" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- workers sharing one OUT
