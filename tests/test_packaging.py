@@ -81,8 +81,10 @@ def test_make_demo_real_infers_in_float32_although_its_recipe_is_a_gpu_one():
     from semievol_lf.config.parser import load_config
     from semievol_lf.config.run_args import RunArguments
 
-    shown = subprocess.run(["make", "-n", "demo-real"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    words = shlex.split(shown.replace("\\\n", " "))
+    shown = subprocess.run(["make", "-n", "--no-print-directory", "demo-real"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout  # under `make test` too, which would add make[1]: lines
+    (line,) = [line for line in shown.replace("\\\n", " ").splitlines() if "semievol-lf run" in line]
+    words = shlex.split(line)
     cli = next(i for i, w in enumerate(words) if w.endswith("semievol-lf"))
     assert words[cli + 1] == "run"
     recipe, *overrides = words[cli + 2:]
