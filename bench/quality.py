@@ -210,23 +210,29 @@ def run_oracle(args, source: Path, model: Path, run_dir: Path, seed: int, log) -
     return oracle_from_config(run_config(args, source, model, run_dir, seed, {}), source, log)
 
 
-def oracle_from_config(config: dict, source: Path, log) -> dict:
-    """`run_oracle` for any `semievol-lf run` config (bench/real.py's too): the true answers are the `answer`
-    column of `source`/unlabeled.csv; SFT is the config's warm-up (skipped when the run already made it)."""
+def prepared_runner(config: dict):
+    """(Runner, prepared data folder, task) of a `semievol-lf run` config, its model and data resolved as
+    Runner.run resolves them: for the fine-tunes and evaluations a benchmark adds to a run's folder."""
     from semievol_lf.config import RunArguments, as_config
-    from semievol_lf.data.loading import load_prepared_split
     from semievol_lf.data.tasks import get_task
     from semievol_lf.semievol.pipeline import Runner
     from semievol_lf.semievol.run_setup import ensure_model, prepare_data
 
+    cfg = as_config(RunArguments, config)
+    runner = Runner(cfg)
+    runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
+    data = prepare_data(cfg.task, cfg.source, runner.layout, cfg.data_seed, cfg.data_sizes)
+    return runner, data, get_task(cfg.task)
+
+
+def oracle_from_config(config: dict, source: Path, log) -> dict:
+    """`run_oracle` for any `semievol-lf run` config (bench/real.py's too): the true answers are the `answer`
+    column of `source`/unlabeled.csv; SFT is the config's warm-up (skipped when the run already made it)."""
+    from semievol_lf.data.loading import load_prepared_split
+
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        cfg = as_config(RunArguments, config)
-        runner = Runner(cfg)
-        # as Runner.run resolves them; the warm-up is skipped when this seed's runs already made it
-        runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
-        data = prepare_data(cfg.task, cfg.source, runner.layout, cfg.data_seed, cfg.data_sizes)
-        task = get_task(cfg.task)
+        runner, data, task = prepared_runner(config)
         warm = runner.train("round_1_warmup", "warmup", data, f"{task.name}_labeled", runner.layout.warmup)
         unlabeled = load_prepared_split(data, task, "unlabeled")
         folder = oracle_data(task, unlabeled, source_answers(source / "unlabeled.csv"), data / "labeled.json",

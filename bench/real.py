@@ -263,14 +263,13 @@ def read_loss(folder: Path) -> dict | None:
     return None
 
 
-def correctness(predictions: Path) -> str:
-    """The evaluation's per-row correctness in test-file order, one character a row: "0110..."."""
-    return "".join("1" if row["correct"] else "0" for row in quality.read_jsonl(predictions))
-
-
-def answers(predictions: Path, key: str = "pred") -> list[str]:
-    """The evaluation's extracted answer (`pred`) or true answer (`gold`) per row, in test-file order."""
-    return [row[key] for row in quality.read_jsonl(predictions)]
+def graded(predictions: dict[str, Path]) -> dict:
+    """A record's per-row fields from each row's predictions.jsonl (test-file order): `correct` one character a
+    row ("0110..."), `predicted` the extracted answers, and `gold` the true answers (the same file for every row)."""
+    rows = {name: quality.read_jsonl(path) for name, path in predictions.items()}
+    return {"correct": {name: "".join("1" if x["correct"] else "0" for x in rs) for name, rs in rows.items()},
+            "predicted": {name: [x["pred"] for x in rs] for name, rs in rows.items()},
+            "gold": [x["gold"] for x in next(iter(rows.values()))]}
 
 
 def pseudo_details(run_dir: Path, source: Path) -> dict:
@@ -307,9 +306,7 @@ def run_one(config: dict, source: Path, log) -> dict:
     no_answer["self-justify"] = details.pop("no_answer_justify")
     return {"results": results, "no_answer": no_answer, "kept_n": r["pseudolabel"]["kept"], "wall": wall,
             **quality.run_pseudo_accuracy(run_dir, source), **details,
-            "correct": {name: correctness(run_dir / rel) for name, rel in r["predictions"].items()},
-            "predicted": {name: answers(run_dir / rel) for name, rel in r["predictions"].items()},
-            "gold": answers(run_dir / next(iter(r["predictions"].values())), "gold"),
+            **graded({name: run_dir / rel for name, rel in r["predictions"].items()}),
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.evolve(1))}}
 
 
@@ -320,37 +317,23 @@ def run_oracle(config: dict, source: Path, log) -> dict:
     evaluation = layout.baseline(ORACLE)
     result = json.loads((evaluation / "results.json").read_text())
     return {"results": {ORACLE: r["acc"], "SFT": r["sft"]}, "no_answer": {ORACLE: result["no_answer_rate"]},
-            "wall": r["wall"], "correct": {ORACLE: correctness(evaluation / "predictions.jsonl"),
-                                           "SFT": correctness(layout.baseline("SFT") / "predictions.jsonl")},
-            "predicted": {ORACLE: answers(evaluation / "predictions.jsonl"),
-                          "SFT": answers(layout.baseline("SFT") / "predictions.jsonl")},
-            "gold": answers(evaluation / "predictions.jsonl", "gold"),
+            "wall": r["wall"], **graded({ORACLE: evaluation / "predictions.jsonl",
+                                         "SFT": layout.baseline("SFT") / "predictions.jsonl"}),
             "loss": {"warm-up": read_loss(layout.warmup), "evolve": read_loss(layout.root / "oracle" / "evolve")}}
 
 
 def run_long_sft(config: dict, source: Path, log, steps: int) -> dict:
     """SFT-long of one seed (LONG_SFT): the warm-up recipe with `max_steps` = `steps`, the optimizer steps of the
     seed's SemiEvol evolve fine-tune, in the seed's shared run folder (sft_long/, eval/sft-long/)."""
-    from semievol_lf.config import RunArguments, as_config
-    from semievol_lf.data.tasks import get_task
-    from semievol_lf.semievol.pipeline import Runner
-    from semievol_lf.semievol.run_setup import ensure_model, prepare_data
-
     start = time.perf_counter()
     train = {**config.get("train_overrides", {}), "max_steps": steps}
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        cfg = as_config(RunArguments, {**config, "train_overrides": train})
-        runner = Runner(cfg)
-        runner.model = ensure_model(runner.preset, runner.model, explicit=bool(cfg.model_name_or_path))
-        data = prepare_data(cfg.task, cfg.source, runner.layout, cfg.data_seed, cfg.data_sizes)
-        adapter = runner.train("sft_long", "warmup", data, f"{get_task(cfg.task).name}_labeled",
-                               runner.layout.root / "sft_long")
+        runner, data, task = quality.prepared_runner({**config, "train_overrides": train})
+        adapter = runner.train("sft_long", "warmup", data, f"{task.name}_labeled", runner.layout.root / "sft_long")
         evaluation = runner.layout.baseline(LONG_SFT)
         result = runner.evaluate(LONG_SFT, data, adapter, evaluation)
-    predictions = evaluation / "predictions.jsonl"
     return {"results": {LONG_SFT: quality.accuracy(result)}, "no_answer": {LONG_SFT: result["no_answer_rate"]},
-            "wall": time.perf_counter() - start, "steps": steps, "correct": {LONG_SFT: correctness(predictions)},
-            "predicted": {LONG_SFT: answers(predictions)}, "gold": answers(predictions, "gold"),
+            "wall": time.perf_counter() - start, "steps": steps, **graded({LONG_SFT: evaluation / "predictions.jsonl"}),
             "loss": {"evolve": read_loss(adapter)}}
 
 
