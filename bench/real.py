@@ -33,13 +33,13 @@ Presets:
   SFT-long; no RAG. Both fine-tunes: the preset's LoRA with learning_rate 3e-4 and 6 epochs (FPB_TRAIN, 48 optimizer
   steps on 64 rows: issue 21's probe learned the answer format with it, loss 1.45 -> 0.17 and every answer
   extractable, where the preset's 2 epochs leave most answers `A. positive`).
-  Its table (`fpb_report`, statistics in bench/real_stats.py): per row the test accuracy with a 95% bootstrap
-  interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed values beside
-  it), the row minus SFT with a paired interval (same rows; the method's rows also minus SFT-long), the share of the
-  SFT -> Oracle gap, the share of answers with nothing extractable, kept vs all pseudo-label accuracy, the
-  fine-tunes' first and last logged loss; the collaborate and self-justify extraction failures; answers, recall and
-  pseudo-labels by answer class (`class_table`); pseudo-label accuracy by entropy decile; a plot (`--plot`, default
-  bench/real_fpb.png: accuracy per row with its interval, one panel per form).
+  Its table (bench/real_report.py `fpb_report`, statistics in bench/real_stats.py): per row the test accuracy with a
+  95% bootstrap interval over the test rows (run seeds pooled per row: each row's share of seeds right; the per-seed
+  values beside it), the row minus SFT with a paired interval (same rows; the method's rows also minus SFT-long), the
+  share of the SFT -> Oracle gap, the share of answers with nothing extractable, kept vs all pseudo-label accuracy,
+  the fine-tunes' first and last logged loss; the collaborate and self-justify extraction failures; answers, recall
+  and pseudo-labels by answer class (`class_table`); pseudo-label accuracy by entropy decile; a plot (`--plot`,
+  default bench/real_fpb.png: accuracy per row with its interval, one panel per form).
 - `cpu`: SmolLM2-135M-Instruct, a seeded slice of the released FPB data (CPU_SIZES: 16 labeled / 8 unlabeled /
   16 test, slice seed 0), hf backend, bf16, max_new_tokens 64, n=4, `justify: all`, theta 0.5, RAG, the five
   method variants, run seeds 0 1, one OpenMP thread (bench/RESULTS.md has the times). Table: test accuracy
@@ -68,7 +68,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,21 +79,24 @@ sys.path.insert(0, str(ROOT / "bench"))
 import cost  # noqa: E402  (bench/cost.py: vLLM's published H100 throughput)
 import quality  # noqa: E402  (bench/quality.py: pseudo-label accuracy, keep_variant, the Oracle, mean ± spread)
 import real_stats  # noqa: E402  (bench/real_stats.py: bootstrap intervals, deciles, loss curves)
+from real_report import (  # noqa: E402  (bench/real_report.py: the rows, a unit's key, the tables, the plot)
+    CONTROLS,
+    LONG_SFT,
+    METHOD_ROWS,
+    ORACLE,
+    Unit,
+    format_table,
+    fpb_report,
+    plot_fpb,
+    unit_of,
+)
 
 from semievol_lf.data.extraction import NO_ANSWER  # noqa: E402
-from semievol_lf.io_utils import atomic_path, atomic_write_files, atomic_write_json, atomic_write_text  # noqa: E402
+from semievol_lf.io_utils import atomic_write_files, atomic_write_json, atomic_write_text  # noqa: E402
 from semievol_lf.semievol.layout import RunLayout  # noqa: E402
 
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
-VARIANTS = {"SemiEvol": {}, "w/o IWP": {"no_iwp": True}, "w/o ICP": {"no_icp": True}, "w/o CL": {"no_cl": True},
-            "w/o AS": {"no_as": True}}
-ORACLE = "Oracle"  # not a run of the method: the evolve fine-tune on the true answers
-# Not a run of the method either: the warm-up recipe (labeled rows only) trained for as many optimizer steps as
-# its seed's SemiEvol evolve fine-tune, so that SemiEvol minus SFT-long is what the pseudo-labels added, not the
-# longer training.
-LONG_SFT = "SFT-long"
-CONTROLS = (LONG_SFT, ORACLE)
-BASELINES = ("Vanilla", "SFT", "RAG")
+VARIANTS = {name: quality.VARIANTS[name] for name in METHOD_ROWS}  # name -> the run's switches
 FORMS = ("letter", "label")
 CPU_SIZES = {"labeled": 16, "unlabeled": 8, "test": 16}
 FPB_SIZES = {"labeled": 64, "unlabeled": 256, "test": None}  # None: every row (the released test split: 453)
@@ -120,23 +122,6 @@ LABEL_FORMS = {"fpb": {"labels": ["negative", "neutral", "positive"], "column": 
 # at one OpenMP thread (issue 21; its probe measured 0.2 on the loaded machine: 384 examples in 32 min).
 CPU_PROMPT_TOK_S = 206.0
 CPU_TRAIN_EX_S = (0.34, 0.2)
-
-
-class Unit(NamedTuple):
-    """One finished run in results.json, and its key."""
-
-    task: str
-    form: str
-    data_seed: int
-    model: str
-    seed: int
-    variant: str
-
-
-def unit_of(record: dict) -> Unit:
-    """The unit of a results.json record (issue 13's records have no form or draw: letter, draw 0)."""
-    return Unit(record["task"], record.get("form", "letter"), record.get("data_seed", 0), record["model"],
-                record["seed"], record["variant"])
 
 
 def task_dir(task: str, form: str = "letter", data_seed: int = 0) -> str:
@@ -456,253 +441,6 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
           f"pseudo-labels kept {r['kept_acc']:.1f}% of {r['kept']} vs all {r['all_acc']:.1f}%; {r['wall']:.0f} s; "
           f"{so_far()}", flush=True)
     return r
-
-
-def format_table(records: list[dict], tasks: list[str], models: list[str]) -> str:
-    """The cpu and gpu presets' table. One row per method; one column per (task, model): mean ± half-range over
-    the seeds (runs), then the kept / all pseudo-label accuracy of the pseudo-labeling variants."""
-    cols = [(t, m) for t in tasks for m in models if any(r["task"] == t and r["model"] == m for r in records)]
-    head = " | ".join(f"{t} {m}: test acc % | kept / all pseudo-label acc %" for t, m in cols)
-    lines = [f"| method | {head} |", "|---|" + "---|---|" * len(cols)]
-    for name in [*BASELINES, *VARIANTS]:
-        cells = []
-        for t, m in cols:
-            rows = [r for r in records if r["task"] == t and r["model"] == m and r["variant"] not in CONTROLS]
-            if name in VARIANTS:
-                rows = [r for r in rows if r["variant"] == name]
-                accs = [r["results"]["SemiEvol"] for r in rows]
-                pseudo = (f"{quality.mean_spread([r['kept_acc'] for r in rows])} / "
-                          f"{quality.mean_spread([r['all_acc'] for r in rows])} (kept "
-                          f"{statistics.mean(r['kept'] for r in rows):.1f} of {rows[0]['all']})") if rows else "-"
-            else:  # a baseline: one value per seed (the variants of a seed share it)
-                first = {}
-                for r in rows:
-                    first.setdefault(r["seed"], r)
-                accs = [r["results"][name] for r in first.values() if name in r["results"]]
-                pseudo = "-"
-            cells.append(f"{quality.mean_spread(accs)} ({len(accs)}) | {pseudo}" if accs else "- | -")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def by_row(records: list[dict], field: str) -> dict[str, dict[int, object]]:
-    """row -> run seed -> value of `field` (a mapping per record: correct, no_answer, results) for the records of
-    one (task, form, draw, model). A record's `SemiEvol` entry is its variant's row; the others (Vanilla, SFT,
-    RAG, Oracle) are rows of their own name, the first record of a seed giving the value."""
-    rows: dict[str, dict[int, object]] = {}
-    for r in records:
-        for key, value in r.get(field, {}).items():
-            rows.setdefault(r["variant"] if key == "SemiEvol" else key, {}).setdefault(r["seed"], value)
-    return rows
-
-
-def summarise(records: list[dict]) -> dict[str, dict]:
-    """Per row of one (task, form, draw, model), in table order: the pooled accuracy and its interval, per-seed
-    accuracies, the paired difference to SFT (and, for the method's rows, to SFT-long), the gap share, extraction
-    failures, pseudo-labels and losses (fractions, not %)."""
-    vectors = {name: {s: [int(c) for c in v] for s, v in per.items()}
-               for name, per in by_row(records, "correct").items()}
-    no_answer = by_row(records, "no_answer")
-    sft, oracle, long_sft = vectors.get("SFT", {}), vectors.get(ORACLE, {}), vectors.get(LONG_SFT, {})
-
-    def pooled(per: dict, seeds: list[int]) -> list[float]:
-        return real_stats.pool_seeds([per[s] for s in seeds])
-
-    out = {}
-    for name in [n for n in (*BASELINES, *VARIANTS, *CONTROLS) if n in vectors]:
-        per = vectors[name]
-        seeds = sorted(per)
-        row = {"seeds": seeds, "per_seed": [statistics.fmean(per[s]) for s in seeds],
-               "ci": real_stats.bootstrap_ci(pooled(per, seeds)), "delta": None, "share": math.nan,
-               "no_answer": statistics.fmean(no_answer[name][s] for s in seeds if s in no_answer.get(name, {}))
-               if no_answer.get(name) else math.nan}
-        common = [s for s in seeds if s in sft]
-        if name != "SFT" and common:
-            row["delta"] = real_stats.paired_bootstrap_ci(pooled(per, common), pooled(sft, common))
-            both = [s for s in common if s in oracle]
-            if both:
-                row["share"] = quality.gap_share(*(statistics.fmean(pooled(v, both)) for v in (per, sft, oracle)))
-        trained_as_long = [s for s in seeds if s in long_sft]
-        if name in VARIANTS and trained_as_long:
-            row["delta_long"] = real_stats.paired_bootstrap_ci(pooled(per, trained_as_long),
-                                                               pooled(long_sft, trained_as_long))
-        mine = [r for r in records if r["variant"] == name]
-        if mine and all("pseudo" in r for r in mine):
-            pseudo = [p for r in mine for p in r["pseudo"]]
-            kept = [p for p in pseudo if p[2]]
-            row["pseudo"] = {"kept_acc": real_stats.share([p[1] for p in kept]), "kept": len(kept) / len(mine),
-                             "all_acc": real_stats.share([p[1] for p in pseudo]), "all": len(pseudo) / len(mine),
-                             "deciles": real_stats.entropy_deciles([(p[0], p[1]) for p in pseudo]),
-                             "kept_deciles": real_stats.entropy_deciles([(p[0], p[2]) for p in pseudo]),
-                             "no_answer_collaborate": statistics.fmean(r["no_answer"]["collaborate"] for r in mine),
-                             "no_answer_justify": statistics.fmean(r["no_answer"]["self-justify"] for r in mine)}
-        stage = "warm-up" if name == "SFT" else "evolve" if name in (*VARIANTS, *CONTROLS) else None
-        source = records if name == "SFT" else mine
-        losses = [r["loss"][stage] for r in source if stage and r.get("loss", {}).get(stage)]
-        if losses:
-            row["loss"] = {k: statistics.fmean(x[k] for x in losses) for k in ("first", "last", "steps")
-                           if all(x[k] is not None for x in losses)}
-        out[name] = row
-    return out
-
-
-def _pct(x: float) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def _ci(ci: tuple | None, signed: bool = False) -> str:
-    if ci is None or math.isnan(ci[0]):
-        return "-"
-    sign = "+" if signed else ""
-    return f"{100 * ci[0]:{sign}.1f} [{100 * ci[1]:{sign}.1f}, {100 * ci[2]:{sign}.1f}]"
-
-
-def fpb_table(rows: dict[str, dict]) -> str:
-    """The table of one (task, form, draw, model): one line per row of `summarise`."""
-    lines = ["| row | test acc % [95% CI] | per seed | minus SFT, points [paired 95% CI] | share of the SFT -> "
-             "Oracle gap | no answer % | kept / all pseudo-label acc % (kept / all per seed) | loss first -> last "
-             "(steps) |", "|---|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        per = " / ".join(f"{s}: {_pct(a)}" for s, a in zip(row["seeds"], row["per_seed"]))
-        share = "-" if math.isnan(row["share"]) else f"{row['share']:.2f}"
-        p = row.get("pseudo")
-        pseudo = (f"{_pct(p['kept_acc'])} / {_pct(p['all_acc'])} ({p['kept']:.0f} / {p['all']:.0f})" if p else "-")
-        loss = row.get("loss")
-        loss = (f"{loss['first']:.2f} -> {loss['last']:.2f} ({loss.get('steps', 0):.0f})"
-                if loss and "first" in loss else "-")
-        lines.append(f"| {name} | {_ci(row['ci'])} | {per} | {_ci(row['delta'], signed=True)} | {share} | "
-                     f"{_pct(row['no_answer'])} | {pseudo} | {loss} |")
-    return "\n".join(lines)
-
-
-def decile_table(rows: dict[str, dict]) -> str:
-    """Pseudo-label accuracy by entropy decile (the run seeds' pseudo-labels pooled) of each pseudo-labeling row."""
-    names = [n for n, r in rows.items() if r.get("pseudo")]
-    if not names:
-        return ""
-    lines = ["| entropy decile | " + " | ".join(f"{n}: entropy range (nats/token), n, acc %, kept %" for n in names)
-             + " |", "|---|" + "---|" * len(names)]
-    for i in range(max(len(rows[n]["pseudo"]["deciles"]) for n in names)):
-        cells = []
-        for n in names:
-            d, k = rows[n]["pseudo"]["deciles"], rows[n]["pseudo"]["kept_deciles"]
-            cells.append(f"{d[i]['lo']:.3f}-{d[i]['hi']:.3f}, {d[i]['n']}, {_pct(d[i]['acc'])}, {_pct(k[i]['acc'])}"
-                         if i < len(d) else "-")
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def class_table(records: list[dict]) -> str:
-    """By answer class, the run seeds pooled: the share of each row's test answers that are the class (the rest:
-    nothing extractable), and its recall (the share of the class's test rows answered right); then each
-    pseudo-labeling row's pseudo-labels of the class, kept and all (per seed), with the share right. A model that
-    answers one class everywhere shows here, as does a selection that keeps one class. Records without the
-    answers (written before they were kept) are left out."""
-    recs = [r for r in records if "gold" in r]
-    if not recs:
-        return ""
-    gold = recs[0]["gold"]
-    classes = sorted(set(gold))
-    predicted = by_row(recs, "predicted")
-    head = " / ".join(classes)
-    lines = [f"| row | answers {head} % | recall {head} % |", "|---|---|---|",
-             f"| test rows | {' / '.join(_pct(gold.count(c) / len(gold)) for c in classes)} | - |"]
-    for name in [n for n in (*BASELINES, *VARIANTS, *CONTROLS) if n in predicted]:
-        pairs = [(p, g) for preds in predicted[name].values() for p, g in zip(preds, gold)]
-        share = " / ".join(_pct(sum(p == c for p, _ in pairs) / len(pairs)) for c in classes)
-        recall = " / ".join(_pct(real_stats.share([p == g for p, g in pairs if g == c])) for c in classes)
-        lines.append(f"| {name} | {share} | {recall} |")
-    labeling = {n: [r for r in recs if r["variant"] == n and r.get("pseudo") and len(r["pseudo"][0]) == 5]
-                for n in VARIANTS}  # entries written before the answers were kept have 3 fields
-    labeling = {n: rs for n, rs in labeling.items() if rs}
-    if not labeling:
-        return "\n".join(lines)
-    lines += ["", f"| pseudo-labels, per seed | {' | '.join(f'{c}: kept (right %), all (right %)' for c in classes)} |",
-              "|---|" + "---|" * len(classes),
-              "| unlabeled rows (true answer) | " + " | ".join(
-                  str(sum(p[4] == c for p in next(iter(labeling.values()))[0]["pseudo"])) for c in classes) + " |"]
-    for name, rs in labeling.items():
-        pseudo = [p for r in rs for p in r["pseudo"]]
-        cells = []
-        for c in classes:
-            mine = [p for p in pseudo if p[3] == c]
-            kept = [p for p in mine if p[2]]
-            cells.append(f"{len(kept) / len(rs):.4g} ({_pct(real_stats.share([p[1] for p in kept]))}), "
-                         f"{len(mine) / len(rs):.4g} ({_pct(real_stats.share([p[1] for p in mine]))})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def groups_of(records: list[dict]) -> dict[tuple, list[dict]]:
-    """(task, form, draw, model) -> its records, in the order they were first run."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        u = unit_of(r)
-        groups.setdefault((u.task, u.form, u.data_seed, u.model), []).append(r)
-    return groups
-
-
-def fpb_report(records: list[dict]) -> tuple[str, dict]:
-    """The markdown of the fpb preset's tables, and the summaries the plot draws."""
-    parts, summaries = [], {}
-    for (task, form, ds, model), recs in groups_of(records).items():
-        rows = summaries[task, form, ds, model] = summarise(recs)
-        parts.append(f"### {task}, {form} form, data draw {ds}, {model}\n\n{fpb_table(rows)}")
-        for name, row in rows.items():
-            if row.get("delta_long"):
-                parts.append(f"{name} minus {LONG_SFT} (what the pseudo-labels added beyond training as long), "
-                             f"points: {_ci(row['delta_long'], signed=True)} (paired 95% CI).")
-        for name, row in rows.items():
-            if row.get("pseudo"):
-                p = row["pseudo"]
-                parts.append(f"{name}: nothing extractable in {_pct(p['no_answer_collaborate'])}% of the collaborate "
-                             f"responses and {_pct(p['no_answer_justify'])}% of the self-justified ones.")
-        classes = class_table(recs)
-        if classes:
-            parts.append("By answer class (the run seeds pooled; answers of no class had nothing extractable):"
-                         f"\n\n{classes}")
-        deciles = decile_table(rows)
-        if deciles:
-            parts.append("Pseudo-label accuracy by entropy decile (lowest entropy first; the run seeds' pseudo-labels "
-                         f"pooled; without the ones with nothing extractable):\n\n{deciles}")
-    notes = ("Intervals: percentile bootstrap over the test rows (2000 resamples, seed 0) of the run seeds' accuracy "
-             "pooled per row (each test row's share of seeds right); the paired interval resamples the same rows for "
-             "the row and SFT. Gap share: (row - SFT) / (Oracle - SFT) on the seeds that have all three. No answer: "
-             "the share of test answers with nothing extractable (mean over seeds). Pseudo-labels are scored against "
-             "the released answers, which the method never reads. Loss: the first and last logged training loss "
-             "(mean over seeds) of the row's fine-tune (SFT: the warm-up; the others: their evolve fine-tune). "
-             f"{LONG_SFT}: the warm-up recipe (labeled rows only) trained for as many optimizer steps as the seed's "
-             "SemiEvol evolve fine-tune.")
-    return "\n\n".join([*parts, notes]), summaries
-
-
-def plot_fpb(summaries: dict, path: Path) -> None:
-    """Accuracy per row with its 95% interval and the per-seed values, one panel per (task, form, draw, model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(summaries), figsize=(4.8 * len(summaries), 4.2), sharey=True, squeeze=False)
-    for ax, ((task, form, ds, model), rows) in zip(axes[0], summaries.items()):
-        names = list(rows)
-        means = [100 * rows[n]["ci"][0] for n in names]
-        err = [[m - 100 * rows[n]["ci"][1] for n, m in zip(names, means)],
-               [100 * rows[n]["ci"][2] - m for n, m in zip(names, means)]]
-        ax.bar(range(len(names)), means, yerr=err, capsize=5, color="#9db4d3", edgecolor="#34495e")
-        for x, n in enumerate(names):
-            k = len(rows[n]["per_seed"])
-            ax.scatter([x + 0.1 * (i - (k - 1) / 2) for i in range(k)], [100 * a for a in rows[n]["per_seed"]], s=12,
-                       color="#c0392b", zorder=3, label="run seeds" if x == 0 else None)
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_title(f"{task}, {form} form (draw {ds}, {model})", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy % (95% bootstrap interval)")
-    axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def machine() -> str:
