@@ -238,13 +238,16 @@ def run_settings(args, preset: dict) -> dict:
 
 # ----------------------------------------------------------------------------- a real run
 def read_loss(folder: Path) -> dict | None:
-    """A fine-tune's loss curve (real_stats.loss_summary) from LlamaFactory's trainer_log.jsonl, else from
-    trainer_state.json's log_history; None when neither is there."""
+    """A fine-tune's loss curve (real_stats.loss_summary) from the trainer_state.json the finished fine-tune
+    saved, else from LlamaFactory's trainer_log.jsonl; None when neither is there. The state first: its
+    log_history is restored from the checkpoint when a fine-tune resumes, whereas LlamaFactory deletes
+    trainer_log.jsonl when the trainer starts with `overwrite_output_dir` (LogCallback.on_init_end), so after a
+    resume the log holds only the steps after the checkpoint."""
     log, state = folder / "trainer_log.jsonl", folder / "trainer_state.json"
-    if log.is_file():
-        return real_stats.loss_summary(quality.read_jsonl(log))
     if state.is_file():
         return real_stats.loss_summary(json.loads(state.read_text())["log_history"])
+    if log.is_file():
+        return real_stats.loss_summary(quality.read_jsonl(log))
     return None
 
 

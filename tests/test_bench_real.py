@@ -162,6 +162,21 @@ def test_entropy_deciles_and_loss_curves():
     assert stats.loss_summary([])["first"] is None
 
 
+def test_a_resumed_fine_tunes_loss_curve_starts_at_its_first_step(tmp_path):
+    """After a resume LlamaFactory's trainer_log.jsonl holds the steps after the checkpoint only (the real
+    behaviour: tests/test_llamafactory/test_train_resume.py); the trainer state holds them all, and the record's
+    first loss is step 5's, not step 205's."""
+    bench = load_bench()
+    (tmp_path / "trainer_log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"current_steps": 205, "total_steps": 240, "loss": 0.05}, {"current_steps": 240, "total_steps": 240,
+                                                                    "loss": 0.06}]) + "\n")
+    assert bench.read_loss(tmp_path)["first"] == 0.05  # without the state: what there is
+    history = [{"step": 5, "loss": 1.77}, {"step": 205, "loss": 0.05}, {"step": 240, "loss": 0.06},
+               {"step": 240, "train_loss": 0.4, "train_runtime": 9.0}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert bench.read_loss(tmp_path) == {"first": 1.77, "last": 0.06, "steps": 240, "losses": [1.77, 0.05, 0.06]}
+
+
 def _released_fpb(folder: Path, rows_per_split: dict) -> Path:
     """A folder laid out like the released FPB task: question (two lines), gt, options, answer."""
     options = ["negative", "neutral", "positive"]

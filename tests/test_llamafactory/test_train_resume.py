@@ -77,6 +77,14 @@ def test_killed_fine_tune_resumes_from_its_last_checkpoint(box, capsys):
     assert steps == total
     assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{total}"]  # save_total_limit 1
     assert loss == pytest.approx(ref_loss, rel=1e-3, abs=1e-4)
+    # The resumed run's loss curve: LlamaFactory deletes trainer_log.jsonl when a trainer starts with
+    # `overwrite_output_dir` (the recipes' setting), so the log starts after the checkpoint; the trainer state's
+    # log_history, restored from the checkpoint, holds every step (what bench/real.py `read_loss` reads first).
+    logged = [row["current_steps"] for row in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines())
+              if "loss" in row]
+    assert logged[0] == 2 * STEPS_PER_EPOCH + 1
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == list(range(1, total + 1))
 
 
 def test_killed_after_its_last_checkpoint_resumes_to_the_same_weights_and_digest(box, capsys):
