@@ -9,7 +9,9 @@ Each backend runs in the environment that has it, writes one JSON, and `table` p
     python bench/backends.py table hf.json vllm.json openai.json
 
 `ServerLoad` polls a `vllm serve`'s `/metrics` while a stage runs (requests running and waiting in
-the server: the window as the server saw it) and `stage_table` prints a stage's throughput per way of
+its engine) and its `/load` (requests inside its API server, counted with `--enable-server-load-tracking`:
+the window as the server saw it, also when a loaded CPU keeps the API server from handing them on to the
+engine as fast as they come) and `stage_table` prints a stage's throughput per way of
 running it (tests/vllm_lane/test_serve_window.py writes it to serve_window.txt).
 
 The workload (`workload`): `prompts` random token-id prompts, each answered greedily by the base
@@ -109,13 +111,16 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 class ServerLoad:
-    """Poll `<server>/metrics` every `interval` s in a thread between `start()` and `stop()`: the peak of
-    requests running, waiting, and both together (= requests in flight in the server)."""
+    """Poll `<server>/metrics` and `<server>/load` every `interval` s in a thread between `start()` and
+    `stop()`: the peak of requests running, waiting, and both together in the engine (`in_flight`), and of
+    requests inside the API server (`api`: vLLM's `server_load`, 0 unless the server runs with
+    `--enable-server-load-tracking`)."""
 
     def __init__(self, base_url: str, interval: float = 0.02):
-        self.url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+        root = base_url.rstrip("/").removesuffix("/v1")
+        self.url, self.load_url = root + "/metrics", root + "/load"
         self.interval, self.samples = interval, 0
-        self.peak = {"running": 0.0, "waiting": 0.0, "in_flight": 0.0}
+        self.peak = {"running": 0.0, "waiting": 0.0, "in_flight": 0.0, "api": 0.0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -124,12 +129,15 @@ class ServerLoad:
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as resp:
                     g = parse_metrics(resp.read().decode())
-            except OSError:
+                with urllib.request.urlopen(self.load_url, timeout=5) as resp:
+                    api = float(json.loads(resp.read())["server_load"])
+            except (OSError, ValueError, KeyError):
                 g = None
             if g is not None:
                 running, waiting = g["vllm:num_requests_running"], g["vllm:num_requests_waiting"]
                 self.samples += 1
-                for key, value in (("running", running), ("waiting", waiting), ("in_flight", running + waiting)):
+                for key, value in (("running", running), ("waiting", waiting), ("in_flight", running + waiting),
+                                   ("api", api)):
                     self.peak[key] = max(self.peak[key], value)
             self._stop.wait(self.interval)
 

