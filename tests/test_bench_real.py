@@ -103,36 +103,28 @@ def test_every_variant_runs_on_a_small_model(tmp_path, capsys):
     assert len({r["results"]["SFT"] for r in records}) == 1  # the variants share the warm-up and the baselines
     table = results.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
-    baselines = load_report().BASELINES
+    baselines = bench_module("real_report").BASELINES
     assert [r.split(" | ")[0] for r in rows[1:]] == [f"| {name}" for name in (*baselines, *bench.VARIANTS)]
     assert set(rows) <= set(printed.splitlines())
     assert bench.main(argv) == 0 and "..." not in capsys.readouterr().out  # recorded runs are skipped
 
 
 # ----------------------------------------------------------------------------- issue 21: the `fpb` preset
-def load_stats():
-    load_bench()  # puts bench/ on sys.path
-    import real_stats
-
-    return real_stats
-
-
-def load_report():
-    load_bench()  # puts bench/ on sys.path
-    import real_report
-
-    return real_report
+def bench_module(name: str):
+    """bench/NAME.py, importable once bench/real.py has put bench/ on sys.path."""
+    load_bench()
+    return importlib.import_module(name)
 
 
 def test_the_statistics_doctests_pass():
     import doctest
 
-    for module in (load_stats(), load_bench()):
+    for module in (bench_module("real_stats"), load_bench()):
         assert doctest.testmod(module).failed == 0
 
 
 def test_bootstrap_intervals_on_vectors_whose_answer_is_known():
-    stats = load_stats()
+    stats = bench_module("real_stats")
     same = [1, 0, 1, 1, 0, 0, 1, 0] * 10
     assert stats.paired_bootstrap_ci(same, same) == (0.0, 0.0, 0.0)  # the same answers: no difference
     # right on 10 more rows of 80, wrong on none: the difference is 1/8, and no resample can make it negative
@@ -150,7 +142,7 @@ def test_bootstrap_intervals_on_vectors_whose_answer_is_known():
 
 
 def test_entropy_deciles_and_loss_curves():
-    stats = load_stats()
+    stats = bench_module("real_stats")
     pairs = [(0.5 - 0.01 * i, 1.0) for i in range(30)] + [(1.0 + i, 0.0) for i in range(30)] + [(None, 0.0)]
     deciles = stats.entropy_deciles(pairs)
     assert [d["n"] for d in deciles] == [6] * 10  # the pseudo-label with nothing extractable has no entropy
@@ -312,7 +304,7 @@ def test_the_class_table_shows_a_one_class_model_and_a_one_class_selection():
     0 elsewhere); SemiEvol's eight answers are A 2, B 4, C 2, and it is right on 2 of 2 A rows, 3 of 4 B rows
     and 1 of 2 C rows. The pseudo-labels per seed: one kept B (right), one kept B (wrong, truly A), one C left
     out (truly B), one with nothing extractable (truly C)."""
-    real_report = load_report()
+    real_report = bench_module("real_report")
     gold = ["A", "B", "B", "C"]
     pseudo = [[0.1, 1, 1, "B", "B"], [0.2, 0, 1, "B", "A"], [0.3, 0, 0, "C", "B"], [None, 0, 0, "[no answer]", "C"]]
     records = [{**_record("SemiEvol", seed, SFT="0110", SemiEvol=correct), "gold": gold, "pseudo": pseudo,
