@@ -3,6 +3,7 @@
     make bench-real                                   # = python bench/real.py (the `fpb` preset: many hours)
     python bench/real.py [--forms letter label] [--seeds 0 1 2] [--data-seeds 0] [--write]
     python bench/real.py --report [--write]           # the table and plot from OUT/results.json; nothing runs
+    python bench/real.py --report --records bench/real_fpb.json   # the project's own run (bench/RESULTS.md)
     python bench/real.py --dry-run                    # every config and recipe checked, the plan's cost
     python bench/real.py --preset cpu [--seeds 0 1]   # issue 13's small preset
     python bench/real.py --preset gpu --models smollm2-135m qwen2.5-7b [--dry-run]
@@ -19,9 +20,13 @@ give, and `SFT-long` (`run_long_sft`): the warm-up recipe on the labeled rows al
 steps as the seed's SemiEvol evolve fine-tune (`max_steps`), so that SemiEvol minus SFT-long is what the
 pseudo-labels added beyond training longer. Each variant's round-1 outputs are copied to
 OUT/TASKDIR/MODEL/seedS/VARIANT (bench/quality.py `keep_variant`; TASKDIR is `fpb`, `fpb-label`, `fpb-draw1`, ...).
-Every finished unit is recorded in OUT/results.json, written atomically after each one: a re-run skips what is
-there, and `--report` builds the table of a partial run. The released unlabeled files hold the answers: this
-benchmark reads them to score the pseudo-labels and to train the Oracle; the method never does.
+Every finished unit is recorded in OUT/results.json (or `--records FILE`), written atomically after each one: a
+re-run skips what is there, and `--report` builds the table of a partial run. The records hold every number the
+table is made of (each row's right/wrong per test row, the pseudo-labels, the loss curves), not the run folders:
+the project's own run keeps them in the repository (bench/real_fpb.json), so the table is rebuilt from a clone
+and a run on a new machine resumes from them (a unit's run folder is then made again). The released unlabeled
+files hold the answers: this benchmark reads them to score the pseudo-labels and to train the Oracle; the method
+never does.
 
 Presets:
 - `fpb` (the default; issue 21): SmolLM2-135M-Instruct (`smollm2-135m`), hf backend, fp32, max_new_tokens 64, one
@@ -92,7 +97,7 @@ from real_report import (  # noqa: E402  (bench/real_report.py: the rows, a unit
 )
 
 from semievol_lf.data.extraction import NO_ANSWER  # noqa: E402
-from semievol_lf.io_utils import atomic_write_files, atomic_write_json, atomic_write_text  # noqa: E402
+from semievol_lf.io_utils import atomic_write_files, atomic_write_text  # noqa: E402
 from semievol_lf.semievol.layout import RunLayout  # noqa: E402
 
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
@@ -325,14 +330,14 @@ def run_long_sft(config: dict, source: Path, log, steps: int) -> dict:
             "loss": {"evolve": read_loss(adapter)}}
 
 
-def evolve_steps(out: Path, settings: dict, u: Unit) -> int:
+def evolve_steps(records: Path, settings: dict, u: Unit) -> int:
     """The optimizer steps of the SemiEvol evolve fine-tune of `u`'s seed, from its record."""
     semievol = u._replace(variant="SemiEvol")
-    for r in quality.load_results(out / "results.json", settings):
+    for r in quality.load_results(records, settings):
         if unit_of(r) == semievol and (r.get("loss", {}).get("evolve") or {}).get("steps"):
             return int(r["loss"]["evolve"]["steps"])
     raise SystemExit(f"{LONG_SFT} of seed {u.seed} trains as long as that seed's SemiEvol evolve fine-tune, which has "
-                     f"no record in {out / 'results.json'}: run SemiEvol first (--variants SemiEvol ... {LONG_SFT})")
+                     f"no record in {records}: run SemiEvol first (--variants SemiEvol ... {LONG_SFT})")
 
 
 @contextlib.contextmanager
@@ -351,19 +356,34 @@ def locked(path: Path, wait: bool = True):
         yield True
 
 
-def add_record(path: Path, settings: dict, record: dict) -> None:
-    """Add one finished unit to results.json, read and written under a lock so that workers sharing OUT keep each
-    other's records."""
-    with locked(path.with_suffix(".lock")):
+def add_record(path: Path, settings: dict, record: dict, lock: Path) -> None:
+    """Add one finished unit to the records file `path`, read and written under `lock` so that workers sharing it
+    keep each other's records."""
+    with locked(lock):
         records = [r for r in quality.load_results(path, settings) if unit_of(r) != unit_of(record)] + [record]
-        atomic_write_json(path, {"settings": settings, "records": records})
+        atomic_write_text(path, records_text(settings, records))
+
+
+def records_text(settings: dict, records: list[dict]) -> str:
+    """The records file: JSON with one record per line, so that the diff of a committed file names the units it
+    adds rather than thousands of lines of answers.
+
+    >>> print(records_text({"preset": "fpb"}, [{"seed": 0}, {"seed": 1}]), end="")
+    {"settings": {"preset": "fpb"},
+     "records": [
+    {"seed": 0},
+    {"seed": 1}
+    ]}
+    """
+    lines = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    return f'{{"settings": {json.dumps(settings)},\n "records": [\n{lines}\n]}}\n'
 
 
 def run_all(args, preset: dict, out: Path) -> int:
     """Run every unit not in results.json, a seed folder at a time (its variants share it, in order). A folder
     another process is running (its lock held) is left to it: `--jobs N`, or the same command started twice, runs
     N folders at once."""
-    results_path = out / "results.json"
+    results_path = records_path(args, out)
     settings = run_settings(args, preset)
     records = quality.load_results(results_path, settings)
     units = plan(args)
@@ -389,13 +409,18 @@ def run_all(args, preset: dict, out: Path) -> int:
                     i += 1
                     counter = f"[{i}/{len(todo)}{f' pid {os.getpid()}' if args.jobs > 1 or args.worker else ''}]"
                     r = run_unit(args, preset, u, run_dir, sources, out, log, counter, t0)
-                    add_record(results_path, settings, {**u._asdict(), **r})
+                    add_record(results_path, settings, {**u._asdict(), **r}, out / "results.lock")
     failed = sum(w.wait() != 0 for w in workers)
     if failed:
         raise SystemExit(f"{failed} of {len(workers)} workers failed; see {out / 'bench.log'}")
     if args.worker:
         return 0  # the process that started it reports
     return report(args, preset, quality.load_results(results_path, settings), time.perf_counter() - t0)
+
+
+def records_path(args, out: Path) -> Path:
+    """The records file: `--records`, else OUT/results.json."""
+    return Path(args.records) if args.records else out / "results.json"
 
 
 def worker_argv(argv: list[str]) -> list[str]:
@@ -427,7 +452,7 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
         return f"{(time.perf_counter() - t0) / 3600:.2f} h so far"
 
     if u.variant == LONG_SFT:
-        r = run_long_sft(config, source, log, evolve_steps(out, run_settings(args, preset), u))
+        r = run_long_sft(config, source, log, evolve_steps(records_path(args, out), run_settings(args, preset), u))
         print(f"{counter} {name}: {r['results'][LONG_SFT]:.1f} ({r['steps']} steps); {r['wall']:.0f} s; {so_far()}",
               flush=True)
         return r
@@ -693,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-url", help="the openai backend's server (`vllm serve`)")
     p.add_argument("--settings", default="{}", help="JSON of run settings over the preset's (e.g. max_new_tokens)")
     p.add_argument("--out", help="default: runs/bench-real-PRESET")
+    p.add_argument("--records", help="the records file (default OUT/results.json); the project's own run: "
+                   "bench/real_fpb.json")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--plot", default=str(ROOT / "bench" / "real_fpb.png"), help="the fpb preset's plot")
     p.add_argument("--write", action="store_true", help="append the table to --results")
@@ -715,9 +742,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"`--data-seeds`: preset {args.preset} uses the full released splits (one draw only)")
     out = Path(args.out or ROOT / "runs" / f"bench-real-{args.preset}")
     if args.report:
-        path = out / "results.json"
+        path = records_path(args, out)
         if not path.is_file():
-            p.error(f"`--report`: no {path} (run the benchmark first, or name its --out)")
+            p.error(f"`--report`: no {path} (run the benchmark first, or name its --out or --records)")
         saved = json.loads(path.read_text())
         args.settings = saved["settings"].get("settings", args.settings)  # the runs' own --settings
         return report(args, preset, saved["records"], None)

@@ -297,6 +297,14 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         bench.main(["--report", "--out", str(tmp_path / "nowhere")])
+    # the same records from a file named by --records (as the repository's bench/real_fpb.json): the same table
+    moved = tmp_path / "real_fpb.json"
+    (out / "results.json").rename(moved)
+    again = tmp_path / "AGAIN.md"
+    again.write_text("# Results\n")
+    assert bench.main(["--report", "--write", "--records", str(moved), "--out", str(tmp_path / "nowhere"),
+                       "--results", str(again), "--plot", str(plot)]) == 0
+    assert again.read_text().split("\n", 4)[4] == text.split("\n", 4)[4]  # all but the heading with the argv
 
 
 def test_the_class_table_shows_a_one_class_model_and_a_one_class_selection():
@@ -435,7 +443,7 @@ def _add_records(out: str, worker: int, n: int) -> None:
     for seed in range(n):
         record = {"task": "demo", "form": "letter", "data_seed": 0, "model": "tiny", "seed": seed,
                   "variant": f"v{worker}"}
-        bench.add_record(Path(out) / "results.json", {"preset": "x"}, record)
+        bench.add_record(Path(out) / "results.json", {"preset": "x"}, record, Path(out) / "results.lock")
 
 
 def test_workers_adding_records_at_once_keep_every_record(tmp_path):
@@ -454,9 +462,9 @@ def test_workers_adding_records_at_once_keep_every_record(tmp_path):
 
 @pytest.mark.slow
 def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
-    """`--jobs 2`: two processes share the seed folders (each held by a lock while it runs) and results.json; the
-    real path on bench/quality.py's small word-level model and generated demo data standing for the released
-    folder; a second invocation finds everything done."""
+    """`--jobs 2`: two processes share the seed folders (each held by a lock while it runs) and one records file
+    outside OUT (`--records`, as the project's run keeps bench/real_fpb.json); the real path on bench/quality.py's
+    small word-level model and generated demo data standing for the released folder."""
     import subprocess
     import sys
 
@@ -474,11 +482,14 @@ def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, ROOT / "bench" / "real.py", "--preset", "cpu", "--tasks", "demo", "--models", "tiny-word",
            "--seeds", "0", "1", "--variants", "SemiEvol", "w/o AS", "--settings", json.dumps(settings),
-           "--out", out, "--results", tmp_path / "RESULTS.md", "--jobs", "2"]
+           "--out", out, "--records", tmp_path / "records.json", "--results", tmp_path / "RESULTS.md", "--jobs", "2"]
     env = {**os.environ, "SEMIEVOL_DATA": str(tmp_path / "released"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = json.loads((out / "results.json").read_text())["records"]
+    assert not (out / "results.json").exists()
+    text = (tmp_path / "records.json").read_text()
+    records = json.loads(text)["records"]
+    assert text.count("\n") == 3 + len(records)  # one line per record
     assert sorted((r["seed"], r["variant"]) for r in records) == [(s, v) for s in (0, 1)
                                                                   for v in ("SemiEvol", "w/o AS")]
     headers = [line for line in (out / "bench.log").read_text().splitlines() if line.startswith("===== ")]
