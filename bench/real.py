@@ -380,7 +380,7 @@ def records_text(settings: dict, records: list[dict]) -> str:
 
 
 def run_all(args, preset: dict, out: Path) -> int:
-    """Run every unit not in results.json, a seed folder at a time (its variants share it, in order). A folder
+    """Run every unit not in the records file, a seed folder at a time (its variants share it, in order). A folder
     another process is running (its lock held) is left to it: `--jobs N`, or the same command started twice, runs
     N folders at once."""
     results_path = records_path(args, out)
