@@ -2,7 +2,7 @@
 
     make bench-real                                   # = python bench/real.py (the `fpb` preset: many hours)
     python bench/real.py [--forms letter label] [--seeds 0 1 2] [--data-seeds 0] [--write]
-    python bench/real.py --report [--write]           # the table and plot from OUT/results.json; nothing runs
+    python bench/real.py --report [--write]           # the table and plot from the records; nothing runs
     python bench/real.py --report --records bench/real_fpb.json   # the project's own run (bench/RESULTS.md)
     python bench/real.py --dry-run                    # every config and recipe checked, the plan's cost
     python bench/real.py --preset cpu [--seeds 0 1]   # issue 13's small preset
@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--plot", default=str(ROOT / "bench" / "real_fpb.png"), help="the fpb preset's plot")
     p.add_argument("--write", action="store_true", help="append the table to --results")
-    p.add_argument("--report", action="store_true", help="only rebuild the table (and plot) from OUT/results.json")
+    p.add_argument("--report", action="store_true", help="only rebuild the table (and plot) from the records file")
     p.add_argument("--dry-run", action="store_true", help="build and validate every run, train and generate nothing")
     p.add_argument("--jobs", type=int, default=1, help="run this many seed folders at once (one process each; on "
                    "2 cores `OMP_NUM_THREADS=1 ... --jobs 2` does more per hour than one process on 2 threads)")
