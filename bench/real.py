@@ -86,6 +86,7 @@ import quality  # noqa: E402  (bench/quality.py: pseudo-label accuracy, keep_var
 import real_stats  # noqa: E402  (bench/real_stats.py: bootstrap intervals, deciles, loss curves)
 from real_report import (  # noqa: E402  (bench/real_report.py: the rows, a unit's key, the tables, the plot)
     CONTROLS,
+    FORMS,
     LONG_SFT,
     METHOD_ROWS,
     ORACLE,
@@ -102,7 +103,6 @@ from semievol_lf.semievol.layout import RunLayout  # noqa: E402
 
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
 VARIANTS = {name: quality.VARIANTS[name] for name in METHOD_ROWS}  # name -> the run's switches
-FORMS = ("letter", "label")
 CPU_SIZES = {"labeled": 16, "unlabeled": 8, "test": 16}
 FPB_SIZES = {"labeled": 64, "unlabeled": 256, "test": None}  # None: every row (the released test split: 453)
 FPB_TRAIN = {"learning_rate": 3.0e-4, "num_train_epochs": 6.0}  # both fine-tunes (issue 21's probe)

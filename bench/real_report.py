@@ -25,6 +25,7 @@ ORACLE = "Oracle"  # not a run of the method: the evolve fine-tune on the true a
 # longer training.
 LONG_SFT = "SFT-long"
 CONTROLS = (LONG_SFT, ORACLE)
+FORMS = ("letter", "label")  # the released form first
 
 
 class Unit(NamedTuple):
@@ -220,12 +221,14 @@ def class_table(records: list[dict]) -> str:
 
 
 def groups_of(records: list[dict]) -> dict[tuple, list[dict]]:
-    """(task, form, draw, model) -> its records, in the order they were first run."""
+    """(task, form, draw, model) -> its records, in that order (forms in FORMS' order), not the order the runs
+    finished in: with `--jobs 2` that order changes from one run to the next."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         u = unit_of(r)
         groups.setdefault((u.task, u.form, u.data_seed, u.model), []).append(r)
-    return groups
+    rank = {form: i for i, form in enumerate(FORMS)}
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], rank.get(kv[0][1], len(FORMS)), *kv[0][2:])))
 
 
 def fpb_report(records: list[dict]) -> tuple[str, dict]:

@@ -307,6 +307,18 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
     assert again.read_text().split("\n", 4)[4] == text.split("\n", 4)[4]  # all but the heading with the argv
 
 
+def test_the_report_orders_its_sections_by_form_not_by_finish_order():
+    """With `--jobs 2` the label form's runs can finish first; the report still puts the released (letter) form
+    first, and each section holds only its own form's records."""
+    real_report = bench_module("real_report")
+    label = _record("SemiEvol", 1, "label", SFT="1100", SemiEvol="1110")
+    letter = _record("SemiEvol", 1, "letter", SFT="1000", SemiEvol="1000")
+    text, summaries = real_report.fpb_report([label, letter])
+    assert text.index("### fpb, letter form") < text.index("### fpb, label form")
+    assert [key[1] for key in summaries] == ["letter", "label"]
+    assert summaries["fpb", "label", 0, "smollm2-135m"]["SemiEvol"]["per_seed"] == [0.75]
+
+
 def test_the_class_table_shows_a_one_class_model_and_a_one_class_selection():
     """Answers and recall by class over two seeds, counted by hand: SFT answers B everywhere (recall 100% on B,
     0 elsewhere); SemiEvol's eight answers are A 2, B 4, C 2, and it is right on 2 of 2 A rows, 3 of 4 B rows
