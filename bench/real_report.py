@@ -228,7 +228,12 @@ def groups_of(records: list[dict]) -> dict[tuple, list[dict]]:
         u = unit_of(r)
         groups.setdefault((u.task, u.form, u.data_seed, u.model), []).append(r)
     rank = {form: i for i, form in enumerate(FORMS)}
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], rank.get(kv[0][1], len(FORMS)), *kv[0][2:])))
+
+    def order(key: tuple) -> tuple:
+        task, form, draw, model = key
+        return task, rank.get(form, len(FORMS)), draw, model
+
+    return {key: groups[key] for key in sorted(groups, key=order)}
 
 
 def fpb_report(records: list[dict]) -> tuple[str, dict]:
