@@ -97,7 +97,9 @@ from real_report import (  # noqa: E402  (bench/real_report.py: the rows, a unit
     unit_of,
 )
 
+from semievol_lf import children  # noqa: E402
 from semievol_lf.data.extraction import NO_ANSWER  # noqa: E402
+from semievol_lf.errors import exit_on_user_error  # noqa: E402
 from semievol_lf.io_utils import atomic_write_files, atomic_write_text  # noqa: E402
 from semievol_lf.semievol.layout import RunLayout  # noqa: E402
 
@@ -380,9 +382,8 @@ def records_text(settings: dict, records: list[dict]) -> str:
 
 
 def run_all(args, preset: dict, out: Path) -> int:
-    """Run every unit not in the records file, a seed folder at a time (its variants share it, in order). A folder
-    another process is running (its lock held) is left to it: `--jobs N`, or the same command started twice, runs
-    N folders at once."""
+    """Run every unit not in the records file (`run_folders`), with `--jobs` - 1 worker processes beside this one,
+    then report."""
     results_path = records_path(args, out)
     settings = run_settings(args, preset)
     records = quality.load_results(results_path, settings)
@@ -391,12 +392,31 @@ def run_all(args, preset: dict, out: Path) -> int:
     todo = [u for u in units if u not in done]
     print(f"{len(units)} runs planned, {len(units) - len(todo)} already in {results_path}, {len(todo)} to run",
           flush=True)
+    t0 = time.perf_counter()
     workers = [subprocess.Popen([sys.executable, __file__, *worker_argv(args.argv)]) for _ in range(args.jobs - 1)]
+    try:
+        run_folders(args, preset, out, todo, results_path, settings, t0)
+    except BaseException:  # Ctrl-C or a SIGTERM to this process alone: the workers and their trainers stop too
+        for w in workers:
+            children.stop(w)
+        raise
+    failed = sum(w.wait() != 0 for w in workers)
+    if failed:
+        raise SystemExit(f"{failed} of {len(workers)} workers failed; see {out / 'bench.log'}")
+    if args.worker:
+        return 0  # the process that started it reports
+    return report(args, preset, quality.load_results(results_path, settings), time.perf_counter() - t0)
+
+
+def run_folders(args, preset: dict, out: Path, todo: list[Unit], results_path: Path, settings: dict,
+                t0: float) -> None:
+    """Run `todo` a seed folder at a time (its variants share it, in order). A folder another process is running
+    (its lock held) is left to it, so `--jobs N`, or the same command started twice, runs N folders at once."""
     folders: dict[Path, list[Unit]] = {}
     for u in todo:
         folders.setdefault(run_dir_of(out, u), []).append(u)
     sources: dict[tuple, tuple[str, Path]] = {}
-    t0, i = time.perf_counter(), 0
+    i = 0
     with open(out / "bench.log", "a") as log:
         for run_dir, group in folders.items():
             with locked(run_dir.parent / "running.lock", wait=False) as mine:
@@ -410,12 +430,6 @@ def run_all(args, preset: dict, out: Path) -> int:
                     counter = f"[{i}/{len(todo)}{f' pid {os.getpid()}' if args.jobs > 1 or args.worker else ''}]"
                     r = run_unit(args, preset, u, run_dir, sources, out, log, counter, t0)
                     add_record(results_path, settings, {**u._asdict(), **r}, out / "results.lock")
-    failed = sum(w.wait() != 0 for w in workers)
-    if failed:
-        raise SystemExit(f"{failed} of {len(workers)} workers failed; see {out / 'bench.log'}")
-    if args.worker:
-        return 0  # the process that started it reports
-    return report(args, preset, quality.load_results(results_path, settings), time.perf_counter() - t0)
 
 
 def records_path(args, out: Path) -> Path:
@@ -749,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         args.settings = saved["settings"].get("settings", args.settings)  # the runs' own --settings
         return report(args, preset, saved["records"], None)
     out.mkdir(parents=True, exist_ok=True)
-    return dry_run(args, preset, out) if args.dry_run else run_all(args, preset, out)
+    with exit_on_user_error():  # a bad run setting: one line; Ctrl-C or SIGTERM: workers and trainers stop too
+        return dry_run(args, preset, out) if args.dry_run else run_all(args, preset, out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""The one exception type for user mistakes; entry points print it without a traceback."""
+"""The one exception type for user mistakes, and the entry points' exits: a user mistake is one line without a
+traceback, an interruption (Ctrl-C or SIGTERM) the resume hint."""
 
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 
 
@@ -8,17 +11,32 @@ class UserError(Exception):
     """Bad input the user can fix (file, row and field in the message)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler's stop), raised like Ctrl-C so that it unwinds the same way:
+    finished work kept, child processes stopped (children.run)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 @contextmanager
 def exit_on_user_error():
-    """Turn a UserError into one line on stderr and exit status 2."""
+    """Turn a UserError into one line on stderr and exit status 2, and an interruption into the resume
+    hint and exit status 130 (Ctrl-C) or 143 (SIGTERM, 128 + 15 as a shell reports it)."""
+    main = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:
         yield
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print("interrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(err, Terminated) else 130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 

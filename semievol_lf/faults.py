@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import children
 from .errors import UserError
 
 ENV = "SEMIEVOL_FAULT"
@@ -83,12 +84,12 @@ def chunk_appended(cache: Path) -> None:
 
 
 def run_training(name: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Hook: `subprocess.run(cmd, **kwargs)` for the fine-tune `name`, `cmd` being
+    """Hook: `children.run(cmd, **kwargs)` for the fine-tune `name`, `cmd` being
     `llamafactory-cli train RECIPE`; under a `train:NAME:N` fault the trainer stops after N steps."""
     fault = current()
     if fault is None or fault.stage != f"train:{name}":
-        return subprocess.run(cmd, check=False, **kwargs)
-    proc = subprocess.run([sys.executable, "-m", __name__, cmd[-1]], check=False, **kwargs)
+        return children.run(cmd, **kwargs)
+    proc = children.run([sys.executable, "-m", __name__, cmd[-1]], **kwargs)
     if proc.returncode in (-signal.SIGKILL, -signal.SIGINT, 130):  # the trainer stopped itself
         _stop(fault)
     return proc

@@ -66,6 +66,46 @@ def run_cmd(args: list, cwd: Path, check: bool = True, **kwargs) -> subprocess.C
     return proc
 
 
+def still_running(procs: list, within: float = 0.0) -> list:
+    """Those of `procs` (psutil.Process) still running after up to `within` s; an orphan's zombie, waiting for
+    init to reap it, has ended."""
+    import time
+
+    import psutil
+
+    def running(p):
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    end = time.time() + within
+    while (left := [p for p in procs if running(p)]) and time.time() < end:
+        time.sleep(0.05)
+    return left
+
+
+def trainers_started(proc: subprocess.Popen, n: int = 1, timeout: float = 600) -> list:
+    """The descendants of `proc` (psutil.Process) once `n` of them are `llamafactory-cli train`."""
+    import time
+
+    import psutil
+
+    def cmdline(p):
+        try:
+            return " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            return ""
+
+    end = time.time() + timeout
+    while proc.poll() is None and time.time() < end:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        if sum("llamafactory-cli" in cmdline(p) for p in tree) >= n:
+            return tree
+        time.sleep(0.1)
+    raise AssertionError(f"{n} trainer(s) did not start (exit status {proc.poll()})")
+
+
 @pytest.fixture(scope="session")
 def trained_sandbox(tmp_path_factory, tiny_model, demo_source) -> Path:
     """A sandbox whose warm-up was trained by the real `llamafactory-cli train`."""

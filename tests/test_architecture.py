@@ -106,7 +106,7 @@ def test_ruff_passes():
 # The root of the package: the entry points (`python -m semievol_lf.X` and the console script) and
 # what every part shares; each part of the method is found by its folder.
 ROOT_MODULES = {"cli", "cli_docs", "prepare", "pseudolabel", "recipes", "evaluate", "run",  # entry points
-                "errors", "io_utils", "progress", "paths", "faults", "step"}  # shared
+                "errors", "io_utils", "progress", "paths", "faults", "children", "step"}  # shared
 FOLDERS = {"config", "data", "models", "backends", "llamafactory", "semievol", "meteor"}
 
 

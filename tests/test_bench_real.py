@@ -3,15 +3,17 @@ and LlamaFactory recipes on the released data (the CPU one with SmolLM2-135M) an
 expected GPU time; the real path runs every variant end to end on a small model and generated data."""
 
 import argparse
+import contextlib
 import csv
 import importlib.util
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, still_running, trainers_started
 
 RELEASED = Path(os.environ.get("SEMIEVOL_DATA") or ROOT.parent / "shared" / "semievol-data")
 
@@ -472,12 +474,9 @@ def test_workers_adding_records_at_once_keep_every_record(tmp_path):
     assert sorted((r["variant"], r["seed"]) for r in records) == [(f"v{w}", s) for w in range(4) for s in range(10)]
 
 
-@pytest.mark.slow
-def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
-    """`--jobs 2`: two processes share the seed folders (each held by a lock while it runs) and one records file
-    outside OUT (`--records`, as the project's run keeps bench/real_fpb.json); the real path on bench/quality.py's
-    small word-level model and generated demo data standing for the released folder."""
-    import subprocess
+def jobs_command(tmp_path, epochs: float = 40.0) -> tuple[list[str], dict]:
+    """`bench/real.py --jobs 2` over seeds 0 and 1 (SemiEvol, w/o AS) on bench/quality.py's small word-level model
+    and generated demo data standing for the released folder, with its environment."""
     import sys
 
     from semievol_lf.data.demo import DemoSpec, write_demo_data
@@ -488,15 +487,26 @@ def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
     write_demo_data(tmp_path / "released" / "demo", spec)
     model = build_model(tmp_path / "model", seed=0, tokenizer="word", hidden_size=64, intermediate_size=256,
                         num_layers=1, spec=spec, embed_std=0.02)
-    train = bench.quality.train_overrides(argparse.Namespace(lr=2e-3, epochs=40.0, batch=8, train_overrides="{}"))
+    train = bench.quality.train_overrides(argparse.Namespace(lr=2e-3, epochs=epochs, batch=8, train_overrides="{}"))
     settings = {"model_name_or_path": str(model), "max_new_tokens": 8, "batch_size": 16, "dtype": "float32",
                 "justify": "vote", "rag": False, "train_overrides": train}
-    out = tmp_path / "out"
     cmd = [sys.executable, ROOT / "bench" / "real.py", "--preset", "cpu", "--tasks", "demo", "--models", "tiny-word",
            "--seeds", "0", "1", "--variants", "SemiEvol", "w/o AS", "--settings", json.dumps(settings),
-           "--out", out, "--records", tmp_path / "records.json", "--results", tmp_path / "RESULTS.md", "--jobs", "2"]
+           "--out", tmp_path / "out", "--records", tmp_path / "records.json", "--results", tmp_path / "RESULTS.md",
+           "--jobs", "2"]
     env = {**os.environ, "SEMIEVOL_DATA": str(tmp_path / "released"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=1800)
+    return [str(c) for c in cmd], env
+
+
+@pytest.mark.slow
+def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
+    """`--jobs 2`: two processes share the seed folders (each held by a lock while it runs) and one records file
+    outside OUT (`--records`, as the project's run keeps bench/real_fpb.json); the real path on a small model."""
+    import subprocess
+
+    cmd, env = jobs_command(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (out / "results.json").exists()
     text = (tmp_path / "records.json").read_text()
@@ -516,5 +526,30 @@ def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
         for variant in ("SemiEvol", "w/o AS"):
             assert any(f"seed {seed} {variant}: " in line and "pseudo-labels kept" in line
                        for line in proc.stdout.splitlines())
-    again = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "4 runs planned, 4 already in" in again.stdout and "..." not in again.stdout
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_starting_process_stops_the_workers_and_their_trainers(tmp_path):
+    """`kill PID` of `bench/real.py --jobs 2` while both processes train: the worker and both trainers stop
+    too (none is left running a seed folder that the next start would find locked or half-trained), and the
+    starting process exits 143 with the one "interrupted:" line."""
+    import subprocess
+
+    cmd, env = jobs_command(tmp_path, epochs=2000.0)
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        tree = trainers_started(proc, n=2)  # both seed folders' warm-ups
+        proc.send_signal(signal.SIGTERM)  # to the starting process only, not to its group
+        rc = proc.wait(timeout=180)
+        left = still_running(tree)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+    stderr = log.read_text()
+    assert not left, f"still running after the starting process exited: {[' '.join(p.cmdline()) for p in left]}"
+    assert rc == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is saved"), stderr[-3000:]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, EPOCHS, ROOT, run_cmd
+from conftest import BIN, EPOCHS, ROOT, run_cmd, still_running, trainers_started
 
 from semievol_lf.backends.base import SORT_WINDOW
 
@@ -271,6 +271,27 @@ def test_run_survives_exact_kills_in_every_step(tmp_path, tiny_model):
     assert [{k: v["correct"] for k, v in r["results"].items()} for r in a] == \
            [{k: v["correct"] for k, v in r["results"].items()} for r in b]
     assert [r["pseudolabel"]["kept"] for r in a] == [r["pseudolabel"]["kept"] for r in b]
+
+
+# ------------------------------------------------------------- a SIGTERM to the run alone (`kill PID`)
+@pytest.mark.slow
+def test_a_sigterm_to_the_run_alone_stops_its_trainer(tmp_path, tiny_model):
+    """`kill PID`, `timeout` or a scheduler signal `semievol-lf run` alone, not the fine-tune it started: the run
+    stops the trainer (none is left writing checkpoints into the folder a re-run resumes from), prints the one
+    "interrupted:" line and exits 143."""
+    cmd = [BIN / "semievol-lf", "run", ROOT / "recipes" / "run_demo.yaml", f"output_dir={tmp_path / 'demo'}",
+           "model=tiny", f"model_name_or_path={tiny_model}", "iterations=1", "rag=false",
+           "data_sizes={n_labeled: 30, n_unlabeled: 12, n_test: 12}", "train_overrides={num_train_epochs: 500}"]
+    log = tmp_path / "stderr.log"
+    proc = launch(cmd, tmp_path, log)
+    tree = trainers_started(proc)
+    proc.send_signal(signal.SIGTERM)  # to the run's process only, not to its group
+    rc = proc.wait(timeout=120)
+    left = still_running(tree)
+    _, stderr = reap(proc, log)
+    assert not left, f"still running after the run exited: {[' '.join(p.cmdline()) for p in left]}"
+    assert rc == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is saved"), stderr[-3000:]
 
 
 # --------------------------------------------------------------- randomized wall-clock kills (smoke)

@@ -112,8 +112,7 @@ def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path
 
     import yaml
 
-    from semievol_lf import backends
-    from semievol_lf.llamafactory import launcher
+    from semievol_lf import backends, children
     from semievol_lf.semievol import pipeline as run_step
 
     adapter = trained_sandbox / "saves" / "tiny" / "demo" / "warmup"
@@ -136,7 +135,7 @@ def test_no_fine_tune_starts_while_the_runs_own_inference_holds_the_gpu(tmp_path
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(backends, "load_backend", load_backend)
-    monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli_train)
+    monkeypatch.setattr(children, "run", llamafactory_cli_train)
     monkeypatch.chdir(tmp_path)
     summary = run_step.main(argv=[str(ROOT / "recipes" / "run_demo.yaml"), f"output_dir={tmp_path / 'demo'}",
                                   "model=tiny", f"model_name_or_path={tiny_model}",

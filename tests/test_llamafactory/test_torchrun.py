@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import make_sandbox
 
+from semievol_lf import children
 from semievol_lf.errors import UserError
 from semievol_lf.llamafactory import launcher
 from semievol_lf.llamafactory.recipes import train_recipe
@@ -86,7 +87,7 @@ def fake_cli(tmp_path, monkeypatch):
         (Path(recipe["output_dir"]) / "adapter_config.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli)
+    monkeypatch.setattr(children, "run", llamafactory_cli)
 
     def train(name, n_gpus=None, **train_keys):
         recipe = {"model_name_or_path": str(tmp_path / "m"), "dataset_dir": str(tmp_path), "dataset": "d",

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import make_sandbox
 
+from semievol_lf import children
 from semievol_lf.io_utils import file_digest
 from semievol_lf.llamafactory import launcher
 from semievol_lf.llamafactory.recipes import train_recipe
@@ -157,7 +158,7 @@ def test_a_deepspeed_recipe_is_launched_with_force_torchrun(tmp_path, monkeypatc
         (out / "adapter_config.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(launcher.subprocess, "run", llamafactory_cli)
+    monkeypatch.setattr(children, "run", llamafactory_cli)
     monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
     for name, extra in [("plain", {}), ("ds", {"deepspeed": "recipes/deepspeed/ds_z3_config.json"})]:
         recipe = {"model_name_or_path": str(tmp_path / "m"), "dataset_dir": str(tmp_path), "dataset": "d",
