@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from semievol_lf import step
+from semievol_lf import children, step
 from semievol_lf.backends.base import GenerationRequest, ScoreRequest
 from semievol_lf.backends.openai import (
     OpenAIBackend,
@@ -690,7 +690,7 @@ def _warmup_step(tmp_path, server: FakeServer, outcome: int = 0, **backend_args)
 
     def train():
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(launcher.subprocess, "run", llamafactory_cli)
+            mp.setattr(children, "run", llamafactory_cli)
             mp.setattr(launcher, "visible_gpus", lambda: 1)
             return Runner(cfg).train("round_1_warmup", "warmup", data, "demo_labeled", out)
 
