@@ -66,6 +66,18 @@ def run_cmd(args: list, cwd: Path, check: bool = True, **kwargs) -> subprocess.C
     return proc
 
 
+def assert_stopped_by(sig: int, rc: int, stderr: str) -> None:
+    """SIGKILL: killed, nothing said. SIGINT / SIGTERM: exit 130 / 143 with the one "interrupted:" line, no
+    traceback."""
+    import signal
+
+    if sig == signal.SIGKILL:
+        assert rc == -signal.SIGKILL, stderr[-3000:]
+    else:
+        assert rc == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig] and "Traceback" not in stderr, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is saved"), stderr[-3000:]
+
+
 def still_running(procs: list, within: float = 0.0) -> list:
     """Those of `procs` (psutil.Process) still running after up to `within` s; an orphan's zombie, waiting for
     init to reap it, has ended."""
