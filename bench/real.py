@@ -55,12 +55,15 @@ Presets:
 
 `--dry-run` builds and validates every unit's config and LlamaFactory recipes (the Oracle's too), prepares the
 data, and prints the plan with its token counts and expected time (on one H100; with the hf backend also on
-this CPU, fine-tunes included); it trains and generates nothing. `--write` appends the table, the command, the
-commit, the machine and the wall time to bench/RESULTS.md. Not handled: a change of the preset's code between
+this CPU, fine-tunes included); it trains and generates nothing. Each record keeps the machine (CPU model,
+vector units, OpenMP threads) and the commit it ran on. `--write` appends the table, the command, the runs'
+machines, commits and wall time to bench/RESULTS.md; `--report --seeds S ...` reports those seeds' records only.
+Not handled: a change of the preset's code between
 invocations into one OUT (results.json checks the settings it records, not the code).
 """
 
 import argparse
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -429,7 +432,8 @@ def run_folders(args, preset: dict, out: Path, todo: list[Unit], results_path: P
                     i += 1
                     counter = f"[{i}/{len(todo)}{f' pid {os.getpid()}' if args.jobs > 1 or args.worker else ''}]"
                     r = run_unit(args, preset, u, run_dir, sources, out, log, counter, t0)
-                    add_record(results_path, settings, {**u._asdict(), **r}, out / "results.lock")
+                    add_record(results_path, settings, {**u._asdict(), **r, "machine": machine(), "commit": commit()},
+                               out / "results.lock")
 
 
 def records_path(args, out: Path) -> Path:
@@ -485,15 +489,49 @@ def run_unit(args, preset: dict, u: Unit, run_dir: Path, sources: dict, out: Pat
     return r
 
 
-def machine() -> str:
-    """`2 CPUs (Intel(R) Xeon(R) ...)`: nproc and the CPU model from /proc/cpuinfo."""
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs ({model})"
+# The vector units that decide which matmul kernels torch runs, and so a run's speed and its last digits: the
+# model name alone ("AMD EPYC") named two machines of different speed here (bench/RESULTS.md, issue 21).
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine(cpuinfo: str | None = None) -> str:
+    """Where a run ran: nproc, the CPU model and its vector units from /proc/cpuinfo, and the OpenMP threads.
+
+    >>> machine("model name : AMD EPYC\\nflags : fpu avx2 avx512f avx512_bf16\\n")  # doctest: +ELLIPSIS
+    '... CPUs (AMD EPYC; avx2 avx512f avx512_bf16), OMP_NUM_THREADS=...'
+    """
+    if cpuinfo is None:
+        cpuinfo = ""
+        with contextlib.suppress(OSError):
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():  # the first CPU's lines
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = [f for f in VECTOR_FLAGS if f in fields.get("flags", "").split()]
+    return (f"{os.cpu_count()} CPUs ({fields.get('model name', 'unknown CPU')}; {' '.join(flags) or 'no AVX2'}), "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
+def runs_on(records: list[dict]) -> str:
+    """The machines and commits the records ran on, as the records say (older records carry neither).
+
+    >>> runs_on([{"machine": "m1", "commit": "c1"}, {"machine": "m1", "commit": "c2"}, {}])
+    'run on m1 (2 runs), 1 run not recorded; at commits c1, c2, 1 run not recorded'
+    >>> runs_on([{}, {}])
+    'machines and commits not recorded (2 runs)'
+    """
+    def plural(n: int) -> str:
+        return f"{n} run{'s' * (n != 1)}"
+
+    unknown = sum("machine" not in r for r in records)
+    if unknown == len(records):
+        return f"machines and commits not recorded ({plural(unknown)})"
+    machines = collections.Counter(r["machine"] for r in records if "machine" in r)
+    commits = sorted({r["commit"] for r in records if "commit" in r})
+    missing = f", {plural(unknown)} not recorded" if unknown else ""
+    return (f"run on {', '.join(f'{m} ({plural(n)})' for m, n in machines.items())}{missing}; at commits "
+            f"{', '.join(commits)}{missing}")
 
 
 def commit() -> str:
@@ -516,8 +554,7 @@ def report(args, preset: dict, records: list[dict], total: float | None) -> int:
             f"backend {backend}, {json.dumps({**preset['settings'], **json.loads(args.settings)})}, fine-tunes "
             f"{json.dumps(preset.get('train') or 'as the model preset')}, method "
             f"{json.dumps({**METHOD, **preset.get('method', {})})}; {len(records)} runs, their wall time "
-            f"{units / 3600:.2f} h; {invocation}commit {commit()}; machine {machine()}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+            f"{units / 3600:.2f} h, {runs_on(records)}; {invocation}reported at commit {commit()}")
     if preset.get("report") == "fpb":
         text, summaries = fpb_report(records)
         plot = Path(args.plot)
@@ -725,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", help="default: the preset's")
     p.add_argument("--forms", nargs="+", choices=FORMS, help="default: the preset's (fpb: letter label)")
     p.add_argument("--models", nargs="+", help="model presets (semievol_lf/presets.py); default: the preset's")
-    p.add_argument("--seeds", type=int, nargs="+", help="run seeds; default: the preset's")
+    p.add_argument("--seeds", type=int, nargs="+", help="run seeds; default: the preset's (`--report`: every seed "
+                   "in the records)")
     p.add_argument("--data-seeds", type=int, nargs="+", default=[0], help="data draws (slice seeds); default 0")
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *CONTROLS], help="default: the preset's")
     p.add_argument("--backend", choices=["hf", "vllm", "openai"], help="default: the preset's")
@@ -748,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     args.tasks = args.tasks or preset["tasks"]
     args.forms = args.forms or preset.get("forms", ["letter"])
     args.models = args.models or preset["models"]
-    args.seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    seeds_named = args.seeds is not None
+    args.seeds = args.seeds if seeds_named else preset["seeds"]
     args.variants = args.variants or preset.get("variants", list(VARIANTS))
     if args.jobs < 1:
         p.error(f"`--jobs`: {args.jobs} is not a number of processes")
@@ -761,7 +800,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"`--report`: no {path} (run the benchmark first, or name its --out or --records)")
         saved = json.loads(path.read_text())
         args.settings = saved["settings"].get("settings", args.settings)  # the runs' own --settings
-        return report(args, preset, saved["records"], None)
+        records = [r for r in saved["records"] if not seeds_named or r["seed"] in args.seeds]
+        if saved["records"] and not records:
+            p.error(f"`--seeds`: {path} holds no run of seed {' or '.join(map(str, args.seeds))}")
+        return report(args, preset, records, None)
     out.mkdir(parents=True, exist_ok=True)
     with exit_on_user_error():  # a bad run setting: one line; Ctrl-C or SIGTERM: workers and trainers stop too
         return dry_run(args, preset, out) if args.dry_run else run_all(args, preset, out)

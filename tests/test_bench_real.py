@@ -258,7 +258,7 @@ def _record(variant: str, seed: int, form: str = "letter", **correct) -> dict:
 def test_the_report_is_rebuilt_from_results_json(tmp_path):
     """`--report --write` on a hand-made results.json: rows whose numbers are known (SemiEvol = SFT gives a paired
     interval of exactly 0 and a gap share of 0; w/o AS halfway to the Oracle gives 0.50), a plot, the appended
-    text with its link, commit and machine."""
+    text with its link, the machines and commits the records ran on (older records name none), and `--seeds`."""
     bench = load_bench()
     out = tmp_path / "out"
     records = []
@@ -269,6 +269,8 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
                         _record("w/o AS", seed, form, **base, SemiEvol="11111100"),
                         _record("Oracle", seed, form, SFT="11110000", Oracle="11111111"),
                         _record("SFT-long", seed, form, **{"SFT-long": "11111000"})]
+    for r in records[:8]:  # the letter form's records say where they ran; the label form's are older
+        r.update(machine="2 CPUs (AMD EPYC; avx2), OMP_NUM_THREADS=1", commit=f"c{r['seed']}")
     out.mkdir()
     (out / "results.json").write_text(json.dumps({"settings": {"settings": "{}"}, "records": records}))
     results, plot = tmp_path / "RESULTS.md", tmp_path / "plots" / "real.png"
@@ -295,7 +297,8 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
     assert "SemiEvol: nothing extractable in 25.0% of the collaborate responses and 10.0% of the self-justified" in text
     assert "| 1 | 0.100-0.100, 1, 100.0, 100.0 |" in text  # the lowest-entropy decile: right and kept
     assert "![accuracy per row, 95% bootstrap intervals, one panel per form](plots/real.png)" in text
-    assert f"commit {bench.commit()}" in text and "machine " in text and "16 runs, their wall time 0.27 h" in text
+    assert ("16 runs, their wall time 0.27 h, run on 2 CPUs (AMD EPYC; avx2), OMP_NUM_THREADS=1 (8 runs), 8 runs not "
+            f"recorded; at commits c0, c1, 8 runs not recorded; reported at commit {bench.commit()}") in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         bench.main(["--report", "--out", str(tmp_path / "nowhere")])
@@ -307,6 +310,16 @@ def test_the_report_is_rebuilt_from_results_json(tmp_path):
     assert bench.main(["--report", "--write", "--records", str(moved), "--out", str(tmp_path / "nowhere"),
                        "--results", str(again), "--plot", str(plot)]) == 0
     assert again.read_text().split("\n", 4)[4] == text.split("\n", 4)[4]  # all but the heading with the argv
+    # `--seeds`: the report of the records of those seeds only
+    one = tmp_path / "ONE.md"
+    one.write_text("# Results\n")
+    assert bench.main(["--report", "--write", "--records", str(moved), "--seeds", "1", "--results", str(one),
+                       "--plot", str(plot)]) == 0
+    assert "| SFT | 50.0 [12.5, 87.5] | 1: 50.0 |" in one.read_text() and "0: " not in one.read_text()
+    assert "run seeds [1]" in one.read_text() and "8 runs, their wall time 0.13 h" in one.read_text()
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--report", "--records", str(moved), "--seeds", "5"])
+    assert stopped.value.code == 2
 
 
 def test_the_report_orders_its_sections_by_form_not_by_finish_order():
@@ -514,6 +527,10 @@ def test_jobs_run_each_seed_folder_in_one_process(tmp_path):
     assert text.count("\n") == 3 + len(records)  # one line per record
     assert sorted((r["seed"], r["variant"]) for r in records) == [(s, v) for s in (0, 1)
                                                                   for v in ("SemiEvol", "w/o AS")]
+    bench = load_bench()  # each record says where (this machine, the workers' threads) and at which commit it ran
+    here = bench.machine().split(", OMP_NUM_THREADS=")[0]
+    assert {(r["machine"], r["commit"]) for r in records} == {
+        (f"{here}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}", bench.commit())}
     headers = [line for line in (out / "bench.log").read_text().splitlines() if line.startswith("===== ")]
     pid_of = {}
     for line in headers:  # "===== demo letter draw 0 tiny-word seed S VARIANT (pid P) ====="
