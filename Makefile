@@ -43,7 +43,7 @@ demo-real: $(STAMP)
 # process left a core idle.
 TEST_JOBS ?= 2
 test: $(STAMP)
-	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not vllm and not gpu and not real"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not vllm and not gpu and not real"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not gpu and not real"
