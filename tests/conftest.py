@@ -29,20 +29,23 @@ def pytest_configure(config):
         from semievol_lf.errors import UserError
         from semievol_lf.models.build import build_preset_model
         from semievol_lf.models.presets import get_preset
-        from semievol_lf.models.tiny import build_model
 
-        build_model(ROOT / ".cache" / "test-tiny-llama", seed=0)
+        build_tiny_model()
         for name in ("tiny", "tiny-word", "smollm2-135m"):  # the presets' own folders, for commands run in ROOT
             with contextlib.suppress(UserError):  # e.g. no SmolLM2 package: the `smollm2` fixture says so
                 build_preset_model(name, ROOT / get_preset(name).model_name_or_path)
 
 
-@pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    """Cached across test runs (the build is deterministic for the seed)."""
+def build_tiny_model() -> Path:
+    """The tests' tiny model, cached across test runs (the build is deterministic for the seed)."""
     from semievol_lf.models.tiny import build_model
 
     return build_model(ROOT / ".cache" / "test-tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    return build_tiny_model()
 
 
 @pytest.fixture(scope="session")
