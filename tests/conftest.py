@@ -4,6 +4,7 @@ laid out like the repository so the README's commands run unchanged."""
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 BIN = Path(sys.executable).parent
+# A non-interactive shell starts a background job (`make test &`) with SIGINT ignored, and every process it
+# starts inherits that: the tests that stop a tree with SIGINT, as Ctrl-C does, would wait on it for minutes
+# and fail. Python's own handler here is reset to the default in every child at exec, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Small enough for seconds per step on two CPU cores, large enough to train and select.
 TEST_SIZES = {"n_labeled": 30, "n_unlabeled": 24, "n_test": 24}
