@@ -721,7 +721,7 @@ def test_a_teacher_that_never_accepts_stops_each_question_after_three_attempts(t
 
 
 FAULT = "refine/cache/judge:2"  # killed (SIGKILL) right after the second chunk of the teacher's verdicts
-SMALLER = ["n_questions=6", "n_test=2"]  # the demo with fewer questions: minutes, not more
+SMALLER = ["n_questions=4", "n_test=2"]  # fewer questions: one refinement round (interval 3) and one question after it
 
 
 @pytest.fixture(scope="module")
